@@ -1,0 +1,26 @@
+"""icformer-rag: compress retrieved documents into digest vectors that a frozen local LLM reads.
+
+IC-Former (arXiv 2406.13618) cross-attention compressor + soft-prompt generation.
+"""
+
+from .compressor import ContextCompressor, load_compressor
+from .config import ICFormerConfig, LLMSignature
+from .digest import Digest
+from .generation import GenerationSettings, SoftPromptLM
+from .llm import DEFAULT_LLM, load_llm
+from .modeling import ICFormer
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DEFAULT_LLM",
+    "ContextCompressor",
+    "Digest",
+    "GenerationSettings",
+    "ICFormer",
+    "ICFormerConfig",
+    "LLMSignature",
+    "SoftPromptLM",
+    "load_compressor",
+    "load_llm",
+]

@@ -1,0 +1,295 @@
+"""ContextCompressor: texts -> digests, with the frozen LLM's tokenizer and embedding table and an ICFormer."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import warnings
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from .config import CONFIG_NAME, WEIGHTS_NAME, ICFormerConfig, LLMSignature
+from .digest import Digest, content_hash
+from .llm import DEFAULT_LLM, resolve_device, resolve_dtype
+from .modeling import ICFormer
+from .windows import documents_to_windows, plan_batches
+
+# Checkpoints that install with the package, by the LLM they serve.
+SHIPPED_CHECKPOINTS = Path(__file__).parent / "checkpoints"
+DEFAULT_CHECKPOINT = SHIPPED_CHECKPOINTS / "smollm2-135m-instruct"
+
+_PROBE_ROWS = 32
+_PROBE_COLS = 8
+
+
+def llm_signature(llm: Any, name: str | None = None) -> LLMSignature:
+    """Signature of a causal LM's input-embedding table (see :class:`LLMSignature`)."""
+    table = llm.get_input_embeddings().weight
+    vocab, hidden = table.shape
+    rows = [(i * 7919) % vocab for i in range(1, _PROBE_ROWS + 1)]
+    cols = [(j * 104729) % hidden for j in range(1, _PROBE_COLS + 1)]
+    probe = table.detach()[rows][:, cols].float().cpu().flatten().tolist()
+    name = name or getattr(llm, "name_or_path", "") or getattr(llm.config, "_name_or_path", "")
+    return LLMSignature(name=str(name), hidden_size=hidden, vocab_size=vocab,
+                        embedding_probe=[round(v, 6) for v in probe])
+
+
+def default_checkpoint() -> Path | None:
+    """The checkpoint shipped for the default LLM, if this install has one."""
+    return DEFAULT_CHECKPOINT if (DEFAULT_CHECKPOINT / WEIGHTS_NAME).is_file() else None
+
+
+class ContextCompressor:
+    """Compresses documents into :class:`Digest` objects for one frozen LLM.
+
+    Holds the LLM's tokenizer and input-embedding table (shared, not copied) and an :class:`ICFormer`.
+    All windows of all documents of a call go through padded batches of at most `max_batch_tokens`.
+
+    Example:
+        >>> llm, tok = load_llm()
+        >>> compressor = ContextCompressor.from_pretrained(None, llm, tok)
+        >>> digests = compressor.compress(["The town of Velmora was founded in 1723 ..."])
+    """
+
+    def __init__(
+        self,
+        model: ICFormer,
+        embed_tokens: nn.Embedding,
+        tokenizer: Any,
+        *,
+        max_batch_tokens: int = 64 * 512,
+        fingerprint: str | None = None,
+    ) -> None:
+        if embed_tokens.embedding_dim != model.config.hidden_size:
+            raise ValueError(
+                f"the LLM's embeddings are {embed_tokens.embedding_dim} wide but the compressor expects "
+                f"{model.config.hidden_size}"
+            )
+        if max_batch_tokens < model.config.window_tokens:
+            raise ValueError(f"max_batch_tokens must be at least one window ({model.config.window_tokens})")
+        self.model = model.eval()
+        self.embed_tokens = embed_tokens
+        self.tokenizer = tokenizer
+        self.max_batch_tokens = max_batch_tokens
+        self._fingerprint = fingerprint or self.compute_fingerprint()
+
+    @property
+    def config(self) -> ICFormerConfig:
+        return self.model.config
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.digest_embeddings.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.model.digest_embeddings.dtype
+
+    @property
+    def fingerprint(self) -> str:
+        """Identifies these weights: digests are only reusable by the compressor (and LLM) that made them."""
+        return self._fingerprint
+
+    def compute_fingerprint(self) -> str:
+        """Hash of config and weights. Weights are hashed as bf16, so the same checkpoint loaded in fp32 or
+        bf16 gives the same fingerprint (and shares cached digests)."""
+        h = hashlib.sha256(json.dumps(self.config.to_dict(), sort_keys=True).encode())
+        for name, tensor in sorted(self.model.state_dict().items()):
+            h.update(name.encode())
+            h.update(tensor.detach().to(torch.bfloat16).cpu().contiguous().view(torch.int16).numpy().tobytes())
+        return h.hexdigest()[:16]
+
+    def refresh_fingerprint(self) -> str:
+        """Recompute the fingerprint after the weights changed (training)."""
+        self._fingerprint = self.compute_fingerprint()
+        return self._fingerprint
+
+    # ----------------------------------------------------------------------------------------- loading
+    @classmethod
+    def from_llm(
+        cls,
+        llm: Any,
+        tokenizer: Any,
+        config: ICFormerConfig | None = None,
+        *,
+        seed: int | None = 0,
+        dtype: str | torch.dtype | None = None,
+        max_batch_tokens: int = 64 * 512,
+        **config_overrides: Any,
+    ) -> ContextCompressor:
+        """A freshly initialised (untrained) compressor shaped for `llm`."""
+        embed = llm.get_input_embeddings()
+        signature = llm_signature(llm)
+        if config is None:
+            config = ICFormerConfig.for_llm(llm.config, llm=signature, **config_overrides)
+        else:
+            if config_overrides:
+                raise ValueError("pass either a config or config overrides, not both")
+            config.llm = signature
+        if config.hidden_size != embed.embedding_dim:
+            raise ValueError(f"config.hidden_size {config.hidden_size} != the LLM's {embed.embedding_dim}")
+        # Seed a local generator so that building a compressor never disturbs the caller's RNG.
+        with torch.random.fork_rng(devices=[]):
+            if seed is not None:
+                torch.manual_seed(seed)
+            model = ICFormer(config)
+            rms = embed.weight.detach().float().pow(2).mean().sqrt().item()
+            model.reset_parameters(embedding_rms=rms)
+        device = embed.weight.device
+        model.to(device=device, dtype=resolve_dtype(dtype, device) if dtype else embed.weight.dtype)
+        return cls(model, embed, tokenizer, max_batch_tokens=max_batch_tokens)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        path: str | Path | None,
+        llm: Any,
+        tokenizer: Any,
+        *,
+        dtype: str | torch.dtype | None = None,
+        max_batch_tokens: int = 64 * 512,
+        allow_untrained: bool = True,
+    ) -> ContextCompressor:
+        """Load a compressor saved with :meth:`save_pretrained` onto the LLM's device.
+
+        `path=None` takes the checkpoint shipped for the default LLM; when this install has none it
+        falls back to an untrained compressor with a warning (untrained digests are noise), unless
+        `allow_untrained=False`. Raises ValueError when the checkpoint was trained for another LLM.
+        """
+        if path is None:
+            path = default_checkpoint()
+            if path is None:
+                if not allow_untrained:
+                    raise FileNotFoundError("this install ships no trained compressor checkpoint")
+                warnings.warn("no trained compressor checkpoint ships with this install: using an UNTRAINED "
+                              "compressor, whose digests are noise", stacklevel=2)
+                return cls.from_llm(llm, tokenizer, dtype=dtype, max_batch_tokens=max_batch_tokens)
+        path = Path(path)
+        if not (path / WEIGHTS_NAME).is_file():
+            raise FileNotFoundError(f"no {WEIGHTS_NAME} in {path}")
+        config = ICFormerConfig.load(path)
+        given = llm_signature(llm)
+        why = config.llm.mismatch(given)
+        if why:
+            raise ValueError(
+                f"compressor checkpoint {path} was trained for the LLM {config.llm.describe()}, but the given "
+                f"LLM is {given.describe()}: {why}. Train or load a compressor for this LLM."
+            )
+        state = load_file(str(path / WEIGHTS_NAME))
+        model = ICFormer(config)
+        model.load_state_dict(state, strict=True)
+        embed = llm.get_input_embeddings()
+        device = embed.weight.device
+        model.to(device=device, dtype=resolve_dtype(dtype, device) if dtype else embed.weight.dtype)
+        meta_path = path / "fingerprint.txt"
+        fingerprint = meta_path.read_text().strip() if meta_path.is_file() else None
+        return cls(model, embed, tokenizer, max_batch_tokens=max_batch_tokens, fingerprint=fingerprint)
+
+    def save_pretrained(self, path: str | Path, dtype: torch.dtype | None = None) -> Path:
+        """Write `config.json` and `model.safetensors` (only the compressor's weights, never pickle)."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        self.config.save(path)
+        state = {k: v.detach().to(dtype or v.dtype).cpu().contiguous() for k, v in self.model.state_dict().items()}
+        save_file(state, str(path / WEIGHTS_NAME), metadata={"format": "pt", "fingerprint": self.fingerprint})
+        (path / "fingerprint.txt").write_text(self.fingerprint + "\n")
+        return path
+
+    # ------------------------------------------------------------------------------------- compression
+    def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
+        """Token ids of each text, without special tokens."""
+        texts = _check_texts(texts)
+        if not texts:
+            return []
+        return self.tokenizer(list(texts), add_special_tokens=False, verbose=False)["input_ids"]
+
+    @torch.inference_mode()
+    def compress(self, texts: Sequence[str], show_progress: bool = False) -> list[Digest]:
+        """One :class:`Digest` per text, in order.
+
+        Each text is cut into windows of `window_tokens`; a window of t tokens gets ceil(t / ratio)
+        digests. Empty or whitespace-only texts give an empty digest. Nothing is truncated.
+        """
+        texts = _check_texts(texts)
+        ids = self.tokenize(texts)
+        vectors = self.compress_ids(ids, show_progress=show_progress)
+        return [
+            Digest(
+                embeddings=torch.cat(parts) if parts else self._empty(),
+                num_tokens=len(doc_ids),
+                content_hash=content_hash(text),
+                fingerprint=self.fingerprint,
+                window_digests=[p.shape[0] for p in parts],
+            )
+            for text, doc_ids, parts in zip(texts, ids, vectors)
+        ]
+
+    @torch.inference_mode()
+    def compress_ids(self, docs: Sequence[Sequence[int]], show_progress: bool = False) -> list[list[torch.Tensor]]:
+        """Digest vectors per window per document, for token ids."""
+        cfg = self.config
+        windows = documents_to_windows(docs, cfg.window_tokens)
+        per_doc = Counter(w.doc for w in windows)
+        out: list[list[torch.Tensor | None]] = [[None] * per_doc[d] for d in range(len(docs))]
+        batches = plan_batches([len(w.ids) for w in windows], self.max_batch_tokens)
+        for batch in tqdm(batches, desc="compressing", unit="batch", disable=not show_progress or not batches):
+            group = [windows[i] for i in batch]
+            digests = self.compress_windows([w.ids for w in group])
+            for w, d in zip(group, digests):
+                out[w.doc][w.index] = d
+        return out  # type: ignore[return-value]
+
+    @torch.inference_mode()
+    def compress_windows(self, windows: Sequence[Sequence[int]]) -> list[torch.Tensor]:
+        """Digests of windows of at most `window_tokens` ids each, as one padded batch."""
+        cfg = self.config
+        longest = max(len(w) for w in windows)
+        if longest > cfg.window_tokens or min(len(w) for w in windows) < 1:
+            raise ValueError(f"windows must hold 1..{cfg.window_tokens} tokens")
+        ids = torch.zeros(len(windows), longest, dtype=torch.long)
+        mask = torch.zeros(len(windows), longest, dtype=torch.bool)
+        for i, w in enumerate(windows):
+            ids[i, : len(w)] = torch.as_tensor(w, dtype=torch.long)
+            mask[i, : len(w)] = True
+        ids, mask = ids.to(self.device), mask.to(self.device)
+        counts = [cfg.digests_for(len(w)) for w in windows]
+        digests = self.model(self.embed_tokens(ids), mask, num_digests=max(counts))  # (B, M, C)
+        return [digests[i, :m] for i, m in enumerate(counts)]
+
+    def _empty(self) -> torch.Tensor:
+        return torch.empty(0, self.config.hidden_size, device=self.device, dtype=self.dtype)
+
+
+def _check_texts(texts: Any) -> list[str]:
+    if isinstance(texts, str):
+        raise TypeError("compress() takes a list of texts, not a single string: wrap it as [text]")
+    if not isinstance(texts, Sequence):
+        raise TypeError(f"compress() takes a list of texts, got {type(texts).__name__}")
+    for i, t in enumerate(texts):
+        if not isinstance(t, str):
+            raise TypeError(f"text {i} is a {type(t).__name__}, not a str")
+    return list(texts)
+
+
+def load_compressor(
+    checkpoint: str | Path | None = None,
+    llm_name_or_path: str | Path | None = None,
+    device: str | torch.device | None = None,
+    dtype: str | torch.dtype | None = None,
+) -> tuple[ContextCompressor, Any, Any]:
+    """Convenience: load an LLM (default: the embedded SmolLM2) and its compressor. Returns
+    (compressor, llm, tokenizer)."""
+    from .llm import load_llm
+
+    resolve_device(device)
+    llm, tokenizer = load_llm(llm_name_or_path, device=device, dtype=dtype)
+    if checkpoint is None and llm_name_or_path is not None and llm.name_or_path != DEFAULT_LLM:
+        raise ValueError("a compressor checkpoint is needed for an LLM other than the default")
+    return ContextCompressor.from_pretrained(checkpoint, llm, tokenizer), llm, tokenizer

@@ -1,0 +1,252 @@
+"""Soft-prompt generation: a frozen chat LLM answers from digests spliced into its prompt embeddings.
+
+The prompt is the LLM's own chat template around a user turn of the form
+
+    {instruction}
+
+    {context 1}
+    {context 2}
+
+    Question: {question}
+
+where each context is either a digest (learned BEGIN embedding, the digest vectors, learned END
+embedding) or, for the full-text baseline, the document's text. Splicing happens in one place,
+:meth:`SoftPromptLM.build_inputs`; training uses the same layout.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from .compressor import ContextCompressor
+from .digest import Digest
+from .modeling import ICFormer
+
+DEFAULT_INSTRUCTION = "Answer the question using the context below."
+_MARK = "<<ICFORMER_CONTEXT_{}>>"
+_MARK_RE = re.compile(r"<<ICFORMER_CONTEXT_(\d+)>>")
+
+Context = Digest | str
+
+
+@dataclass
+class GenerationSettings:
+    """Decoding settings; greedy by default so that answers are reproducible."""
+
+    max_new_tokens: int = 256
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_p: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.max_new_tokens < 1:
+            raise ValueError("max_new_tokens must be positive")
+        if self.temperature <= 0:
+            raise ValueError("temperature must be positive")
+
+    def kwargs(self) -> dict[str, Any]:
+        kw: dict[str, Any] = {"max_new_tokens": self.max_new_tokens, "do_sample": self.do_sample}
+        if self.do_sample:
+            kw.update(temperature=self.temperature, top_p=self.top_p)
+        return kw
+
+
+def render_prompt(tokenizer: Any, question: str, num_contexts: int, instruction: str | None = None,
+                  system: str | None = None) -> list[str | int]:
+    """The chat prompt as text pieces with context indices between them (ints mark where context i goes)."""
+    user = (instruction if instruction is not None else DEFAULT_INSTRUCTION).strip()
+    if num_contexts:
+        user += "\n\n" + "\n".join(_MARK.format(i) for i in range(num_contexts))
+    user += f"\n\nQuestion: {question.strip()}" if question.strip() else ""
+    messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user}]
+    text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    pieces: list[str | int] = []
+    pos = 0
+    for m in _MARK_RE.finditer(text):
+        pieces.append(text[pos : m.start()])
+        pieces.append(int(m.group(1)))
+        pos = m.end()
+    pieces.append(text[pos:])
+    return pieces
+
+
+class SoftPromptLM:
+    """A frozen local chat LLM that reads digests (or full texts, the baseline) in its prompt.
+
+    Args:
+        llm: any transformers causal LM (frozen; never trained here).
+        tokenizer: its tokenizer, with a chat template.
+        compressor: the compressor whose digests it reads (also holds the learned separator
+            embeddings). Needed for digests; full-text prompts work without one.
+        instruction: the text before the contexts.
+    """
+
+    def __init__(self, llm: Any, tokenizer: Any, compressor: ContextCompressor | None = None,
+                 instruction: str = DEFAULT_INSTRUCTION, system: str | None = None) -> None:
+        if getattr(tokenizer, "chat_template", None) is None:
+            raise ValueError("the tokenizer has no chat template; use a chat/instruct model")
+        self.llm = llm
+        self.tokenizer = tokenizer
+        self.compressor = compressor
+        self.instruction = instruction
+        self.system = system
+        self._embed = llm.get_input_embeddings()
+        eos = {tokenizer.eos_token_id, *_as_list(llm.generation_config.eos_token_id)}
+        if "<|im_end|>" in tokenizer.get_vocab():
+            eos.add(tokenizer.convert_tokens_to_ids("<|im_end|>"))
+        self.eos_token_ids = sorted(e for e in eos if e is not None)
+        self.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_token_ids[0]
+
+    @property
+    def device(self) -> torch.device:
+        return self._embed.weight.device
+
+    @property
+    def max_positions(self) -> int | None:
+        cfg = self.llm.config
+        return getattr(getattr(cfg, "get_text_config", lambda: cfg)(), "max_position_embeddings", None)
+
+    # ---------------------------------------------------------------------------------- prompt building
+    def _text_embeds(self, text: str, add_special_tokens: bool = False) -> torch.Tensor:
+        ids = self.tokenizer(text, add_special_tokens=add_special_tokens)["input_ids"] if text else []
+        return self._embed(torch.tensor(ids, dtype=torch.long, device=self.device))  # (T, C)
+
+    def _digest_embeds(self, digest: Digest) -> torch.Tensor:
+        if self.compressor is None:
+            raise ValueError("digests given but this SoftPromptLM has no compressor (it holds the separators)")
+        if digest.fingerprint != self.compressor.fingerprint:
+            raise ValueError(
+                f"digest of text {digest.content_hash[:12]} was made by compressor {digest.fingerprint}, "
+                f"not by this LLM's compressor {self.compressor.fingerprint}: recompress it"
+            )
+        special = self.compressor.model.special_embeddings
+        dtype = self._embed.weight.dtype
+        return torch.cat((
+            special[ICFormer.SPECIAL_BEGIN : ICFormer.SPECIAL_BEGIN + 1].to(self.device, dtype),
+            digest.embeddings.to(self.device, dtype),
+            special[ICFormer.SPECIAL_END : ICFormer.SPECIAL_END + 1].to(self.device, dtype),
+        ))
+
+    @torch.no_grad()
+    def build_inputs(self, question: str, contexts: Sequence[Context] = (),
+                     instruction: str | None = None) -> torch.Tensor:
+        """Prompt embeddings (T, C) for one question over digests and/or texts."""
+        if not isinstance(question, str):
+            raise TypeError(f"question must be a str, got {type(question).__name__}")
+        if isinstance(contexts, (str, Digest)):
+            contexts = [contexts]
+        for i, c in enumerate(contexts):
+            if not isinstance(c, (str, Digest)):
+                raise TypeError(f"context {i} is a {type(c).__name__}; give Digest objects or strings")
+        instruction = self.instruction if instruction is None else instruction
+        if all(isinstance(c, str) for c in contexts):
+            # Full-text baseline: exactly the prompt a plain chat user would send, tokenized in one go.
+            pieces = render_prompt(self.tokenizer, question, len(contexts), instruction, self.system)
+            text = "".join(p if isinstance(p, str) else contexts[p] for p in pieces)
+            embeds = self._text_embeds(text)
+        else:
+            pieces = render_prompt(self.tokenizer, question, len(contexts), instruction, self.system)
+            parts = []
+            for p in pieces:
+                if isinstance(p, str):
+                    parts.append(self._text_embeds(p))
+                else:
+                    c = contexts[p]
+                    parts.append(self._digest_embeds(c) if isinstance(c, Digest) else self._text_embeds(c))
+            embeds = torch.cat(parts)
+        return embeds
+
+    def _check_length(self, length: int, settings: GenerationSettings) -> None:
+        limit = self.max_positions
+        if limit and length + settings.max_new_tokens > limit:
+            raise ValueError(
+                f"prompt of {length} positions + {settings.max_new_tokens} new tokens exceeds the LLM's "
+                f"{limit} positions: pass fewer or shorter documents"
+            )
+
+    def _batch(self, questions: Sequence[str], contexts: Sequence[Sequence[Context]],
+               settings: GenerationSettings) -> tuple[torch.Tensor, torch.Tensor]:
+        if isinstance(questions, str):
+            raise TypeError("generate_batch() takes a list of questions")
+        if len(questions) != len(contexts):
+            raise ValueError(f"{len(questions)} questions but {len(contexts)} context lists")
+        rows = [self.build_inputs(q, c) for q, c in zip(questions, contexts)]
+        longest = max(r.shape[0] for r in rows)
+        self._check_length(longest, settings)
+        dim = rows[0].shape[1]
+        embeds = torch.zeros(len(rows), longest, dim, dtype=rows[0].dtype, device=self.device)
+        mask = torch.zeros(len(rows), longest, dtype=torch.long, device=self.device)
+        for i, r in enumerate(rows):  # left padding: every row's last position is its own
+            embeds[i, longest - r.shape[0] :] = r
+            mask[i, longest - r.shape[0] :] = 1
+        return embeds, mask
+
+    # -------------------------------------------------------------------------------------- generation
+    @torch.no_grad()
+    def generate_batch(self, questions: Sequence[str], contexts: Sequence[Sequence[Context]],
+                       settings: GenerationSettings | None = None) -> list[str]:
+        """Answer several questions, each over its own contexts, in one batched generate call."""
+        settings = settings or GenerationSettings()
+        if not questions:
+            return []
+        embeds, mask = self._batch(questions, contexts, settings)
+        out = self.llm.generate(inputs_embeds=embeds, attention_mask=mask, eos_token_id=self.eos_token_ids,
+                                pad_token_id=self.pad_token_id, **settings.kwargs())
+        return [self.tokenizer.decode(row, skip_special_tokens=True).strip() for row in out]
+
+    def generate(self, question: str, contexts: Sequence[Context] = (),
+                 settings: GenerationSettings | None = None) -> str:
+        """Answer one question over digests (or texts, for the baseline)."""
+        return self.generate_batch([question], [list(contexts) if not isinstance(contexts, (str, Digest))
+                                                else [contexts]], settings)[0]
+
+    def stream(self, question: str, contexts: Sequence[Context] = (),
+               settings: GenerationSettings | None = None) -> Iterator[str]:
+        """Yield the answer in text chunks as they are generated."""
+        from transformers import TextIteratorStreamer
+
+        settings = settings or GenerationSettings()
+        ctx = list(contexts) if not isinstance(contexts, (str, Digest)) else [contexts]
+        embeds, mask = self._batch([question], [ctx], settings)
+        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=False, skip_special_tokens=True)
+        errors: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                with torch.no_grad():
+                    self.llm.generate(inputs_embeds=embeds, attention_mask=mask, streamer=streamer,
+                                      eos_token_id=self.eos_token_ids, pad_token_id=self.pad_token_id,
+                                      **settings.kwargs())
+            except BaseException as err:  # surfaced in the caller's thread below
+                errors.append(err)
+                streamer.end()
+
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        yield from (chunk for chunk in streamer if chunk)
+        thread.join()
+        if errors:
+            raise errors[0]
+
+    def answer(self, question: str, documents: Sequence[str], full_context: bool = False,
+               settings: GenerationSettings | None = None) -> str:
+        """Compress `documents` (unless `full_context`) and answer `question` over them."""
+        if isinstance(documents, str):
+            documents = [documents]
+        if full_context:
+            return self.generate(question, list(documents), settings)
+        if self.compressor is None:
+            raise ValueError("answer() from digests needs a compressor")
+        return self.generate(question, self.compressor.compress(list(documents)), settings)
+
+
+def _as_list(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    return list(value) if isinstance(value, (list, tuple)) else [value]

@@ -1,0 +1,185 @@
+"""The IC-Former: a few cross-attention blocks that read a context's word embeddings into k digests.
+
+Queries are the digest states, updated block to block. Keys and values are the context's word
+embeddings (taken from the frozen LLM's own input-embedding table: the LLM is never run) followed by
+the *initial* digest embeddings, the same for every block. Every digest sees every real context token
+and the digests up to itself, so the first m digests of a window never depend on later ones: a short
+window just keeps its first ceil(t / ratio) digests. Cost is O(n * k), linear in context length.
+
+Shapes: B windows, N context tokens, M digests, C width, H heads, D head width.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .config import ICFormerConfig
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Normalise in fp32: bf16 squares lose too much precision over wide vectors.
+        x32 = x.float()
+        x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
+        return x32.type_as(x) * self.weight
+
+
+def rope_cos_sin(positions: torch.Tensor, head_dim: int, theta: float, dtype: torch.dtype):
+    """cos and sin tables for integer positions (B, T) -> two (B, 1, T, D) tensors."""
+    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, device=positions.device).float() / head_dim))
+    angles = positions.float()[..., None] * inv_freq  # (B, T, D/2)
+    angles = torch.cat((angles, angles), dim=-1)  # (B, T, D)
+    return angles.cos().to(dtype)[:, None], angles.sin().to(dtype)[:, None]
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    x1, x2 = x.chunk(2, dim=-1)
+    return x * cos + torch.cat((-x2, x1), dim=-1) * sin
+
+
+class CrossAttention(nn.Module):
+    def __init__(self, config: ICFormerConfig) -> None:
+        super().__init__()
+        c = config.hidden_size
+        self.n_head = config.num_heads
+        self.head_dim = config.head_dim
+        self.rope_theta = config.rope_theta
+        self.q_proj = nn.Linear(c, c, bias=False)
+        self.k_proj = nn.Linear(c, c, bias=False)
+        self.v_proj = nn.Linear(c, c, bias=False)
+        self.o_proj = nn.Linear(c, c, bias=False)
+
+    def forward(self, q_in, kv_in, q_cos_sin, kv_cos_sin, mask) -> torch.Tensor:
+        B, M, C = q_in.shape
+        L = kv_in.shape[1]
+        q = self.q_proj(q_in).view(B, M, self.n_head, self.head_dim).transpose(1, 2)  # (B, H, M, D)
+        k = self.k_proj(kv_in).view(B, L, self.n_head, self.head_dim).transpose(1, 2)  # (B, H, L, D)
+        v = self.v_proj(kv_in).view(B, L, self.n_head, self.head_dim).transpose(1, 2)  # (B, H, L, D)
+        q = apply_rope(q, *q_cos_sin)
+        k = apply_rope(k, *kv_cos_sin)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, H, M, D)
+        return self.o_proj(y.transpose(1, 2).reshape(B, M, C))
+
+
+class MLP(nn.Module):
+    """SwiGLU, as in Llama."""
+
+    def __init__(self, config: ICFormerConfig) -> None:
+        super().__init__()
+        self.gate_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=False)
+        self.up_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=False)
+        self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class Block(nn.Module):
+    def __init__(self, config: ICFormerConfig) -> None:
+        super().__init__()
+        self.q_norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.kv_norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.attn = CrossAttention(config)
+        self.mlp_norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.mlp = MLP(config)
+
+    def forward(self, h, kv, q_cos_sin, kv_cos_sin, mask) -> torch.Tensor:
+        h = h + self.attn(self.q_norm(h), self.kv_norm(kv), q_cos_sin, kv_cos_sin, mask)
+        return h + self.mlp(self.mlp_norm(h))
+
+
+class ICFormer(nn.Module):
+    """IC-Former compressor: context word embeddings (B, N, C) -> digest embeddings (B, M, C).
+
+    Besides the digest queries it holds a few learned *special* embeddings that the LLM reads around
+    digests (:data:`SPECIAL_BEGIN`, :data:`SPECIAL_END`) and before an auto-encoding target
+    (:data:`SPECIAL_AE`); they train with the compressor because the LLM stays frozen.
+    """
+
+    SPECIAL_BEGIN = 0
+    SPECIAL_END = 1
+    SPECIAL_AE = 2
+
+    def __init__(self, config: ICFormerConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.digest_embeddings = nn.Parameter(torch.empty(config.num_digest_tokens, config.hidden_size))
+        self.special_embeddings = nn.Parameter(torch.empty(config.num_special_tokens, config.hidden_size))
+        self.blocks = nn.ModuleList(Block(config) for _ in range(config.num_blocks))
+        self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.reset_parameters()
+
+    def reset_parameters(self, embedding_rms: float = 0.02) -> None:
+        """Fresh weights. `embedding_rms` is the LLM's typical embedding size: what the LLM reads
+        (the digests after the final norm, the special tokens) starts at the scale it is used to."""
+        std = 0.02
+        for name, p in self.named_parameters():
+            if name.endswith("norm.weight"):
+                nn.init.ones_(p)
+            elif name.endswith(("o_proj.weight", "down_proj.weight")):
+                # GPT-2 style: keep the residual stream's variance steady across blocks.
+                nn.init.normal_(p, std=std / math.sqrt(2 * self.config.num_blocks))
+            elif p.dim() == 2:
+                nn.init.normal_(p, std=std)
+        nn.init.normal_(self.digest_embeddings, std=embedding_rms)
+        nn.init.normal_(self.special_embeddings, std=embedding_rms)
+        with torch.no_grad():
+            self.norm.weight.fill_(embedding_rms)
+
+    def forward(
+        self,
+        context_embeds: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        num_digests: int | None = None,
+    ) -> torch.Tensor:
+        """Compress a batch of windows.
+
+        Args:
+            context_embeds: (B, N, C) word embeddings of the context windows.
+            attention_mask: (B, N), true/1 for real tokens; padding may sit on either side.
+            num_digests: digests to produce per window (default: k). Causality among digests makes the
+                first m of them identical whatever m is, so callers ask for the most any window needs.
+        Returns:
+            (B, M, C) digest embeddings.
+        """
+        B, N, C = context_embeds.shape
+        M = self.config.num_digest_tokens if num_digests is None else num_digests
+        if not 1 <= M <= self.config.num_digest_tokens:
+            raise ValueError(f"num_digests must be in [1, {self.config.num_digest_tokens}], got {M}")
+        device = context_embeds.device
+        dtype = self.digest_embeddings.dtype
+        if attention_mask is None:
+            attention_mask = torch.ones(B, N, dtype=torch.bool, device=device)
+        real = attention_mask.bool()  # (B, N)
+
+        # Context token i sits at position i (counting real tokens only), digest j at n + j.
+        ctx_pos = (real.long().cumsum(-1) - 1).clamp(min=0)  # (B, N)
+        lengths = real.sum(-1, keepdim=True)  # (B, 1)
+        dig_pos = lengths + torch.arange(M, device=device)  # (B, M)
+        q_cos_sin = rope_cos_sin(dig_pos, self.config.head_dim, self.config.rope_theta, dtype)
+        kv_cos_sin = rope_cos_sin(torch.cat((ctx_pos, dig_pos), 1), self.config.head_dim,
+                                  self.config.rope_theta, dtype)
+
+        # Digest j sees every real context token and digests 0..j.
+        causal = torch.ones(M, M, dtype=torch.bool, device=device).tril()
+        mask = torch.cat((real[:, None, :].expand(B, M, N), causal.expand(B, M, M)), dim=-1)  # (B, M, N+M)
+        mask = mask[:, None]  # (B, 1, M, N+M)
+
+        digests = self.digest_embeddings[:M].expand(B, M, C)
+        kv = torch.cat((context_embeds.to(dtype), digests), dim=1)  # (B, N+M, C)
+        h = digests
+        for block in self.blocks:
+            h = block(h, kv, q_cos_sin, kv_cos_sin, mask)
+        return self.norm(h)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
