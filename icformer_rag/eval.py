@@ -1,0 +1,221 @@
+"""Evaluation of a compressor: auto-encoding (BLEU-4 and exact token accuracy of greedy reconstructions of
+held-out windows) and QA (answer accuracy from full text, from digests and from no context)."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .compressor import ContextCompressor
+from .generation import GenerationSettings, SoftPromptLM
+from .modeling import ICFormer
+
+
+def _ngrams(seq: Sequence[int], n: int) -> Counter:
+    return Counter(tuple(seq[i : i + n]) for i in range(len(seq) - n + 1))
+
+
+def corpus_bleu(references: Sequence[Sequence[int]], hypotheses: Sequence[Sequence[int]], max_n: int = 4) -> float:
+    """Corpus BLEU (Papineni et al. 2002) over token sequences: clipped n-gram precisions for n = 1..max_n,
+    geometric mean, brevity penalty. 1.0 for identical corpora, 0.0 when some order has no match."""
+    if len(references) != len(hypotheses):
+        raise ValueError("references and hypotheses differ in number")
+    matches, totals = [0] * max_n, [0] * max_n
+    ref_len = hyp_len = 0
+    for ref, hyp in zip(references, hypotheses):
+        ref_len += len(ref)
+        hyp_len += len(hyp)
+        for n in range(1, max_n + 1):
+            h, r = _ngrams(hyp, n), _ngrams(ref, n)
+            matches[n - 1] += sum(min(c, r[g]) for g, c in h.items())
+            totals[n - 1] += max(0, len(hyp) - n + 1)
+    if hyp_len == 0 or min(matches) == 0:
+        return 0.0
+    log_precision = sum(math.log(m / t) for m, t in zip(matches, totals)) / max_n
+    brevity = 1.0 if hyp_len > ref_len else math.exp(1 - ref_len / hyp_len)
+    return brevity * math.exp(log_precision)
+
+
+def token_accuracy(references: Sequence[Sequence[int]], hypotheses: Sequence[Sequence[int]]) -> float:
+    """Share of reference positions whose token the hypothesis reproduces at the same position."""
+    hits = sum(sum(a == b for a, b in zip(r, h)) for r, h in zip(references, hypotheses))
+    return hits / max(1, sum(len(r) for r in references))
+
+
+@torch.no_grad()
+def reconstruct(compressor: ContextCompressor, llm: Any, windows: Sequence[Sequence[int]],
+                batch_size: int = 32) -> list[list[int]]:
+    """Greedy reconstruction of each window from its digests (the auto-encoding prompt of training)."""
+    model = compressor.model
+    embed = llm.get_input_embeddings()
+    dtype = embed.weight.dtype
+    special = model.special_embeddings.to(dtype)
+    out: list[list[int]] = []
+    for i in range(0, len(windows), batch_size):
+        group = windows[i : i + batch_size]
+        lengths = {len(w) for w in group}
+        if len(lengths) != 1:
+            raise ValueError("reconstruct() takes windows of one length per batch")
+        n = lengths.pop()
+        digests = compressor.compress_windows(group)
+        rows = torch.stack([torch.cat((special[ICFormer.SPECIAL_BEGIN : ICFormer.SPECIAL_BEGIN + 1], d.to(dtype),
+                                       special[ICFormer.SPECIAL_END : ICFormer.SPECIAL_AE + 1])) for d in digests])
+        mask = torch.ones(rows.shape[:2], dtype=torch.long, device=rows.device)
+        # Exactly n tokens, as many as the window: end-of-sequence must not cut a reconstruction short.
+        gen = llm.generate(inputs_embeds=rows, attention_mask=mask, max_new_tokens=n, min_new_tokens=n,
+                           do_sample=False, pad_token_id=0)
+        out.extend(gen[:, :n].tolist())
+    return out
+
+
+def eval_autoencoding(compressor: ContextCompressor, llm: Any, data_dir: str | Path, num_windows: int = 64,
+                      lengths: Sequence[int] = (512,), seed: int = 1234, batch_size: int = 32) -> dict[str, Any]:
+    """BLEU-4 and token accuracy of reconstructions of held-out spans, per window length."""
+    from .training.sampling import SpanSampler
+
+    sampler = SpanSampler(data_dir, "heldout")
+    results: dict[str, Any] = {}
+    for n in lengths:
+        windows = sampler.sample(np.random.default_rng([seed, n]), num_windows, n).tolist()
+        recon = reconstruct(compressor, llm, windows, batch_size)
+        results[str(n)] = {"bleu4": corpus_bleu(windows, recon), "token_acc": token_accuracy(windows, recon),
+                           "windows": len(windows), "compression": compressor.config.ratio}
+    return results
+
+
+def eval_qa(lm: SoftPromptLM, records: Sequence[dict[str, Any]], batch_size: int = 16,
+            max_new_tokens: int = 48, show_progress: bool = True) -> dict[str, Any]:
+    """QA accuracy (gold answer contained in the normalized output) with full text, digests, no context."""
+    from .data.instruct import answer_in
+
+    if lm.compressor is None:
+        raise ValueError("eval_qa needs a SoftPromptLM with a compressor")
+    settings = GenerationSettings(max_new_tokens=max_new_tokens)
+    modes = ("full_text", "digests", "no_context")
+    outputs: dict[str, list[str]] = {m: [] for m in modes}
+    timings = dict.fromkeys(modes, 0.0)
+    for i in tqdm(range(0, len(records), batch_size), desc="qa eval", disable=not show_progress):
+        group = records[i : i + batch_size]
+        questions = [r["question"] for r in group]
+        contexts = [r["context"] for r in group]
+        t = time.perf_counter()
+        outputs["full_text"] += lm.generate_batch(questions, [[c] for c in contexts], settings)
+        timings["full_text"] += time.perf_counter() - t
+        t = time.perf_counter()
+        digests = lm.compressor.compress(contexts)
+        outputs["digests"] += lm.generate_batch(questions, [[d] for d in digests], settings)
+        timings["digests"] += time.perf_counter() - t
+        t = time.perf_counter()
+        outputs["no_context"] += lm.generate_batch(questions, [[] for _ in group], settings)
+        timings["no_context"] += time.perf_counter() - t
+    acc = {m: sum(answer_in(r["answer"], o) for r, o in zip(records, outputs[m])) / max(1, len(records))
+           for m in modes}
+    return {
+        "accuracy": acc,
+        "digest_over_full": acc["digests"] / acc["full_text"] if acc["full_text"] else None,
+        "examples": len(records),
+        "seconds": timings,
+        "samples": [{"question": r["question"], "gold": r["answer"], **{m: outputs[m][j] for m in modes}}
+                    for j, r in enumerate(records[:10])],
+    }
+
+
+def load_qa(path: str | Path, limit: int | None = None) -> list[dict[str, Any]]:
+    """QA records (context, question, answer) from a JSONL file."""
+    records = []
+    for line in Path(path).read_text().splitlines():
+        if line.strip():
+            r = json.loads(line)
+            q = r.get("question") or r.get("prompt")
+            if r.get("context") and q and r.get("answer"):
+                records.append({"context": r["context"], "question": q, "answer": r["answer"]})
+    return records[:limit] if limit else records
+
+
+def format_table(report: dict[str, Any]) -> str:
+    """A short text table of an evaluation report."""
+    lines = ["metric                          value"]
+    for n, r in report.get("autoencoding", {}).items():
+        lines.append(f"AE BLEU-4 ({n} tokens, {r['compression']}x)     {r['bleu4']:.4f}")
+        lines.append(f"AE token accuracy ({n} tokens)   {r['token_acc']:.4f}")
+    qa = report.get("qa")
+    if qa:
+        for mode, value in qa["accuracy"].items():
+            lines.append(f"QA accuracy, {mode:<12}       {value:.3f}  (n={qa['examples']})")
+        if qa["digest_over_full"] is not None:
+            lines.append(f"QA digests / full text           {qa['digest_over_full']:.3f}")
+    return "\n".join(lines)
+
+
+def add_eval_arguments(parser: Any) -> None:
+    parser.add_argument("--checkpoint", default=None, help="compressor checkpoint (default: the shipped one)")
+    parser.add_argument("--llm", default=None, help="LLM name or path (default: the embedded SmolLM2)")
+    parser.add_argument("--device", default=None)
+    parser.add_argument("--dtype", default=None)
+    parser.add_argument("--data-dir", default=None, help="corpus dir: auto-encoding eval on its held-out split")
+    parser.add_argument("--ae-windows", type=int, default=64, help="held-out windows per length")
+    parser.add_argument("--ae-lengths", type=int, nargs="+", default=[512])
+    parser.add_argument("--qa", default=None, help="QA dev JSONL (context, question, answer)")
+    parser.add_argument("--qa-limit", type=int, default=None)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--untrained", action="store_true", help="evaluate a freshly initialised compressor")
+    parser.add_argument("--out", default=None, help="write the JSON report here")
+
+
+def run_eval(args: Any) -> dict[str, Any]:
+    """Evaluate per `args` (see add_eval_arguments); prints a table, returns (and writes) the report."""
+    import platform
+
+    from .llm import load_llm
+
+    llm, tokenizer = load_llm(args.llm, device=args.device, dtype=args.dtype)
+    if args.untrained:
+        compressor = ContextCompressor.from_llm(llm, tokenizer)
+    else:
+        compressor = ContextCompressor.from_pretrained(args.checkpoint, llm, tokenizer)
+    if not args.data_dir and not args.qa:
+        raise ValueError("give --data-dir (auto-encoding eval) and/or --qa (QA eval)")
+    report: dict[str, Any] = {
+        "checkpoint": str(args.checkpoint) if not args.untrained else "untrained",
+        "fingerprint": compressor.fingerprint,
+        "llm": compressor.config.llm.describe(),
+        "device": str(compressor.device),
+        "gpu": torch.cuda.get_device_name(compressor.device) if compressor.device.type == "cuda" else None,
+        "dtype": str(compressor.dtype),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+    }
+    t = time.perf_counter()
+    if args.data_dir:
+        report["autoencoding"] = eval_autoencoding(compressor, llm, args.data_dir, args.ae_windows,
+                                                   args.ae_lengths, batch_size=args.batch_size * 2)
+    if args.qa:
+        lm = SoftPromptLM(llm, tokenizer, compressor)
+        report["qa"] = eval_qa(lm, load_qa(args.qa, args.qa_limit), batch_size=args.batch_size)
+    report["seconds"] = round(time.perf_counter() - t, 1)
+    print(format_table(report))
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m icformer_rag.eval", description=__doc__)
+    add_eval_arguments(parser)
+    run_eval(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    main()

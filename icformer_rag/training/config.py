@@ -1,0 +1,91 @@
+"""Training configuration."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class TrainConfig:
+    """One training run. The objective of each step is drawn with the probabilities below (the rest is
+    language modelling), so one config covers pretraining (AE + LM) and instruction tuning."""
+
+    data_dir: str = field(default=".data/corpus", metadata={"help": "Corpus built by `icformer_rag.data build`."})
+    out_dir: str = field(default="runs/compressor", metadata={"help": "Checkpoints and metrics go here."})
+    llm: str | None = field(default=None, metadata={"help": "LLM name or path; None = embedded default."})
+    init_from: str | None = field(
+        default=None, metadata={"help": "Compressor checkpoint to start from (fresh optimizer); None = new."}
+    )
+    resume: bool = field(default=True, metadata={"help": "Continue from out_dir/resume when it exists."})
+    continue_step: bool = field(
+        default=True, metadata={"help": "With init_from, continue its step count (and LR schedule) where it ended."}
+    )
+    num_blocks: int = field(default=3, metadata={"help": "Blocks of a new compressor."})
+    num_digest_tokens: int = field(default=128, metadata={"help": "Digests per window of a new compressor."})
+    window_tokens: int = field(default=512, metadata={"help": "Window length of a new compressor."})
+    batch_size: int = field(default=64, metadata={"help": "Global batch (windows or examples) per optimizer step."})
+    grad_accum: int = field(default=1, metadata={"help": "Micro-batches per optimizer step."})
+    lr: float = field(default=1e-3, metadata={"help": "Peak learning rate."})
+    min_lr: float = field(default=1e-4, metadata={"help": "Learning rate at the end of the cosine decay."})
+    warmup_steps: int = field(default=100, metadata={"help": "Linear warm-up steps."})
+    max_steps: int = field(default=20000, metadata={"help": "Length of the schedule (cosine ends here)."})
+    stop_at_step: int | None = field(default=None, metadata={"help": "Stop early at this step (schedule kept)."})
+    max_minutes: float | None = field(default=None, metadata={"help": "Stop and checkpoint after this long."})
+    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay (matrices only)."})
+    grad_clip: float = field(default=1.0, metadata={"help": "Max gradient norm (0 = off)."})
+    ae_fraction: float = field(default=0.5, metadata={"help": "Share of auto-encoding steps."})
+    instruct_fraction: float = field(default=0.0, metadata={"help": "Share of instruction steps."})
+    instruct_file: str | None = field(default=None, metadata={"help": "JSONL of context/prompt/answer records."})
+    lm_tokens: int = field(default=128, metadata={"help": "Continuation tokens predicted in LM steps."})
+    window_lengths: tuple[int, ...] = field(
+        default=(512, 384, 256, 128), metadata={"help": "Window lengths a step draws from (one per batch)."}
+    )
+    window_weights: tuple[float, ...] = field(
+        default=(0.55, 0.15, 0.15, 0.15), metadata={"help": "Probabilities of window_lengths."}
+    )
+    seed: int = field(default=0, metadata={"help": "Seeds init and the data order (a function of step)."})
+    dtype: str = field(default="bf16", metadata={"help": "LLM dtype on CUDA (CPU runs use fp32)."})
+    device: str | None = field(default=None, metadata={"help": "Device; None = CUDA when present."})
+    compile: bool = field(default=False, metadata={"help": "torch.compile the compressor."})
+    log_every: int = field(default=10, metadata={"help": "Steps between metric lines."})
+    save_every: int = field(default=500, metadata={"help": "Steps between resume checkpoints."})
+    progress: bool = field(default=True, metadata={"help": "Show a progress bar."})
+
+    def __post_init__(self) -> None:
+        self.window_lengths = tuple(self.window_lengths)
+        self.window_weights = tuple(self.window_weights)
+        if not 0 <= self.ae_fraction <= 1 or not 0 <= self.instruct_fraction <= 1:
+            raise ValueError("ae_fraction and instruct_fraction must be in [0, 1]")
+        if self.ae_fraction + self.instruct_fraction > 1 + 1e-9:
+            raise ValueError("ae_fraction + instruct_fraction must not exceed 1")
+        if self.instruct_fraction > 0 and not self.instruct_file:
+            raise ValueError("instruct_fraction > 0 needs an instruct_file")
+        if len(self.window_lengths) != len(self.window_weights) or not self.window_lengths:
+            raise ValueError("window_lengths and window_weights must have the same, non-zero length")
+        if any(n < 1 or n > self.window_tokens for n in self.window_lengths):
+            raise ValueError(f"window_lengths must lie in [1, window_tokens={self.window_tokens}]")
+        for name in ("batch_size", "grad_accum", "max_steps", "lm_tokens", "log_every", "save_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be positive")
+        if self.batch_size % self.grad_accum:
+            raise ValueError("batch_size must be a multiple of grad_accum")
+        if self.lr <= 0 or self.min_lr < 0 or self.min_lr > self.lr:
+            raise ValueError("need 0 <= min_lr <= lr and lr > 0")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown TrainConfig fields: {sorted(unknown)}")
+        return cls(**data)
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> TrainConfig:
+        return cls.from_dict(json.loads(Path(path).read_text()))

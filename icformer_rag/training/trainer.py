@@ -1,0 +1,318 @@
+"""The training loop: the LLM is frozen and never copied; only the compressor (and its special embeddings)
+learns. Runs on one device or under `torchrun` with DistributedDataParallel.
+
+Exact resume: the batch of a step is a function of (seed, step, rank), the learning rate a function of
+step, and a resume checkpoint holds weights, AdamW state and RNG state, so stopping at step s and resuming
+reproduces the uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from ..compressor import ContextCompressor
+from ..llm import load_llm
+from .config import TrainConfig
+from .objectives import InstructExample, autoencoding_loss, instruct_loss, lm_loss, tokenize_instruct
+from .sampling import SpanSampler
+
+AE, LM, INSTRUCT = "ae", "lm", "instruct"
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Linear warm-up, then cosine decay from lr to min_lr at max_steps."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps))
+    return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * progress))
+
+
+def step_plan(cfg: TrainConfig, step: int) -> tuple[str, int, np.random.Generator]:
+    """Objective and window length of a step, and its data RNG: identical on every rank and every rerun."""
+    rng = np.random.default_rng([cfg.seed, step])
+    u = rng.random()
+    kind = AE if u < cfg.ae_fraction else INSTRUCT if u < cfg.ae_fraction + cfg.instruct_fraction else LM
+    length = int(rng.choice(cfg.window_lengths, p=np.asarray(cfg.window_weights) / sum(cfg.window_weights)))
+    return kind, length, rng
+
+
+@dataclass
+class DistInfo:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device_type: str) -> DistInfo:
+    """Join the process group when started by torchrun (WORLD_SIZE > 1)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistInfo()
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device_type == "cuda" else "gloo")
+    return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+
+
+class Trainer:
+    """Builds everything a run needs from a :class:`TrainConfig` and trains the compressor."""
+
+    def __init__(self, cfg: TrainConfig, llm: Any = None, tokenizer: Any = None) -> None:
+        self.cfg = cfg
+        want_cuda = cfg.device is None and torch.cuda.is_available() or (cfg.device or "").startswith("cuda")
+        self.dist = init_distributed("cuda" if want_cuda else "cpu")
+        device = cfg.device
+        if want_cuda and self.dist.world > 1:
+            device = f"cuda:{self.dist.local_rank}"
+        if llm is None:
+            llm, tokenizer = load_llm(cfg.llm, device=device, dtype=cfg.dtype if want_cuda else "float32")
+        llm.requires_grad_(False).eval()
+        self.llm, self.tokenizer = llm, tokenizer
+        self.device = llm.get_input_embeddings().weight.device
+        torch.manual_seed(cfg.seed)
+
+        if cfg.init_from:
+            comp = ContextCompressor.from_pretrained(cfg.init_from, llm, tokenizer, dtype=torch.float32)
+        else:
+            comp = ContextCompressor.from_llm(llm, tokenizer, seed=cfg.seed, dtype=torch.float32,
+                                              num_blocks=cfg.num_blocks, num_digest_tokens=cfg.num_digest_tokens,
+                                              window_tokens=cfg.window_tokens)
+        self.compressor = comp
+        self.model = comp.model.train().requires_grad_(True)  # fp32 master weights
+        self.forward_model: Any = self.model
+        if cfg.compile:
+            self.forward_model = torch.compile(self.model)
+        if self.dist.world > 1:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.forward_model = DDP(self.forward_model, device_ids=ids)
+        self.optimizer = self._optimizer()
+        self.step = 0
+        self.elapsed = 0.0  # seconds of training over all resumed runs
+        self.tokens_seen = 0
+        self.out = Path(cfg.out_dir)
+        self.rewarm_from: int | None = None  # step where a fresh optimizer warms up again
+        self.sampler = SpanSampler(cfg.data_dir, "train") if cfg.instruct_fraction < 1 else None
+        self.instruct = self._load_instruct() if cfg.instruct_fraction > 0 else []
+        if cfg.resume and (self.out / "resume" / "state.json").is_file():
+            self.load_resume(self.out / "resume")
+        elif cfg.init_from and cfg.continue_step and (Path(cfg.init_from) / "train_info.json").is_file():
+            # Across machines only the released weights travel: keep the schedule and counters going, with a
+            # fresh AdamW (its moments re-estimate within the first few dozen steps).
+            info = json.loads((Path(cfg.init_from) / "train_info.json").read_text())
+            self.step = int(info.get("step", 0))
+            self.elapsed = float(info.get("gpu_seconds", 0.0))
+            self.tokens_seen = int(info.get("tokens_seen", 0))
+            self.rewarm_from = self.step
+
+    # ------------------------------------------------------------------------------------------- setup
+    def _optimizer(self) -> torch.optim.Optimizer:
+        decay = [p for n, p in self.model.named_parameters() if p.dim() == 2 and "embeddings" not in n]
+        other = [p for n, p in self.model.named_parameters() if not (p.dim() == 2 and "embeddings" not in n)]
+        groups = [{"params": decay, "weight_decay": self.cfg.weight_decay}, {"params": other, "weight_decay": 0.0}]
+        fused = self.device.type == "cuda"
+        return torch.optim.AdamW(groups, lr=self.cfg.lr, betas=(0.9, 0.95), fused=fused)
+
+    def _load_instruct(self) -> list[InstructExample]:
+        examples = []
+        path = Path(self.cfg.instruct_file or "")
+        if not path.is_file():
+            raise FileNotFoundError(f"instruct_file {path} not found")
+        for line in path.read_text().splitlines():
+            rec = json.loads(line)
+            if rec.get("answer"):
+                examples.append(tokenize_instruct(self.tokenizer, rec["context"], rec["prompt"], rec["answer"],
+                                                  self.model.config.window_tokens))
+        if not examples:
+            raise ValueError(f"{path} holds no records with answers")
+        return examples
+
+    # ------------------------------------------------------------------------------------------- steps
+    def _autocast(self):
+        if self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return nullcontext()
+
+    def micro_loss(self, kind: str, length: int, rng: np.random.Generator, micro: int):
+        """Loss of one micro-batch of this rank."""
+        model = self.forward_model
+        if kind == INSTRUCT:
+            pick = rng.choice(len(self.instruct), size=micro)
+            return instruct_loss(model, self.llm, [self.instruct[i] for i in pick])
+        cont = self.cfg.lm_tokens if kind == LM else 0
+        spans = torch.from_numpy(self.sampler.sample(rng, micro, length, cont)).to(self.device)
+        if kind == AE:
+            return autoencoding_loss(model, self.llm, spans)
+        return lm_loss(model, self.llm, spans[:, :length], spans[:, length:])
+
+    def train_step(self) -> dict[str, Any]:
+        cfg = self.cfg
+        kind, length, rng = step_plan(cfg, self.step)
+        # Every rank draws the step's plan from the same RNG, then its own micro-batches.
+        rank_rng = np.random.default_rng([cfg.seed, self.step, 1 + self.dist.rank])
+        micro = cfg.batch_size // cfg.grad_accum // self.dist.world
+        if micro < 1:
+            raise ValueError("batch_size is smaller than grad_accum x world size")
+        lr = lr_at(self.step, cfg)
+        if self.rewarm_from is not None:
+            lr *= min(1.0, (self.step - self.rewarm_from + 1) / cfg.warmup_steps)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        total, tokens, correct = 0.0, 0, 0
+        for i in range(cfg.grad_accum):
+            sync = i == cfg.grad_accum - 1 or self.dist.world == 1
+            ctx = self.forward_model.no_sync() if not sync and hasattr(self.forward_model, "no_sync") else nullcontext()
+            with ctx, self._autocast():
+                out = self.micro_loss(kind, length, rank_rng, micro)
+            (out.loss / cfg.grad_accum).backward()
+            total += out.loss.item() / cfg.grad_accum
+            tokens += out.num_tokens
+            correct += out.correct
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip or float("inf"))
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        self.tokens_seen += tokens * self.dist.world
+        return {"step": self.step, "kind": kind, "length": length, "loss": total, "acc": correct / max(1, tokens),
+                "lr": lr, "grad_norm": float(grad_norm)}
+
+    def train(self) -> dict[str, Any]:
+        """Train until stop_at_step / max_steps / max_minutes, checkpointing along the way."""
+        cfg = self.cfg
+        last = min(cfg.stop_at_step or cfg.max_steps, cfg.max_steps)
+        if self.dist.main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            (self.out / "train_config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+        bar = tqdm(total=last, initial=self.step, desc="training", disable=not (cfg.progress and self.dist.main))
+        start, run_start, window = time.time(), time.time(), []
+        tokens_at_start = self.tokens_seen
+        record: dict[str, Any] = {}
+        while self.step < last:
+            record = self.train_step()
+            window.append(record)
+            bar.update(1)
+            now = time.time()
+            self.elapsed += now - start
+            start = now
+            if self.step % cfg.log_every == 0 or self.step == last:
+                window[-1]["target_tok_per_s"] = round((self.tokens_seen - tokens_at_start) / (now - run_start))
+                self._log(window)
+                bar.set_postfix(loss=f"{record['loss']:.3f}", acc=f"{record['acc']:.3f}")
+                window = []
+            if self.step % cfg.save_every == 0:
+                self.save_resume()
+            if cfg.max_minutes is not None and now - run_start > cfg.max_minutes * 60:
+                break
+        bar.close()
+        if window:
+            self._log(window)
+        self.save_resume()
+        self.save_release()
+        return record
+
+    def _log(self, records: list[dict[str, Any]]) -> None:
+        if not self.dist.main or not records:
+            return
+        line = dict(records[-1])
+        for kind in (AE, LM, INSTRUCT):
+            losses = [r["loss"] for r in records if r["kind"] == kind]
+            if losses:
+                line[f"{kind}_loss"] = sum(losses) / len(losses)
+                line[f"{kind}_acc"] = sum(r["acc"] for r in records if r["kind"] == kind) / len(losses)
+        line.update(elapsed_s=round(self.elapsed, 1), tokens_seen=self.tokens_seen)
+        if torch.cuda.is_available() and self.device.type == "cuda":
+            line["max_mem_gb"] = round(torch.cuda.max_memory_allocated(self.device) / 2**30, 2)
+        with open(self.out / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(line) + "\n")
+
+    # ------------------------------------------------------------------------------------- checkpoints
+    def save_resume(self) -> None:
+        """Weights (fp32), AdamW state, step and RNG state: what exact resume needs. Written atomically."""
+        if self.dist.world > 1:
+            dist.barrier()
+        if not self.dist.main:
+            return
+        target = self.out / "resume"
+        tmp = self.out / "resume.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        self.compressor.config.save(tmp)
+        save_file({k: v.detach().float().cpu().contiguous() for k, v in self.model.state_dict().items()},
+                  str(tmp / "model.safetensors"))
+        opt_tensors: dict[str, torch.Tensor] = {}
+        for i, p in enumerate(self.model.parameters()):
+            for key, value in self.optimizer.state.get(p, {}).items():
+                opt_tensors[f"{i}.{key}"] = value.detach().float().cpu().contiguous().reshape(value.shape)
+        save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
+        state = {"step": self.step, "rewarm_from": self.rewarm_from, "elapsed_s": self.elapsed, "tokens_seen": self.tokens_seen,
+                 "config": self.cfg.to_dict(), "torch_rng": torch.get_rng_state().tolist()}
+        (tmp / "state.json").write_text(json.dumps(state) + "\n")
+        shutil.rmtree(target, ignore_errors=True)
+        tmp.rename(target)
+
+    def load_resume(self, path: Path) -> None:
+        state = json.loads((path / "state.json").read_text())
+        weights = load_file(str(path / "model.safetensors"), device=str(self.device))
+        self.model.load_state_dict(weights, strict=True)
+        opt = load_file(str(path / "optimizer.safetensors"), device=str(self.device))
+        for i, p in enumerate(self.model.parameters()):
+            entries = {k.split(".", 1)[1]: v for k, v in opt.items() if k.split(".", 1)[0] == str(i)}
+            if entries:
+                if "step" in entries and not self.optimizer.param_groups[0].get("fused"):
+                    entries["step"] = entries["step"].cpu()
+                self.optimizer.state[p] = entries
+        self.step = int(state["step"])
+        self.rewarm_from = state.get("rewarm_from")
+        self.elapsed = float(state.get("elapsed_s", 0.0))
+        self.tokens_seen = int(state.get("tokens_seen", 0))
+        torch.set_rng_state(torch.tensor(state["torch_rng"], dtype=torch.uint8))
+
+    def save_release(self) -> Path | None:
+        """The compressor in bf16 (config.json + model.safetensors) with a record of how it was trained."""
+        if not self.dist.main:
+            return None
+        self.compressor.refresh_fingerprint()
+        path = self.compressor.save_pretrained(self.out / "release", dtype=torch.bfloat16)
+        # The fingerprint must describe the weights as saved (bf16), which is what users load.
+        info = {"step": self.step, "gpu_seconds": round(self.elapsed, 1), "tokens_seen": self.tokens_seen,
+                "config": self.cfg.to_dict(), "device": str(self.device),
+                "gpu": torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else None}
+        manifest = Path(self.cfg.data_dir) / "manifest.json"
+        if manifest.is_file():
+            info["data_manifest_sha256"] = _sha256(manifest)
+        (path / "train_info.json").write_text(json.dumps(info, indent=2) + "\n")
+        return path
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def train(cfg: TrainConfig) -> dict[str, Any]:
+    """Run a training job; returns the last step's metrics."""
+    trainer = Trainer(cfg)
+    try:
+        return trainer.train()
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Steps of a training session on the lent GPU machine (the workplace's `device` tool). Each call there runs
+# in a fresh copy of the repository; files under /tmp survive between calls while the machine stays warm.
+#
+#   put FILES...     copy carried files (LLM parts, data parts) to /tmp/m
+#   setup            rebuild the default LLM from its GGUF parts, convert it, unpack the corpus
+#   train ARGS...    start `python -m icformer_rag.training ARGS` in the background (survives the call)
+#   wait SECONDS     follow the training log until it ends or SECONDS pass
+#   eval ARGS...     run `python -m icformer_rag.eval ARGS` in the foreground
+#   collect          copy metrics, the release checkpoint (split in 15 MB parts) and logs to $OUT
+#
+# Several steps chain in one call: bash scripts/device_job.sh setup && bash scripts/device_job.sh train ...
+set -euo pipefail
+step=$1; shift
+export PYTHONPATH=/tmp/site:$PWD ICFORMER_RAG_HOME=/tmp/icf PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
+W=/tmp/work
+mkdir -p "$W" /tmp/m
+case "$step" in
+  put)
+    for f in "$@"; do cp -r "$f" /tmp/m/; done
+    ls -la /tmp/m ;;
+  setup)
+    if [ ! -f /tmp/m/smol.gguf ]; then cat /tmp/m/part_aa /tmp/m/part_ab > /tmp/m/smol.gguf; fi
+    sha256sum /tmp/m/smol.gguf
+    python3 -m pip install -q --no-index --no-deps --target /tmp/site .devstage/whl/*.whl 2>&1 | tail -2 || true
+    python3 -c "from icformer_rag.llm import default_llm_path; print(default_llm_path('/tmp/m/smol.gguf'))"
+    if ls /tmp/m/data_* >/dev/null 2>&1 && [ ! -d "$W/corpus" ]; then cat /tmp/m/data_* | tar xzf - -C "$W"; fi
+    ls -la "$W" "$W/corpus" || true
+    nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv ;;
+  train)
+    setsid nohup python3 -m icformer_rag.training "$@" > "$W/train.log" 2>&1 < /dev/null &
+    echo "started training, pid $!" ;;
+  wait)
+    deadline=$(( $(date +%s) + ${1:-60} ))
+    while [ "$(date +%s)" -lt "$deadline" ] && pgrep -f icformer_rag.training >/dev/null; do sleep 10; done
+    tail -c 3000 "$W/train.log" | tr '\r' '\n' | tail -5
+    pgrep -f icformer_rag.training >/dev/null && echo "training still running" || echo "training ended" ;;
+  eval)
+    python3 -m icformer_rag.eval "$@" 2>&1 | tee "$W/eval.log" ;;
+  collect)
+    run=${1:-$W/run}
+    mkdir -p "$OUT/ckpt"
+    cp "$run/metrics.jsonl" "$OUT/" 2>/dev/null || true
+    if [ -d "$run/release" ]; then
+      tar czf - -C "$run" release | split -b 15000000 - "$OUT/ckpt/release.tgz.part_"
+    fi
+    for f in "$W"/*.json "$W/train.log" "$W/eval.log"; do [ -f "$f" ] && cp "$f" "$OUT/"; done
+    ls -la "$OUT" "$OUT/ckpt" ;;
+  *) echo "unknown step $step" >&2; exit 2 ;;
+esac

@@ -1,0 +1,206 @@
+"""Trainer tests on a tiny random Llama and a small synthetic corpus (CPU)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.multiprocessing as mp
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from icformer_rag.llm import load_tokenizer
+from icformer_rag.training import TrainConfig, Trainer
+from icformer_rag.training.objectives import autoencoding_loss, instruct_loss, lm_loss, tokenize_instruct
+from icformer_rag.training.sampling import SpanSampler
+from icformer_rag.training.trainer import lr_at
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return load_tokenizer()
+
+
+def tiny_llm(vocab: int) -> LlamaForCausalLM:
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=vocab, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True,
+                      max_position_embeddings=1024, initializer_range=0.2)
+    return LlamaForCausalLM(cfg).eval().requires_grad_(False)
+
+
+def write_corpus(directory: Path, num_docs: int = 12, doc_tokens: int = 100, vocab: int = 300) -> Path:
+    """Shards in the corpus format (train/heldout .bin + .idx.npy): each doc repeats a short random motif,
+    so auto-encoding is learnable within a few steps."""
+    rng = np.random.default_rng(0)
+    directory.mkdir(parents=True, exist_ok=True)
+    for split, n in (("train", num_docs), ("heldout", 3)):
+        tokens, rows = [], []
+        offset = 0
+        for d in range(n):
+            motif = rng.integers(5, vocab, size=7)
+            doc = np.resize(motif, doc_tokens).astype(np.uint16)
+            for w, start in enumerate(range(0, doc_tokens, 32)):
+                length = min(32, doc_tokens - start)
+                rows.append([offset + start, length, d, len(rows) + 1 if start + 32 < doc_tokens else -1])
+            tokens.append(doc)
+            offset += doc_tokens
+        np.concatenate(tokens).tofile(directory / f"{split}.bin")
+        np.save(directory / f"{split}.idx.npy", np.asarray(rows, dtype=np.int64))
+    return directory
+
+
+def small_config(data: Path, out: Path, **kw) -> TrainConfig:
+    values = dict(data_dir=str(data), out_dir=str(out), num_blocks=2, num_digest_tokens=8, window_tokens=32,
+                  batch_size=4, max_steps=30, warmup_steps=2, window_lengths=(32, 16), window_weights=(0.5, 0.5),
+                  lm_tokens=8, log_every=5, save_every=1000, progress=False, lr=3e-3, min_lr=3e-4)
+    values.update(kw)
+    return TrainConfig(**values)
+
+
+def test_config_validation():
+    with pytest.raises(ValueError):
+        TrainConfig(ae_fraction=0.8, instruct_fraction=0.5, instruct_file="x")
+    with pytest.raises(ValueError):
+        TrainConfig(instruct_fraction=0.5)
+    with pytest.raises(ValueError):
+        TrainConfig(window_lengths=(1024,), window_weights=(1.0,))
+    with pytest.raises(ValueError):
+        TrainConfig(batch_size=6, grad_accum=4)
+    cfg = TrainConfig(batch_size=8)
+    assert TrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+
+
+def test_lr_schedule():
+    cfg = TrainConfig(lr=1e-3, min_lr=1e-4, warmup_steps=10, max_steps=110)
+    assert lr_at(0, cfg) == pytest.approx(1e-4)
+    assert lr_at(9, cfg) == pytest.approx(1e-3)
+    assert lr_at(60, cfg) == pytest.approx(5.5e-4)
+    assert lr_at(110, cfg) == pytest.approx(1e-4)
+    assert lr_at(500, cfg) == pytest.approx(1e-4)
+
+
+def test_span_sampler_stays_inside_documents(tmp_path):
+    data = write_corpus(tmp_path / "c")
+    sampler = SpanSampler(data)
+    tokens = np.fromfile(data / "train.bin", dtype=np.uint16)
+    spans = sampler.sample(np.random.default_rng(1), 50, 40, 10)
+    assert spans.shape == (50, 50)
+    for row in spans:  # every span is a contiguous piece of one 100-token document
+        hits = [s for s in range(0, len(tokens) - 49) if np.array_equal(tokens[s : s + 50], row)]
+        assert any(s // 100 == (s + 49) // 100 for s in hits)
+    with pytest.raises(ValueError):
+        sampler.sample(np.random.default_rng(1), 2, 200)
+
+
+@pytest.mark.parametrize("objective", ["ae", "lm", "instruct"])
+def test_each_loss_decreases(objective, tok, tmp_path):
+    from icformer_rag.compressor import ContextCompressor
+
+    llm = tiny_llm(len(tok))
+    comp = ContextCompressor.from_llm(llm, tok, num_blocks=2, num_digest_tokens=8, window_tokens=32,
+                                      intermediate_size=128)
+    model = comp.model.train().requires_grad_(True)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    rng = np.random.default_rng(0)
+    windows = torch.as_tensor(np.resize(rng.integers(5, 300, size=5), (4, 32)))
+    cont = windows[:, :8]
+    examples = [tokenize_instruct(tok, "Ada Krenn founded Velmora in 1723.", "Who founded Velmora?", "Ada Krenn", 32),
+                tokenize_instruct(tok, "The river Osk is 40 km long.", "How long is the Osk?", "40 km", 32)]
+    losses = []
+    for _ in range(25):
+        if objective == "ae":
+            out = autoencoding_loss(model, llm, windows)
+        elif objective == "lm":
+            out = lm_loss(model, llm, windows, cont)
+        else:
+            out = instruct_loss(model, llm, examples)
+        opt.zero_grad()
+        out.loss.backward()
+        opt.step()
+        losses.append(out.loss.item())
+    assert all(p.grad is None for p in llm.parameters())  # the LLM never trains
+    assert losses[-1] < losses[0] - 0.5, losses
+
+
+def test_instruct_targets_are_the_answer(tok):
+    ex = tokenize_instruct(tok, "ctx", "Who?", "Ada Krenn", 32)
+    assert tok.decode(ex.answer_ids) == "Ada Krenn<|im_end|>"
+    assert ex.pieces.count(0) == 1 and isinstance(ex.pieces[0], list)
+
+
+def test_training_reduces_loss_and_writes_checkpoints(tok, tmp_path):
+    data = write_corpus(tmp_path / "c")
+    trainer = Trainer(small_config(data, tmp_path / "run", max_steps=40), llm=tiny_llm(len(tok)), tokenizer=tok)
+    trainer.train()
+    lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert lines[-1]["step"] == 40
+    assert lines[-1]["loss"] < lines[0]["loss"] - 1.0
+    release = tmp_path / "run" / "release"
+    assert (release / "model.safetensors").is_file() and (release / "train_info.json").is_file()
+    assert json.loads((release / "train_info.json").read_text())["step"] == 40
+
+
+def test_resume_is_exact(tok, tmp_path):
+    data = write_corpus(tmp_path / "c")
+    full = Trainer(small_config(data, tmp_path / "full", max_steps=12), llm=tiny_llm(len(tok)), tokenizer=tok)
+    full.train()
+    first = Trainer(small_config(data, tmp_path / "split", max_steps=12, stop_at_step=5), llm=tiny_llm(len(tok)),
+                    tokenizer=tok)
+    first.train()
+    second = Trainer(small_config(data, tmp_path / "split", max_steps=12), llm=tiny_llm(len(tok)), tokenizer=tok)
+    assert second.step == 5
+    second.train()
+    for (name, a), b in zip(full.model.state_dict().items(), second.model.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+def test_continue_from_release_keeps_step(tok, tmp_path):
+    data = write_corpus(tmp_path / "c")
+    Trainer(small_config(data, tmp_path / "a", max_steps=20, stop_at_step=6), llm=tiny_llm(len(tok)),
+            tokenizer=tok).train()
+    cont = Trainer(small_config(data, tmp_path / "b", max_steps=20, init_from=str(tmp_path / "a" / "release")),
+                   llm=tiny_llm(len(tok)), tokenizer=tok)
+    assert cont.step == 6 and cont.rewarm_from == 6
+    record = cont.train_step()
+    assert record["lr"] < lr_at(6, cont.cfg)  # the fresh optimizer warms up again
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ddp_worker(rank: int, world: int, port: int, data: str, out: str, result_dir: str) -> None:
+    os.environ.update(WORLD_SIZE=str(world), RANK=str(rank), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    tok = load_tokenizer()
+    trainer = Trainer(small_config(Path(data), Path(out), max_steps=4, device="cpu"), llm=tiny_llm(len(tok)),
+                      tokenizer=tok)
+    trainer.train()
+    torch.save({k: v.clone() for k, v in trainer.model.state_dict().items()}, f"{result_dir}/rank{rank}.pt")
+    torch.distributed.destroy_process_group()
+
+
+def test_ddp_two_gloo_processes_agree(tmp_path):
+    data = write_corpus(tmp_path / "c")
+    mp.spawn(_ddp_worker, args=(2, _free_port(), str(data), str(tmp_path / "run"), str(tmp_path)), nprocs=2,
+             join=True)
+    a = torch.load(tmp_path / "rank0.pt")
+    b = torch.load(tmp_path / "rank1.pt")
+    tok = load_tokenizer()
+    from icformer_rag.compressor import ContextCompressor
+
+    init = ContextCompressor.from_llm(tiny_llm(len(tok)), tok, seed=0, num_blocks=2, num_digest_tokens=8,
+                                      window_tokens=32).model.state_dict()
+    changed = False
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+        changed |= not torch.equal(a[name], init[name].float())
+    assert changed
