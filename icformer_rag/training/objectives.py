@@ -114,6 +114,21 @@ def tokenize_instruct(tokenizer: Any, context: str, prompt: str, answer: str, wi
     return InstructExample(pieces=pieces, context_ids=ctx, answer_ids=answer_ids)
 
 
+def tokenize_instruct_batch(tokenizer: Any, contexts: Sequence[str], prompts: Sequence[str], answers: Sequence[str],
+                            end_token: str = "<|im_end|>") -> list[InstructExample]:
+    """:func:`tokenize_instruct` for many records, with one batched tokenizer call per field (fast)."""
+    rendered = [render_prompt(tokenizer, p, 1) for p in prompts]
+    flat = [piece for pieces in rendered for piece in pieces if isinstance(piece, str)]
+    flat_ids = iter(tokenizer(flat, add_special_tokens=False)["input_ids"]) if flat else iter([])
+    ctx_ids = tokenizer(list(contexts), add_special_tokens=False, verbose=False)["input_ids"]
+    ans_ids = tokenizer([a.strip() + end_token for a in answers], add_special_tokens=False)["input_ids"]
+    out = []
+    for pieces, c, a in zip(rendered, ctx_ids, ans_ids):
+        tokenized: list[list[int] | int] = [p if isinstance(p, int) else next(flat_ids) for p in pieces]
+        out.append(InstructExample(pieces=tokenized, context_ids=c, answer_ids=a))
+    return out
+
+
 def instruct_loss(model: Any, llm: Any, examples: Sequence[InstructExample]) -> LossOutput:
     """Loss on the answer tokens of chat prompts whose context is given as digests.
 

@@ -25,7 +25,7 @@ class SpanSampler:
         manifest = data_dir / "manifest.json"
         dtype = np.uint16
         if manifest.is_file():
-            dtype = np.dtype(json.loads(manifest.read_text()).get("token_dtype", "uint16"))
+            dtype = np.dtype(json.loads(manifest.read_text()).get("dtype", "uint16"))
         self.tokens = np.memmap(bin_path, dtype=dtype, mode="r")
         idx = np.load(idx_path)  # rows: offset, length, doc index, ...
         # A document's windows are adjacent in the shard: its span runs from its first window's offset to

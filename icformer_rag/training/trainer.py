@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from ..compressor import ContextCompressor
 from ..llm import load_llm
 from .config import TrainConfig
-from .objectives import InstructExample, autoencoding_loss, instruct_loss, lm_loss, tokenize_instruct
+from .objectives import InstructExample, autoencoding_loss, instruct_loss, lm_loss, tokenize_instruct_batch
 from .sampling import SpanSampler
 
 AE, LM, INSTRUCT = "ae", "lm", "instruct"
@@ -132,18 +132,15 @@ class Trainer:
         return torch.optim.AdamW(groups, lr=self.cfg.lr, betas=(0.9, 0.95), fused=fused)
 
     def _load_instruct(self) -> list[InstructExample]:
-        examples = []
         path = Path(self.cfg.instruct_file or "")
         if not path.is_file():
             raise FileNotFoundError(f"instruct_file {path} not found")
-        for line in path.read_text().splitlines():
-            rec = json.loads(line)
-            if rec.get("answer"):
-                examples.append(tokenize_instruct(self.tokenizer, rec["context"], rec["prompt"], rec["answer"],
-                                                  self.model.config.window_tokens))
-        if not examples:
+        records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        records = [r for r in records if r.get("answer")]
+        if not records:
             raise ValueError(f"{path} holds no records with answers")
-        return examples
+        return tokenize_instruct_batch(self.tokenizer, [r["context"] for r in records],
+                                       [r["prompt"] for r in records], [r["answer"] for r in records])
 
     # ------------------------------------------------------------------------------------------- steps
     def _autocast(self):
