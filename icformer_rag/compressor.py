@@ -15,7 +15,7 @@ import torch.nn as nn
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from .config import CONFIG_NAME, WEIGHTS_NAME, ICFormerConfig, LLMSignature
+from .config import WEIGHTS_NAME, ICFormerConfig, LLMSignature
 from .digest import Digest, content_hash
 from .llm import DEFAULT_LLM, resolve_device, resolve_dtype
 from .modeling import ICFormer
@@ -183,7 +183,8 @@ class ContextCompressor:
                 f"LLM is {given.describe()}: {why}. Train or load a compressor for this LLM."
             )
         state = load_file(str(path / WEIGHTS_NAME))
-        model = ICFormer(config)
+        with torch.random.fork_rng(devices=[]):  # the throw-away initialisation must not move the caller's RNG
+            model = ICFormer(config)
         model.load_state_dict(state, strict=True)
         embed = llm.get_input_embeddings()
         device = embed.weight.device
@@ -215,7 +216,8 @@ class ContextCompressor:
         """One :class:`Digest` per text, in order.
 
         Each text is cut into windows of `window_tokens`; a window of t tokens gets ceil(t / ratio)
-        digests. Empty or whitespace-only texts give an empty digest. Nothing is truncated.
+        digests. An empty text gives an empty digest; whitespace is text like any other (its tokens are
+        compressed, as the full-text baseline would read them). Nothing is truncated.
         """
         texts = _check_texts(texts)
         ids = self.tokenize(texts)
@@ -228,7 +230,7 @@ class ContextCompressor:
                 fingerprint=self.fingerprint,
                 window_digests=[p.shape[0] for p in parts],
             )
-            for text, doc_ids, parts in zip(texts, ids, vectors)
+            for text, doc_ids, parts in zip(texts, ids, vectors, strict=True)
         ]
 
     @torch.inference_mode()
@@ -242,7 +244,7 @@ class ContextCompressor:
         for batch in tqdm(batches, desc="compressing", unit="batch", disable=not show_progress or not batches):
             group = [windows[i] for i in batch]
             digests = self.compress_windows([w.ids for w in group])
-            for w, d in zip(group, digests):
+            for w, d in zip(group, digests, strict=True):
                 out[w.doc][w.index] = d
         return out  # type: ignore[return-value]
 
@@ -250,6 +252,8 @@ class ContextCompressor:
     def compress_windows(self, windows: Sequence[Sequence[int]]) -> list[torch.Tensor]:
         """Digests of windows of at most `window_tokens` ids each, as one padded batch."""
         cfg = self.config
+        if not windows:
+            return []
         longest = max(len(w) for w in windows)
         if longest > cfg.window_tokens or min(len(w) for w in windows) < 1:
             raise ValueError(f"windows must hold 1..{cfg.window_tokens} tokens")
@@ -258,6 +262,12 @@ class ContextCompressor:
         for i, w in enumerate(windows):
             ids[i, : len(w)] = torch.as_tensor(w, dtype=torch.long)
             mask[i, : len(w)] = True
+        if int(ids.max()) >= self.embed_tokens.num_embeddings or int(ids.min()) < 0:
+            # A tokenizer that does not belong to this LLM: say so instead of an IndexError inside torch.
+            raise ValueError(
+                f"token ids must be in [0, {self.embed_tokens.num_embeddings}) (the LLM's vocabulary), got "
+                f"{int(ids.min())}..{int(ids.max())}: is the tokenizer the LLM's own?"
+            )
         ids, mask = ids.to(self.device), mask.to(self.device)
         counts = [cfg.digests_for(len(w)) for w in windows]
         digests = self.model(self.embed_tokens(ids), mask, num_digests=max(counts))  # (B, M, C)
@@ -275,6 +285,10 @@ def _check_texts(texts: Any) -> list[str]:
     for i, t in enumerate(texts):
         if not isinstance(t, str):
             raise TypeError(f"text {i} is a {type(t).__name__}, not a str")
+        try:
+            t.encode("utf-8")
+        except UnicodeEncodeError as err:  # lone surrogates: the tokenizer would fail with an obscure TypeError
+            raise ValueError(f"text {i} is not valid Unicode: {err.reason} at character {err.start}") from err
     return list(texts)
 
 

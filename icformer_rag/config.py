@@ -40,9 +40,8 @@ class LLMSignature:
         if self.embedding_probe and other.embedding_probe:
             if len(self.embedding_probe) != len(other.embedding_probe):
                 return "embedding probes of different lengths"
-            bad = sum(
-                abs(a - b) > atol + rtol * abs(a) for a, b in zip(self.embedding_probe, other.embedding_probe)
-            )
+            pairs = zip(self.embedding_probe, other.embedding_probe, strict=True)
+            bad = sum(abs(a - b) > atol + rtol * abs(a) for a, b in pairs)
             # A few values may round differently between dtypes; a different model differs almost everywhere.
             if bad > len(self.embedding_probe) // 10:
                 return f"input-embedding table differs ({bad}/{len(self.embedding_probe)} probe values)"

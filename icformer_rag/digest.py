@@ -71,9 +71,15 @@ class Digest:
     def load(cls, path: str | Path, device: torch.device | str = "cpu") -> Digest:
         from safetensors import safe_open
 
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-        if meta.get("format") != "icformer-rag.digest.v1":
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"no digest file at {path}")
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                meta = f.metadata() or {}
+                keys = set(f.keys())
+        except Exception as err:  # safetensors raises its own error type for a file that is not safetensors
+            raise ValueError(f"{path} is not an icformer-rag digest file (not safetensors: {err})") from err
+        if meta.get("format") != "icformer-rag.digest.v1" or "embeddings" not in keys:
             raise ValueError(f"{path} is not an icformer-rag digest file")
         tensors = load_file(str(path), device=str(device))
         return cls(

@@ -60,6 +60,11 @@ class GenerationSettings:
 def render_prompt(tokenizer: Any, question: str, num_contexts: int, instruction: str | None = None,
                   system: str | None = None) -> list[str | int]:
     """The chat prompt as text pieces with context indices between them (ints mark where context i goes)."""
+    # A marker typed by the user would be taken for a context slot.
+    for what, value in (("question", question), ("instruction", instruction), ("system prompt", system)):
+        found = _MARK_RE.search(value) if isinstance(value, str) else None
+        if found:
+            raise ValueError(f"the {what} contains {found.group(0)!r}, a marker reserved for contexts")
     user = (instruction if instruction is not None else DEFAULT_INSTRUCTION).strip()
     if num_contexts:
         user += "\n\n" + "\n".join(_MARK.format(i) for i in range(num_contexts))
@@ -125,6 +130,11 @@ class SoftPromptLM:
                 f"digest of text {digest.content_hash[:12]} was made by compressor {digest.fingerprint}, "
                 f"not by this LLM's compressor {self.compressor.fingerprint}: recompress it"
             )
+        if digest.embeddings.dim() != 2 or digest.embeddings.shape[1] != self._embed.embedding_dim:
+            raise ValueError(
+                f"digest vectors are {tuple(digest.embeddings.shape)}, but this LLM reads "
+                f"{self._embed.embedding_dim}-wide embeddings"
+            )
         special = self.compressor.model.special_embeddings
         dtype = self._embed.weight.dtype
         return torch.cat((
@@ -176,7 +186,7 @@ class SoftPromptLM:
             raise TypeError("generate_batch() takes a list of questions")
         if len(questions) != len(contexts):
             raise ValueError(f"{len(questions)} questions but {len(contexts)} context lists")
-        rows = [self.build_inputs(q, c) for q, c in zip(questions, contexts)]
+        rows = [self.build_inputs(q, c) for q, c in zip(questions, contexts, strict=True)]
         longest = max(r.shape[0] for r in rows)
         self._check_length(longest, settings)
         dim = rows[0].shape[1]

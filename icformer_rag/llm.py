@@ -134,6 +134,21 @@ def _fix_chat_eos(tokenizer: Any) -> None:
         tokenizer.pad_token = tokenizer.eos_token
 
 
+def _local_model(name_or_path: str | Path) -> str | Path:
+    """A name that is plainly a filesystem path must be a model folder: say so instead of letting transformers
+    mistake it for a hub repo id (an OSError about repo ids, or network retries). Returns the path to load."""
+    text = str(name_or_path)
+    path = Path(text).expanduser()
+    looks_local = isinstance(name_or_path, Path) or path.is_absolute() or text.startswith((".", "~")) or path.exists()
+    if not looks_local:
+        return name_or_path
+    if not path.is_dir():
+        raise ValueError(f"no model folder at {text!r}: give a local folder with config.json and weights")
+    if not (path / "config.json").is_file():
+        raise ValueError(f"{text!r} is not a transformers model folder: it has no config.json")
+    return path
+
+
 def load_tokenizer(name_or_path: str | Path | None = None) -> Any:
     """The tokenizer of `name_or_path` (default: the embedded default LLM)."""
     from transformers import AutoTokenizer
@@ -164,8 +179,9 @@ def load_llm(
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev)
     path = default_llm_path() if name_or_path is None else name_or_path
-    tokenizer = load_tokenizer(path)
+    path = _local_model(path)
     try:
+        tokenizer = load_tokenizer(path)
         model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dt)
     except OSError as err:
         raise ValueError(

@@ -151,7 +151,13 @@ class ICFormer(nn.Module):
         Returns:
             (B, M, C) digest embeddings.
         """
+        if context_embeds.dim() != 3 or context_embeds.shape[-1] != self.config.hidden_size:
+            raise ValueError(
+                f"context_embeds must be (B, N, {self.config.hidden_size}), got {tuple(context_embeds.shape)}"
+            )
         B, N, C = context_embeds.shape
+        if attention_mask is not None and tuple(attention_mask.shape) != (B, N):
+            raise ValueError(f"attention_mask must be (B, N) = {(B, N)}, got {tuple(attention_mask.shape)}")
         M = self.config.num_digest_tokens if num_digests is None else num_digests
         if not 1 <= M <= self.config.num_digest_tokens:
             raise ValueError(f"num_digests must be in [1, {self.config.num_digest_tokens}], got {M}")

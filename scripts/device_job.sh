@@ -20,7 +20,7 @@ case "$step" in
     for f in "$@"; do cp -r "$f" /tmp/m/; done
     ls -la /tmp/m ;;
   setup)
-    if [ ! -f /tmp/m/smol.gguf ]; then cat /tmp/m/part_aa /tmp/m/part_ab > /tmp/m/smol.gguf; fi
+    if [ ! -f /tmp/m/smol.gguf ]; then cat /tmp/m/part_* > /tmp/m/smol.gguf; fi
     sha256sum /tmp/m/smol.gguf
     python3 -m pip install -q --no-index --no-deps --target /tmp/site .devstage/whl/*.whl 2>&1 | tail -2 || true
     python3 -c "from icformer_rag.llm import default_llm_path; print(default_llm_path('/tmp/m/smol.gguf'))"

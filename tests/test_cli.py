@@ -1,0 +1,247 @@
+"""The `icformer-rag` command line, run in-process through main(argv).
+
+Tests marked slow load the real default LLM (SmolLM2-135M-Instruct, CPU fp32); the CLI keeps it loaded
+between main() calls of one process, so the module pays for one load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from icformer_rag import Digest
+from icformer_rag.cli import (
+    DIGEST_SUFFIX,
+    SAMPLES_DIR,
+    CLIError,
+    add_command,
+    build_parser,
+    expand_paths,
+    main,
+    register_info,
+    sample_files,
+)
+
+VELMORA = SAMPLES_DIR / "velmora.txt"
+CPU = ["--device", "cpu", "--dtype", "float32"]
+
+
+def _one_line_error(capsys: pytest.CaptureFixture[str]) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    errors = [line for line in err if line.startswith("error: ")]
+    assert len(errors) == 1, err
+    assert not any("Traceback" in line for line in err)
+    return errors[0]
+
+
+# ------------------------------------------------------------------------------------ no model needed
+def test_parser_has_the_subcommands_and_takes_new_ones() -> None:
+    parser = build_parser()
+    args = parser.parse_args(["ask", "Who?", "--docs", "a.txt", "--full-context", *CPU])
+    assert (args.command, args.question, args.docs, args.full_context, args.device) == (
+        "ask",
+        "Who?",
+        ["a.txt"],
+        True,
+        "cpu",
+    )
+    assert parser.parse_args(["compress", "a.txt", "b.md", "--out", "d"]).files == ["a.txt", "b.md"]
+
+    def run_hello(args: argparse.Namespace) -> int:
+        return 7
+
+    def register_hello(subparsers: object) -> None:
+        add_command(subparsers, "hello", run_hello, help="say hello").add_argument("--name")
+
+    extended = build_parser([register_info, register_hello])
+    args = extended.parse_args(["hello", "--name", "x", "--llm", "some/path"])
+    assert args.handler(args) == 7 and args.llm == "some/path"
+
+
+def test_help_and_version_exit_zero(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--help"]) == 0
+    assert "compress" in capsys.readouterr().out
+    assert main(["--version"]) == 0
+    assert "icformer-rag 0.1.0" in capsys.readouterr().out
+    assert main([]) == 2  # no subcommand: argparse's usage error
+
+
+def test_samples_ship_with_the_package() -> None:
+    files = sample_files()
+    assert 4 <= len(files) <= 6
+    assert VELMORA in files
+    for path in files:
+        words = len(path.read_text(encoding="utf-8").split())
+        assert 150 <= words <= 600, (path, words)
+    assert "Ada Krenn" in VELMORA.read_text(encoding="utf-8")
+
+
+def test_directories_expand_sorted_and_skip_hidden(tmp_path: Path) -> None:
+    for name in ("b.md", "a.txt", "notes.pdf", ".hidden.txt", "sub/c.txt"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("text")
+    found = expand_paths([tmp_path, tmp_path / "a.txt"])  # a.txt named twice: read once
+    assert [p.relative_to(tmp_path).as_posix() for p in found] == ["a.txt", "b.md", "sub/c.txt"]
+    with pytest.raises(CLIError, match="no such file"):
+        expand_paths([tmp_path / "missing.txt"])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CLIError, match="no .txt or .md files"):
+        expand_paths([tmp_path / "empty"])
+
+
+@pytest.mark.parametrize("command", ["ask", "compress"])
+def test_missing_file_is_a_one_line_error(command: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    missing = str(tmp_path / "nope.txt")
+    argv = (
+        ["ask", "Who?", "--docs", missing]
+        if command == "ask"
+        else ["compress", missing, "--out", str(tmp_path / "out")]
+    )
+    assert main(argv) == 2
+    assert "nope.txt" in _one_line_error(capsys)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("content", [b"", b"  \n\t\n"])
+def test_empty_file_is_a_clear_error(content: bytes, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    empty = tmp_path / "empty.txt"
+    empty.write_bytes(content)
+    assert main(["compress", str(empty), "--out", str(tmp_path / "out")]) == 2
+    assert "empty.txt is empty" in _one_line_error(capsys)
+    assert main(["ask", "Who?", "--docs", str(empty), "--full-context"]) == 2
+    assert "is empty" in _one_line_error(capsys)
+
+
+def test_bad_inputs_fail_before_any_model_loads(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    latin1 = tmp_path / "latin1.txt"
+    latin1.write_bytes("caf\xe9".encode("latin-1"))
+    assert main(["ask", "Who?", "--docs", str(latin1)]) == 2
+    assert "not UTF-8" in _one_line_error(capsys)
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "x.txt").write_text("one")
+    (tmp_path / "x.md").write_text("two")
+    assert main(["compress", str(tmp_path / "a"), str(tmp_path / "x.md"), "--out", str(tmp_path / "o")]) == 2
+    assert f"x{DIGEST_SUFFIX}" in _one_line_error(capsys)
+
+    digest = tmp_path / f"v{DIGEST_SUFFIX}"
+    digest.write_bytes(b"not read")
+    assert main(["ask", "Who?", "--docs", str(digest), "--full-context"]) == 2
+    assert "--full-context reads the text" in _one_line_error(capsys)
+
+    assert main(["ask", "   ", "--docs", str(VELMORA)]) == 2
+    assert "question is empty" in _one_line_error(capsys)
+    assert main(["ask", "Who?", "--max-new-tokens", "0", "--full-context"]) == 2
+    assert "max_new_tokens" in _one_line_error(capsys)
+    assert main(["ask", "Who?", "--checkpoint", str(tmp_path / "none")]) == 2
+    assert "no compressor checkpoint folder" in _one_line_error(capsys)
+
+
+def test_python_dash_m_runs_the_cli() -> None:
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
+    done = subprocess.run(
+        [sys.executable, "-m", "icformer_rag", "--version"], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "icformer-rag 0.1.0"
+
+
+# ------------------------------------------------------------------------------------ the real LLM
+@pytest.mark.slow
+def test_info_reports_versions_devices_llm_and_checkpoint(capsys: pytest.CaptureFixture[str]) -> None:
+    import torch
+    import transformers
+
+    from icformer_rag.llm import default_llm_path
+
+    default_llm_path()  # info never converts the default LLM; the other commands do, once
+    assert main(["info", *CPU]) == 0
+    out = capsys.readouterr().out
+    assert f"torch         {torch.__version__}" in out
+    assert f"transformers  {transformers.__version__}" in out
+    assert "cpu" in out and "SmolLM2-135M-Instruct" in out
+    assert "converted     " in out and "not yet" not in out
+    assert "fingerprint" in out and "parameters" in out
+    assert "trained       NO" in out  # until a trained checkpoint ships
+
+
+@pytest.mark.slow
+def test_info_on_a_saved_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from icformer_rag import ContextCompressor
+    from icformer_rag.cli import load_models
+
+    models = load_models(build_parser().parse_args(["info", *CPU]), need_compressor=False)
+    saved = ContextCompressor.from_llm(models.llm, models.tokenizer, seed=1)
+    saved.save_pretrained(tmp_path / "ckpt")
+    assert main(["info", *CPU, "--checkpoint", str(tmp_path / "ckpt")]) == 0
+    out = capsys.readouterr().out
+    assert f"fingerprint   {saved.fingerprint}" in out
+    assert "fits the LLM  yes" in out
+
+
+@pytest.mark.slow
+def test_compress_writes_loadable_digests(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from icformer_rag.llm import load_default_tokenizer
+    from icformer_rag.windows import split_windows
+
+    files = [SAMPLES_DIR / "port_alder.txt", VELMORA]
+    assert main(["compress", *map(str, files), "--out", str(tmp_path), *CPU]) == 0
+    captured = capsys.readouterr()
+    assert "UNTRAINED" in captured.err
+    tokenizer = load_default_tokenizer()
+    for path in files:
+        digest = Digest.load(tmp_path / f"{path.stem}{DIGEST_SUFFIX}")
+        tokens = len(tokenizer(path.read_text(encoding="utf-8"), add_special_tokens=False)["input_ids"])
+        assert digest.num_tokens == tokens
+        windows = split_windows(range(tokens), 512)
+        assert digest.window_digests == [math.ceil(len(w) / 4) for w in windows]
+        assert len(digest) == sum(digest.window_digests) and digest.embeddings.shape[1] == 576
+        assert str(path) in captured.out and f"{tokens:,}" in captured.out
+    assert "total" in captured.out and "compressed 2 file(s) in" in captured.out
+
+
+@pytest.mark.slow
+def test_ask_full_context_finds_the_founder(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["ask", "Who founded Velmora?", "--docs", str(VELMORA), "--full-context", "--max-new-tokens", "40"]
+    assert main([*argv, *CPU]) == 0
+    captured = capsys.readouterr()
+    assert "Ada Krenn" in captured.out
+    assert "full context: 1 document(s)" in captured.err and "generate" in captured.err
+
+
+@pytest.mark.slow
+def test_ask_from_digests_and_saved_digest_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["ask", "Who founded Velmora?", "--max-new-tokens", "8", *CPU]) == 0  # default docs: samples
+    captured = capsys.readouterr()
+    assert captured.out.strip()
+    assert f"digests: {len(sample_files())} document(s)" in captured.err
+    assert "compress " in captured.err and "generate " in captured.err and " s  (" in captured.err
+
+    assert main(["compress", str(VELMORA), "--out", str(tmp_path), *CPU]) == 0
+    capsys.readouterr()
+    saved = tmp_path / f"velmora{DIGEST_SUFFIX}"
+    argv = ["ask", "Who?", "--docs", str(saved), str(SAMPLES_DIR / "port_alder.txt"), "--max-new-tokens", "4"]
+    assert main([*argv, "--stream", *CPU]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.strip()
+    assert "1 document(s) compressed, 1 loaded from digest files" in captured.err
+    assert "first text after" in captured.err
+
+
+@pytest.mark.slow
+def test_digest_from_another_compressor_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from icformer_rag import ContextCompressor
+    from icformer_rag.cli import load_models
+
+    models = load_models(build_parser().parse_args(["info", *CPU]), need_compressor=False)
+    other = ContextCompressor.from_llm(models.llm, models.tokenizer, seed=2)
+    other.compress([VELMORA.read_text(encoding="utf-8")])[0].save(tmp_path / f"v{DIGEST_SUFFIX}")
+    assert main(["ask", "Who?", "--docs", str(tmp_path / f"v{DIGEST_SUFFIX}"), *CPU]) == 2
+    assert "recompress" in _one_line_error(capsys)

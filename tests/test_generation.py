@@ -1,0 +1,176 @@
+"""Soft-prompt generation on the tiny random Llama with the real SmolLM2 tokenizer and chat template."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from icformer_rag import ContextCompressor, GenerationSettings, ICFormer, SoftPromptLM
+from icformer_rag.generation import DEFAULT_INSTRUCTION, render_prompt
+
+TEXT_A = "The town of Velmora was founded in 1723 by Ada Krenn, a glassmaker."
+TEXT_B = "Glass is made from sand, soda and lime. " * 6
+SHORT = GenerationSettings(max_new_tokens=8)
+
+
+def token_count(tokenizer, text: str) -> int:
+    return len(tokenizer(text, add_special_tokens=False)["input_ids"]) if text else 0
+
+
+def chat_text(tokenizer, user: str) -> str:
+    return tokenizer.apply_chat_template(
+        [{"role": "user", "content": user}], add_generation_prompt=True, tokenize=False
+    )
+
+
+# --------------------------------------------------------------------------------------------- prompts
+def test_render_prompt_places_markers_in_order_inside_the_chat_template(tokenizer):
+    pieces = render_prompt(tokenizer, "Who founded Velmora?", 3, instruction="Read this.")
+    assert [p for p in pieces if isinstance(p, int)] == [0, 1, 2]
+    assert all(isinstance(p, str) for p in pieces[::2]) and len(pieces) == 7
+    text = "".join(p if isinstance(p, str) else f"<<ICFORMER_CONTEXT_{p}>>" for p in pieces)
+    user = (
+        "Read this.\n\n<<ICFORMER_CONTEXT_0>>\n<<ICFORMER_CONTEXT_1>>\n<<ICFORMER_CONTEXT_2>>\n\n"
+        "Question: Who founded Velmora?"
+    )
+    assert text == chat_text(tokenizer, user)
+    assert pieces[0].startswith("<|im_start|>") and pieces[0].endswith("Read this.\n\n")
+    assert pieces[-1].startswith("\n\nQuestion: Who founded Velmora?<|im_end|>")
+    assert pieces[-1].endswith("<|im_start|>assistant\n")
+
+
+def test_render_prompt_without_contexts_or_question(tokenizer):
+    pieces = render_prompt(tokenizer, "  ", 0)
+    assert pieces == [chat_text(tokenizer, DEFAULT_INSTRUCTION)]
+
+
+def test_render_prompt_with_system_prompt(tokenizer):
+    pieces = render_prompt(tokenizer, "Q?", 1, system="Be brief.")
+    assert pieces[0].startswith("<|im_start|>system\nBe brief.<|im_end|>")
+    assert "SmolLM" not in pieces[0]  # the template's default system prompt is replaced
+
+
+def test_render_prompt_rejects_a_reserved_marker_in_user_text(tokenizer):
+    with pytest.raises(ValueError, match="reserved"):
+        render_prompt(tokenizer, "what is <<ICFORMER_CONTEXT_3>>?", 1)
+    with pytest.raises(ValueError, match="instruction"):
+        render_prompt(tokenizer, "Q?", 1, instruction="see <<ICFORMER_CONTEXT_0>>")
+
+
+def test_build_inputs_with_a_digest(soft_lm, compressor, tokenizer):
+    digest = compressor.compress([TEXT_B])[0]
+    embeds = soft_lm.build_inputs("What is glass made of?", [digest])
+    pieces = render_prompt(tokenizer, "What is glass made of?", 1)
+    before, after = token_count(tokenizer, pieces[0]), token_count(tokenizer, pieces[2])
+    assert embeds.shape == (before + len(digest) + 2 + after, 64)
+    special = compressor.model.special_embeddings
+    slot = embeds[before : before + len(digest) + 2]
+    assert torch.equal(slot[0], special[ICFormer.SPECIAL_BEGIN])
+    assert torch.equal(slot[1:-1], digest.embeddings)
+    assert torch.equal(slot[-1], special[ICFormer.SPECIAL_END])
+    ids = tokenizer(pieces[0], add_special_tokens=False)["input_ids"]
+    assert torch.equal(embeds[:before], soft_lm.llm.get_input_embeddings()(torch.tensor(ids)))
+
+
+def test_build_inputs_mixes_digests_and_texts(soft_lm, compressor, tokenizer):
+    digest = compressor.compress([TEXT_A])[0]
+    embeds = soft_lm.build_inputs("Q?", [digest, TEXT_B])
+    pieces = render_prompt(tokenizer, "Q?", 2)
+    text_tokens = sum(token_count(tokenizer, p) for p in pieces if isinstance(p, str))
+    assert embeds.shape[0] == text_tokens + len(digest) + 2 + token_count(tokenizer, TEXT_B)
+
+
+def test_full_text_path_embeds_the_whole_prompt_tokenized_at_once(soft_lm, tokenizer, tiny_llm):
+    question = "Who founded Velmora?"
+    embeds = soft_lm.build_inputs(question, [TEXT_A, TEXT_B])
+    text = chat_text(tokenizer, f"{DEFAULT_INSTRUCTION}\n\n{TEXT_A}\n{TEXT_B}\n\nQuestion: {question}")
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    assert torch.equal(embeds, tiny_llm.get_input_embeddings()(torch.tensor(ids)))
+    # A single string is one context, not a list of characters.
+    assert torch.equal(soft_lm.build_inputs(question, TEXT_A), soft_lm.build_inputs(question, [TEXT_A]))
+
+
+def test_digest_from_another_compressor_raises(soft_lm, tiny_llm, tokenizer, compressor_kwargs):
+    other = ContextCompressor.from_llm(tiny_llm, tokenizer, seed=7, **compressor_kwargs)
+    foreign = other.compress([TEXT_A])[0]
+    with pytest.raises(ValueError, match="recompress"):
+        soft_lm.build_inputs("Q?", [foreign])
+    with pytest.raises(ValueError, match="recompress"):
+        soft_lm.generate("Q?", [foreign], SHORT)
+
+
+def test_digests_without_a_compressor_raise(tiny_llm, tokenizer, compressor):
+    plain = SoftPromptLM(tiny_llm, tokenizer)
+    digest = compressor.compress([TEXT_A])[0]
+    with pytest.raises(ValueError, match="no compressor"):
+        plain.generate("Q?", [digest], SHORT)
+    with pytest.raises(ValueError, match="needs a compressor"):
+        plain.answer("Q?", [TEXT_A], settings=SHORT)
+    assert isinstance(plain.generate("Q?", [TEXT_A], SHORT), str)  # full text needs none
+
+
+def test_bad_question_and_context_types(soft_lm):
+    with pytest.raises(TypeError, match="question"):
+        soft_lm.build_inputs(42, [TEXT_A])
+    with pytest.raises(TypeError, match="context 1"):
+        soft_lm.build_inputs("Q?", [TEXT_A, 3.5])
+    with pytest.raises(TypeError, match="list of questions"):
+        soft_lm.generate_batch("Q?", [[TEXT_A]], SHORT)
+    with pytest.raises(ValueError, match="context lists"):
+        soft_lm.generate_batch(["Q1?", "Q2?"], [[TEXT_A]], SHORT)
+
+
+def test_generation_settings_validate():
+    with pytest.raises(ValueError):
+        GenerationSettings(max_new_tokens=0)
+    with pytest.raises(ValueError):
+        GenerationSettings(temperature=0.0)
+    assert GenerationSettings().kwargs() == {"max_new_tokens": 256, "do_sample": False}
+
+
+# ------------------------------------------------------------------------------------------ generation
+def test_generate_batch_equals_one_by_one(soft_lm, compressor):
+    digests = compressor.compress([TEXT_A, TEXT_B])
+    questions = ["Who?", "What is glass made of, and who made the first glass in the town?", "Why?", "When?"]
+    contexts = [[digests[0]], [digests[1], digests[0]], [TEXT_B], []]
+    batched = soft_lm.generate_batch(questions, contexts, SHORT)
+    lengths = {soft_lm.build_inputs(q, c).shape[0] for q, c in zip(questions, contexts, strict=True)}
+    assert len(lengths) == len(questions)  # all prompt lengths differ: real left padding
+    alone = [soft_lm.generate(q, c, SHORT) for q, c in zip(questions, contexts, strict=True)]
+    assert batched == alone
+    assert all(isinstance(a, str) and a for a in batched)
+    assert len(set(batched)) > 1
+    assert soft_lm.generate_batch([], [], SHORT) == []
+
+
+def test_stream_joins_to_generate(soft_lm, compressor):
+    digest = compressor.compress([TEXT_A])[0]
+    chunks = list(soft_lm.stream("Who founded Velmora?", [digest], SHORT))
+    assert len(chunks) > 1 and all(isinstance(c, str) and c for c in chunks)
+    # generate() strips surrounding whitespace; the stream gives the raw text.
+    assert "".join(chunks).strip() == soft_lm.generate("Who founded Velmora?", [digest], SHORT)
+
+
+def test_answer_matches_generate(soft_lm, compressor):
+    from_digests = soft_lm.answer("Who?", [TEXT_A], settings=SHORT)
+    assert from_digests == soft_lm.generate("Who?", compressor.compress([TEXT_A]), SHORT)
+    full = soft_lm.answer("Who?", TEXT_A, full_context=True, settings=SHORT)
+    assert full == soft_lm.generate("Who?", [TEXT_A], SHORT)
+
+
+def test_prompt_longer_than_the_llm_raises(soft_lm, compressor, tiny_llm):
+    limit = tiny_llm.config.max_position_embeddings
+    long_text = "word " * (limit + 10)
+    with pytest.raises(ValueError, match="positions"):
+        soft_lm.generate("Q?", [long_text], SHORT)
+    with pytest.raises(ValueError, match="positions"):
+        list(soft_lm.stream("Q?", [long_text], SHORT))
+    # Digests are 4x shorter, so 4x the text fits until it does not.
+    digest = compressor.compress(["word " * (5 * limit)])[0]
+    assert len(digest) > limit
+    with pytest.raises(ValueError, match="positions"):
+        soft_lm.generate("Q?", [digest], SHORT)
+    # The new tokens count too: a prompt that fits alone fails when the answer cannot.
+    prompt = soft_lm.build_inputs("Q?", [TEXT_A]).shape[0]
+    with pytest.raises(ValueError, match="new tokens"):
+        soft_lm.generate("Q?", [TEXT_A], GenerationSettings(max_new_tokens=limit - prompt + 1))
