@@ -20,7 +20,7 @@ import re
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
@@ -55,6 +55,63 @@ class GenerationSettings:
         if self.do_sample:
             kw.update(temperature=self.temperature, top_p=self.top_p)
         return kw
+
+
+class DigestSource(Protocol):
+    """Where markers' digests are looked up: a :class:`~icformer_rag.store.DigestStore` or a plain dict."""
+
+    def get(self, key: str) -> Digest | None: ...
+
+
+@dataclass
+class ChatPrompt:
+    """Prompt embeddings of a chat conversation, with the keys of the digests spliced in (in prompt order)."""
+
+    embeds: torch.Tensor  # (T, C)
+    digest_keys: list[str]
+
+    @property
+    def num_positions(self) -> int:
+        return self.embeds.shape[0]
+
+
+@dataclass
+class ChatResult:
+    """One generated answer and what it cost."""
+
+    text: str
+    prompt_tokens: int  # prompt positions, digest vectors and separators included
+    completion_tokens: int  # generated tokens, the end-of-turn token included
+    digest_keys: list[str]  # digests the prompt held, in order: which documents the answer read
+    finish_reason: str  # "stop" (end of turn) or "length" (max_new_tokens reached)
+
+
+def _check_messages(messages: Any) -> list[dict[str, str]]:
+    if isinstance(messages, (str, dict)) or not isinstance(messages, Sequence):
+        raise TypeError("messages must be a list of {'role': ..., 'content': ...} dicts")
+    if not messages:
+        raise ValueError("messages is empty: give at least one message")
+    out = []
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict) or not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str):
+            raise TypeError(f"message {i} must be a dict with str 'role' and 'content', got {m!r:.80}")
+        out.append({"role": m["role"], "content": m["content"]})
+    return out
+
+
+def _counting_streamer(tokenizer: Any) -> Any:
+    """A TextIteratorStreamer that also counts the token ids it is given. With inputs_embeds the prompt it
+    is first handed is empty, so the count is the generated tokens, end-of-turn included."""
+    from transformers import TextIteratorStreamer
+
+    class CountingStreamer(TextIteratorStreamer):
+        num_tokens = 0
+
+        def put(self, value: torch.Tensor) -> None:
+            self.num_tokens += int(value.numel())
+            super().put(value)
+
+    return CountingStreamer(tokenizer, skip_prompt=False, skip_special_tokens=True)
 
 
 def render_prompt(tokenizer: Any, question: str, num_contexts: int, instruction: str | None = None,
@@ -254,6 +311,122 @@ class SoftPromptLM:
         if self.compressor is None:
             raise ValueError("answer() from digests needs a compressor")
         return self.generate(question, self.compressor.compress(list(documents)), settings)
+
+
+    # ------------------------------------------------------------------------- chat messages with markers
+    @torch.no_grad()
+    def build_chat_inputs(self, messages: Sequence[dict[str, str]],
+                          digests: DigestSource | None = None) -> ChatPrompt:
+        """Prompt embeddings for chat `messages` whose contents may hold digest markers (``⟦icf:<key>⟧``).
+
+        The chat template is applied once, to the messages as given (markers included, as plain text); the
+        rendered text is then cut at the markers, each text piece embedded, and each marker replaced by its
+        digest between the learned BEGIN/END embeddings, exactly as :meth:`build_inputs` places digests. A
+        marker whose digest `digests` lacks raises ValueError naming it; with no markers this is the plain
+        chat prompt, tokenized in one go.
+        """
+        from .store import marker_for, split_markers
+
+        messages = _check_messages(messages)
+        text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        pieces = split_markers(text)
+        keys = [p[0] for p in pieces if isinstance(p, tuple)]
+        if not keys:
+            return ChatPrompt(self._text_embeds(text), [])
+        if digests is None:
+            raise ValueError(f"the messages hold digest marker {marker_for(keys[0])} but no digest store was given")
+        parts = []
+        for p in pieces:
+            if isinstance(p, str):
+                parts.append(self._text_embeds(p))
+                continue
+            digest = digests.get(p[0])
+            if digest is None:
+                raise ValueError(f"no digest for marker {marker_for(p[0])} in the digest store: compress its "
+                                 "document into this store first (or pass the store that holds it)")
+            parts.append(self._digest_embeds(digest))
+        return ChatPrompt(torch.cat(parts), keys)
+
+    def _pad_left(self, rows: Sequence[torch.Tensor],
+                  settings: GenerationSettings) -> tuple[torch.Tensor, torch.Tensor]:
+        longest = max(r.shape[0] for r in rows)
+        self._check_length(longest, settings)
+        embeds = torch.zeros(len(rows), longest, rows[0].shape[1], dtype=rows[0].dtype, device=self.device)
+        mask = torch.zeros(len(rows), longest, dtype=torch.long, device=self.device)
+        for i, r in enumerate(rows):  # left padding: every row's last position is its own
+            embeds[i, longest - r.shape[0] :] = r
+            mask[i, longest - r.shape[0] :] = 1
+        return embeds, mask
+
+    @torch.no_grad()
+    def generate_prompts(self, prompts: Sequence[ChatPrompt],
+                         settings: GenerationSettings | None = None) -> list[ChatResult]:
+        """Answer several built chat prompts in one batched generate call."""
+        settings = settings or GenerationSettings()
+        if not prompts:
+            return []
+        embeds, mask = self._pad_left([p.embeds for p in prompts], settings)
+        out = self.llm.generate(inputs_embeds=embeds, attention_mask=mask, eos_token_id=self.eos_token_ids,
+                                pad_token_id=self.pad_token_id, **settings.kwargs())
+        eos = set(self.eos_token_ids)
+        results = []
+        for prompt, row in zip(prompts, out.tolist(), strict=True):
+            # A row that ended early is padded after its end-of-turn token: count up to and including it.
+            end = next((i + 1 for i, t in enumerate(row) if t in eos), None)
+            results.append(ChatResult(
+                text=self.tokenizer.decode(row[: end or len(row)], skip_special_tokens=True).strip(),
+                prompt_tokens=prompt.num_positions,
+                completion_tokens=end or len(row),
+                digest_keys=list(prompt.digest_keys),
+                finish_reason="stop" if end else "length",
+            ))
+        return results
+
+    def generate_chat_batch(self, conversations: Sequence[Sequence[dict[str, str]]],
+                            digests: DigestSource | None = None,
+                            settings: GenerationSettings | None = None) -> list[ChatResult]:
+        """Answer several chat conversations (markers allowed) in one batched generate call."""
+        if isinstance(conversations, (str, dict)) or not isinstance(conversations, Sequence):
+            raise TypeError("generate_chat_batch() takes a list of conversations (lists of messages)")
+        return self.generate_prompts([self.build_chat_inputs(c, digests) for c in conversations], settings)
+
+    def generate_chat(self, messages: Sequence[dict[str, str]], digests: DigestSource | None = None,
+                      settings: GenerationSettings | None = None) -> ChatResult:
+        """Answer one chat conversation whose messages may hold digest markers."""
+        return self.generate_chat_batch([messages], digests, settings)[0]
+
+    def stream_prompt(self, prompt: ChatPrompt, settings: GenerationSettings | None = None,
+                      token_counts: list[int] | None = None) -> Iterator[str]:
+        """Yield the answer to a built chat prompt in text chunks as they are generated. When the stream
+        ends, the number of generated tokens is appended to `token_counts` (if given)."""
+        settings = settings or GenerationSettings()
+        embeds, mask = self._pad_left([prompt.embeds], settings)
+        streamer = _counting_streamer(self.tokenizer)
+        errors: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                with torch.no_grad():
+                    self.llm.generate(inputs_embeds=embeds, attention_mask=mask, streamer=streamer,
+                                      eos_token_id=self.eos_token_ids, pad_token_id=self.pad_token_id,
+                                      **settings.kwargs())
+            except BaseException as err:  # surfaced in the caller's thread below
+                errors.append(err)
+                streamer.end()
+
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        yield from (chunk for chunk in streamer if chunk)
+        thread.join()
+        if errors:
+            raise errors[0]
+        if token_counts is not None:
+            token_counts.append(streamer.num_tokens)
+
+    def stream_chat(self, messages: Sequence[dict[str, str]], digests: DigestSource | None = None,
+                    settings: GenerationSettings | None = None) -> Iterator[str]:
+        """Yield the answer to chat `messages` (markers allowed) in text chunks as they are generated."""
+        return self.stream_prompt(self.build_chat_inputs(messages, digests), settings)
 
 
 def _as_list(value: Any) -> list[Any]:

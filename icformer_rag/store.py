@@ -1,0 +1,186 @@
+"""DigestStore: digests computed once and reused, keyed by the text's hash and the compressor's fingerprint.
+
+A key names one (text, compressor) pair, so a digest made by another compressor, or for another text, can never
+be served under it: every entry read back (from memory or disk) is checked against its key before it is
+returned. On disk each digest is one safetensors file `<key>.digest.safetensors` (see :meth:`Digest.save`),
+written atomically, so a crash or a concurrent writer never leaves a half-written digest behind.
+
+Markers are short texts that stand for a digest inside ordinary prompt text (``⟦icf:<key>⟧``): adapters put them
+where a document's text would go, and :meth:`SoftPromptLM.build_chat_inputs` swaps each for its digest vectors.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import threading
+import uuid
+from collections import OrderedDict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+
+from .digest import Digest, content_hash
+
+if TYPE_CHECKING:
+    from .compressor import ContextCompressor
+
+KEY_CHARS = 24  # hex digits: 96 bits, far from any collision for any realistic corpus
+_KEY_RE = re.compile(rf"[0-9a-f]{{{KEY_CHARS}}}")
+# Mathematical white square brackets: not on keyboards, not markup or template syntax for Jinja/Markdown/
+# f-strings/LangChain templates, and byte-level tokenizers carry them through untouched.
+MARKER_OPEN = "\u27e6icf:"
+MARKER_CLOSE = "\u27e7"
+MARKER_RE = re.compile(re.escape(MARKER_OPEN) + rf"([0-9a-f]{{{KEY_CHARS}}})" + re.escape(MARKER_CLOSE))
+_SUFFIX = ".digest.safetensors"
+
+
+def key_for_hash(text_hash: str, fingerprint: str) -> str:
+    """Store key of the digest of the text with sha256 `text_hash`, made by compressor `fingerprint`."""
+    return hashlib.sha256(f"{fingerprint}:{text_hash}".encode()).hexdigest()[:KEY_CHARS]
+
+
+def key_for(text: str, fingerprint: str) -> str:
+    """Store key of the digest of `text` made by the compressor with `fingerprint`."""
+    return key_for_hash(content_hash(text), fingerprint)
+
+
+def digest_key(digest: Digest) -> str:
+    """The key a digest is stored under."""
+    return key_for_hash(digest.content_hash, digest.fingerprint)
+
+
+def marker_for(key: str) -> str:
+    """The reference text that stands for the digest with `key` in a prompt."""
+    if not isinstance(key, str) or not _KEY_RE.fullmatch(key):
+        raise ValueError(f"not a digest key: {key!r} (expected {KEY_CHARS} lowercase hex digits)")
+    return f"{MARKER_OPEN}{key}{MARKER_CLOSE}"
+
+
+def find_markers(text: str) -> list[str]:
+    """Keys of the digest markers in `text`, in order (repeats kept)."""
+    return MARKER_RE.findall(text)
+
+
+def split_markers(text: str) -> list[str | tuple[str]]:
+    """`text` cut at its markers: plain text pieces, and a 1-tuple `(key,)` where a marker stood."""
+    pieces: list[str | tuple[str]] = []
+    pos = 0
+    for m in MARKER_RE.finditer(text):
+        pieces.append(text[pos : m.start()])
+        pieces.append((m.group(1),))
+        pos = m.end()
+    pieces.append(text[pos:])
+    return pieces
+
+
+class DigestStore:
+    """Digests by key, in memory and (when `folder` is given) on disk.
+
+    Args:
+        folder: where digest files live; None keeps everything in memory only (lost with the object).
+        device: where digests read from disk are put.
+        max_cached: most digests kept in memory for a disk-backed store (least recently used go first;
+            they stay on disk). A memory-only store never evicts.
+
+    Thread-safe: one lock guards the memory cache; files are written under a unique temporary name and
+    renamed into place, so readers only ever see complete files.
+    """
+
+    def __init__(self, folder: str | Path | None = None, *, device: str | torch.device = "cpu",
+                 max_cached: int | None = 4096) -> None:
+        if max_cached is not None and max_cached < 1:
+            raise ValueError("max_cached must be positive or None")
+        self.folder = Path(folder) if folder is not None else None
+        if self.folder is not None:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        self.device = torch.device(device)
+        self.max_cached = max_cached if self.folder is not None else None
+        self._cache: OrderedDict[str, Digest] = OrderedDict()
+        self._lock = threading.RLock()
+
+    def __repr__(self) -> str:
+        where = str(self.folder) if self.folder is not None else "memory"
+        return f"DigestStore({where}, {len(self._cache)} cached)"
+
+    def path_for(self, key: str) -> Path | None:
+        marker_for(key)  # validates the key: it becomes a file name
+        return self.folder / f"{key}{_SUFFIX}" if self.folder is not None else None
+
+    # ------------------------------------------------------------------------------------------- access
+    def get(self, key: str) -> Digest | None:
+        """The digest stored under `key`, or None. An entry that does not match its key (another compressor,
+        another text, an unreadable file) is never returned."""
+        if not isinstance(key, str) or not _KEY_RE.fullmatch(key):
+            return None
+        with self._lock:
+            digest = self._cache.get(key)
+            if digest is not None:
+                self._cache.move_to_end(key)
+                return digest
+        path = self.path_for(key)
+        if path is None or not path.is_file():
+            return None
+        try:
+            digest = Digest.load(path, device=self.device)
+        except (ValueError, OSError, KeyError):
+            return None  # a corrupt or foreign file is a miss; the next put overwrites it
+        if digest_key(digest) != key:
+            return None
+        self._remember(key, digest)
+        return digest
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and self.get(key) is not None
+
+    def __len__(self) -> int:
+        """Digests held: files on disk for a disk-backed store, else entries in memory."""
+        if self.folder is not None:
+            return sum(1 for _ in self.folder.glob(f"*{_SUFFIX}"))
+        with self._lock:
+            return len(self._cache)
+
+    def put(self, digest: Digest) -> str:
+        """Store `digest` (in memory, and atomically on disk) and return its key."""
+        if not isinstance(digest, Digest):
+            raise TypeError(f"put() takes a Digest, got {type(digest).__name__}")
+        key = digest_key(digest)
+        path = self.path_for(key)
+        if path is not None:
+            tmp = path.with_name(f".{key}.{uuid.uuid4().hex}.tmp")
+            try:
+                digest.save(tmp)
+                os.replace(tmp, path)
+            finally:
+                tmp.unlink(missing_ok=True)
+        self._remember(key, digest)
+        return key
+
+    def _remember(self, key: str, digest: Digest) -> None:
+        with self._lock:
+            self._cache[key] = digest
+            self._cache.move_to_end(key)
+            while self.max_cached is not None and len(self._cache) > self.max_cached:
+                self._cache.popitem(last=False)
+
+    # -------------------------------------------------------------------------------------- compression
+    def compress_cached(self, compressor: ContextCompressor, texts: Sequence[str],
+                        show_progress: bool = False) -> tuple[list[Digest], list[bool]]:
+        """Digests of `texts` by `compressor`, in order, and whether each came from the store.
+
+        Only the misses are compressed, all in one batched call (a text repeated in `texts` once), and
+        stored. Returns `(digests, hits)`.
+        """
+        from .compressor import _check_texts
+
+        texts = _check_texts(texts)
+        fingerprint = compressor.fingerprint
+        keys = [key_for(t, fingerprint) for t in texts]
+        found = {k: d for k in dict.fromkeys(keys) if (d := self.get(k)) is not None}
+        misses = list(dict.fromkeys(t for t, k in zip(texts, keys, strict=True) if k not in found))
+        made = compressor.compress(misses, show_progress=show_progress) if misses else []
+        fresh = {self.put(d): d for d in made}
+        return [found[k] if k in found else fresh[k] for k in keys], [k in found for k in keys]
