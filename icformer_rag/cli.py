@@ -135,7 +135,52 @@ def register_info(subparsers: SubParsers) -> None:
     )
 
 
-COMMANDS: list[Callable[[SubParsers], None]] = [register_ask, register_compress, register_info]
+def register_train(subparsers: SubParsers) -> None:
+    from .training.__main__ import add_train_arguments
+
+    p = add_command(
+        subparsers,
+        "train",
+        run_train,
+        models=False,
+        help="train a compressor for a frozen LLM (AE + LM pretraining, instruction tuning; resumable)",
+        description="Train the compressor; every option is a TrainConfig field. Runs under torchrun for DDP.",
+    )
+    add_train_arguments(p)
+
+
+def register_eval(subparsers: SubParsers) -> None:
+    from .eval import add_eval_arguments
+
+    p = add_command(
+        subparsers,
+        "eval",
+        run_eval,
+        models=False,
+        help="evaluate a compressor: auto-encoding BLEU-4 / token accuracy and QA accuracy vs the full text",
+    )
+    add_eval_arguments(p)
+
+
+def register_data(subparsers: SubParsers) -> None:
+    p = add_command(
+        subparsers,
+        "data",
+        run_data,
+        models=False,
+        help="build the training corpus and QA sets from offline sources (python -m icformer_rag.data)",
+    )
+    p.add_argument("data_args", nargs=argparse.REMAINDER, help="arguments of `python -m icformer_rag.data`")
+
+
+COMMANDS: list[Callable[[SubParsers], None]] = [
+    register_ask,
+    register_compress,
+    register_info,
+    register_data,
+    register_train,
+    register_eval,
+]
 
 
 def build_parser(commands: Sequence[Callable[[SubParsers], None]] = COMMANDS) -> argparse.ArgumentParser:
@@ -308,6 +353,29 @@ def _dtype_name(dtype: Any) -> str:
 
 
 # ------------------------------------------------------------------------------------------- compress
+def run_train(args: argparse.Namespace) -> int:
+    import json
+
+    from .training import train
+    from .training.__main__ import config_from_args
+
+    print(json.dumps(train(config_from_args(args))))
+    return EXIT_OK
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    from .eval import run_eval as evaluate
+
+    evaluate(args)
+    return EXIT_OK
+
+
+def run_data(args: argparse.Namespace) -> int:
+    from .data.__main__ import main as data_main
+
+    return data_main(list(args.data_args)) or EXIT_OK
+
+
 def run_compress(args: argparse.Namespace) -> int:
     files = expand_paths(args.files)
     out_dir = Path(args.out).expanduser()

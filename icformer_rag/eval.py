@@ -31,7 +31,7 @@ def corpus_bleu(references: Sequence[Sequence[int]], hypotheses: Sequence[Sequen
         raise ValueError("references and hypotheses differ in number")
     matches, totals = [0] * max_n, [0] * max_n
     ref_len = hyp_len = 0
-    for ref, hyp in zip(references, hypotheses):
+    for ref, hyp in zip(references, hypotheses, strict=True):
         ref_len += len(ref)
         hyp_len += len(hyp)
         for n in range(1, max_n + 1):
@@ -40,20 +40,21 @@ def corpus_bleu(references: Sequence[Sequence[int]], hypotheses: Sequence[Sequen
             totals[n - 1] += max(0, len(hyp) - n + 1)
     if hyp_len == 0 or min(matches) == 0:
         return 0.0
-    log_precision = sum(math.log(m / t) for m, t in zip(matches, totals)) / max_n
+    log_precision = sum(math.log(m / t) for m, t in zip(matches, totals, strict=True)) / max_n
     brevity = 1.0 if hyp_len > ref_len else math.exp(1 - ref_len / hyp_len)
     return brevity * math.exp(log_precision)
 
 
 def token_accuracy(references: Sequence[Sequence[int]], hypotheses: Sequence[Sequence[int]]) -> float:
     """Share of reference positions whose token the hypothesis reproduces at the same position."""
-    hits = sum(sum(a == b for a, b in zip(r, h)) for r, h in zip(references, hypotheses))
+    hits = sum(sum(a == b for a, b in zip(r, h, strict=False)) for r, h in zip(references, hypotheses, strict=True))
     return hits / max(1, sum(len(r) for r in references))
 
 
 @torch.no_grad()
-def reconstruct(compressor: ContextCompressor, llm: Any, windows: Sequence[Sequence[int]],
-                batch_size: int = 32) -> list[list[int]]:
+def reconstruct(
+    compressor: ContextCompressor, llm: Any, windows: Sequence[Sequence[int]], batch_size: int = 32
+) -> list[list[int]]:
     """Greedy reconstruction of each window from its digests (the auto-encoding prompt of training)."""
     model = compressor.model
     embed = llm.get_input_embeddings()
@@ -67,18 +68,36 @@ def reconstruct(compressor: ContextCompressor, llm: Any, windows: Sequence[Seque
             raise ValueError("reconstruct() takes windows of one length per batch")
         n = lengths.pop()
         digests = compressor.compress_windows(group)
-        rows = torch.stack([torch.cat((special[ICFormer.SPECIAL_BEGIN : ICFormer.SPECIAL_BEGIN + 1], d.to(dtype),
-                                       special[ICFormer.SPECIAL_END : ICFormer.SPECIAL_AE + 1])) for d in digests])
+        rows = torch.stack(
+            [
+                torch.cat(
+                    (
+                        special[ICFormer.SPECIAL_BEGIN : ICFormer.SPECIAL_BEGIN + 1],
+                        d.to(dtype),
+                        special[ICFormer.SPECIAL_END : ICFormer.SPECIAL_AE + 1],
+                    )
+                )
+                for d in digests
+            ]
+        )
         mask = torch.ones(rows.shape[:2], dtype=torch.long, device=rows.device)
         # Exactly n tokens, as many as the window: end-of-sequence must not cut a reconstruction short.
-        gen = llm.generate(inputs_embeds=rows, attention_mask=mask, max_new_tokens=n, min_new_tokens=n,
-                           do_sample=False, pad_token_id=0)
+        gen = llm.generate(
+            inputs_embeds=rows, attention_mask=mask, max_new_tokens=n, min_new_tokens=n, do_sample=False, pad_token_id=0
+        )
         out.extend(gen[:, :n].tolist())
     return out
 
 
-def eval_autoencoding(compressor: ContextCompressor, llm: Any, data_dir: str | Path, num_windows: int = 64,
-                      lengths: Sequence[int] = (512,), seed: int = 1234, batch_size: int = 32) -> dict[str, Any]:
+def eval_autoencoding(
+    compressor: ContextCompressor,
+    llm: Any,
+    data_dir: str | Path,
+    num_windows: int = 64,
+    lengths: Sequence[int] = (512,),
+    seed: int = 1234,
+    batch_size: int = 32,
+) -> dict[str, Any]:
     """BLEU-4 and token accuracy of reconstructions of held-out spans, per window length."""
     from .training.sampling import SpanSampler
 
@@ -87,13 +106,22 @@ def eval_autoencoding(compressor: ContextCompressor, llm: Any, data_dir: str | P
     for n in lengths:
         windows = sampler.sample(np.random.default_rng([seed, n]), num_windows, n).tolist()
         recon = reconstruct(compressor, llm, windows, batch_size)
-        results[str(n)] = {"bleu4": corpus_bleu(windows, recon), "token_acc": token_accuracy(windows, recon),
-                           "windows": len(windows), "compression": compressor.config.ratio}
+        results[str(n)] = {
+            "bleu4": corpus_bleu(windows, recon),
+            "token_acc": token_accuracy(windows, recon),
+            "windows": len(windows),
+            "compression": compressor.config.ratio,
+        }
     return results
 
 
-def eval_qa(lm: SoftPromptLM, records: Sequence[dict[str, Any]], batch_size: int = 16,
-            max_new_tokens: int = 48, show_progress: bool = True) -> dict[str, Any]:
+def eval_qa(
+    lm: SoftPromptLM,
+    records: Sequence[dict[str, Any]],
+    batch_size: int = 16,
+    max_new_tokens: int = 48,
+    show_progress: bool = True,
+) -> dict[str, Any]:
     """QA accuracy (gold answer contained in the normalized output) with full text, digests, no context."""
     from .data.instruct import answer_in
 
@@ -117,15 +145,19 @@ def eval_qa(lm: SoftPromptLM, records: Sequence[dict[str, Any]], batch_size: int
         t = time.perf_counter()
         outputs["no_context"] += lm.generate_batch(questions, [[] for _ in group], settings)
         timings["no_context"] += time.perf_counter() - t
-    acc = {m: sum(answer_in(r["answer"], o) for r, o in zip(records, outputs[m])) / max(1, len(records))
-           for m in modes}
+    acc = {
+        m: sum(answer_in(r["answer"], o) for r, o in zip(records, outputs[m], strict=True)) / max(1, len(records))
+        for m in modes
+    }
     return {
         "accuracy": acc,
         "digest_over_full": acc["digests"] / acc["full_text"] if acc["full_text"] else None,
         "examples": len(records),
         "seconds": timings,
-        "samples": [{"question": r["question"], "gold": r["answer"], **{m: outputs[m][j] for m in modes}}
-                    for j, r in enumerate(records[:10])],
+        "samples": [
+            {"question": r["question"], "gold": r["answer"], **{m: outputs[m][j] for m in modes}}
+            for j, r in enumerate(records[:10])
+        ],
     }
 
 
@@ -177,13 +209,13 @@ def run_eval(args: Any) -> dict[str, Any]:
 
     from .llm import load_llm
 
+    if not args.data_dir and not args.qa:
+        raise ValueError("give --data-dir (auto-encoding eval) and/or --qa (QA eval)")
     llm, tokenizer = load_llm(args.llm, device=args.device, dtype=args.dtype)
     if args.untrained:
         compressor = ContextCompressor.from_llm(llm, tokenizer)
     else:
-        compressor = ContextCompressor.from_pretrained(args.checkpoint, llm, tokenizer)
-    if not args.data_dir and not args.qa:
-        raise ValueError("give --data-dir (auto-encoding eval) and/or --qa (QA eval)")
+        compressor = ContextCompressor.from_pretrained(args.checkpoint, llm, tokenizer, allow_untrained=False)
     report: dict[str, Any] = {
         "checkpoint": str(args.checkpoint) if not args.untrained else "untrained",
         "fingerprint": compressor.fingerprint,
@@ -196,8 +228,9 @@ def run_eval(args: Any) -> dict[str, Any]:
     }
     t = time.perf_counter()
     if args.data_dir:
-        report["autoencoding"] = eval_autoencoding(compressor, llm, args.data_dir, args.ae_windows,
-                                                   args.ae_lengths, batch_size=args.batch_size * 2)
+        report["autoencoding"] = eval_autoencoding(
+            compressor, llm, args.data_dir, args.ae_windows, args.ae_lengths, batch_size=args.batch_size * 2
+        )
     if args.qa:
         lm = SoftPromptLM(llm, tokenizer, compressor)
         report["qa"] = eval_qa(lm, load_qa(args.qa, args.qa_limit), batch_size=args.batch_size)

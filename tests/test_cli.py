@@ -169,7 +169,7 @@ def test_info_reports_versions_devices_llm_and_checkpoint(capsys: pytest.Capture
     assert "cpu" in out and "SmolLM2-135M-Instruct" in out
     assert "converted     " in out and "not yet" not in out
     assert "fingerprint" in out and "parameters" in out
-    assert "trained       NO" in out  # until a trained checkpoint ships
+    assert "trained       yes (the shipped checkpoint)" in out
 
 
 @pytest.mark.slow
@@ -194,7 +194,7 @@ def test_compress_writes_loadable_digests(tmp_path: Path, capsys: pytest.Capture
     files = [SAMPLES_DIR / "port_alder.txt", VELMORA]
     assert main(["compress", *map(str, files), "--out", str(tmp_path), *CPU]) == 0
     captured = capsys.readouterr()
-    assert "UNTRAINED" in captured.err
+    assert "UNTRAINED" not in captured.err  # the shipped checkpoint is trained
     tokenizer = load_default_tokenizer()
     for path in files:
         digest = Digest.load(tmp_path / f"{path.stem}{DIGEST_SUFFIX}")

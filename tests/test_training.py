@@ -27,9 +27,17 @@ def tok():
 
 def tiny_llm(vocab: int) -> LlamaForCausalLM:
     torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=vocab, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True,
-                      max_position_embeddings=1024, initializer_range=0.2)
+    cfg = LlamaConfig(
+        vocab_size=vocab,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        tie_word_embeddings=True,
+        max_position_embeddings=1024,
+        initializer_range=0.2,
+    )
     return LlamaForCausalLM(cfg).eval().requires_grad_(False)
 
 
@@ -44,7 +52,7 @@ def write_corpus(directory: Path, num_docs: int = 12, doc_tokens: int = 100, voc
         for d in range(n):
             motif = rng.integers(5, vocab, size=7)
             doc = np.resize(motif, doc_tokens).astype(np.uint16)
-            for w, start in enumerate(range(0, doc_tokens, 32)):
+            for _w, start in enumerate(range(0, doc_tokens, 32)):
                 length = min(32, doc_tokens - start)
                 rows.append([offset + start, length, d, len(rows) + 1 if start + 32 < doc_tokens else -1])
             tokens.append(doc)
@@ -55,9 +63,24 @@ def write_corpus(directory: Path, num_docs: int = 12, doc_tokens: int = 100, voc
 
 
 def small_config(data: Path, out: Path, **kw) -> TrainConfig:
-    values = dict(data_dir=str(data), out_dir=str(out), num_blocks=2, num_digest_tokens=8, window_tokens=32,
-                  batch_size=4, max_steps=30, warmup_steps=2, window_lengths=(32, 16), window_weights=(0.5, 0.5),
-                  lm_tokens=8, log_every=5, save_every=1000, progress=False, lr=3e-3, min_lr=3e-4)
+    values = dict(
+        data_dir=str(data),
+        out_dir=str(out),
+        num_blocks=2,
+        num_digest_tokens=8,
+        window_tokens=32,
+        batch_size=4,
+        max_steps=30,
+        warmup_steps=2,
+        window_lengths=(32, 16),
+        window_weights=(0.5, 0.5),
+        lm_tokens=8,
+        log_every=5,
+        save_every=1000,
+        progress=False,
+        lr=3e-3,
+        min_lr=3e-4,
+    )
     values.update(kw)
     return TrainConfig(**values)
 
@@ -102,15 +125,18 @@ def test_each_loss_decreases(objective, tok, tmp_path):
     from icformer_rag.compressor import ContextCompressor
 
     llm = tiny_llm(len(tok))
-    comp = ContextCompressor.from_llm(llm, tok, num_blocks=2, num_digest_tokens=8, window_tokens=32,
-                                      intermediate_size=128)
+    comp = ContextCompressor.from_llm(
+        llm, tok, num_blocks=2, num_digest_tokens=8, window_tokens=32, intermediate_size=128
+    )
     model = comp.model.train().requires_grad_(True)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
     rng = np.random.default_rng(0)
     windows = torch.as_tensor(np.resize(rng.integers(5, 300, size=5), (4, 32)))
     cont = windows[:, :8]
-    examples = [tokenize_instruct(tok, "Ada Krenn founded Velmora in 1723.", "Who founded Velmora?", "Ada Krenn", 32),
-                tokenize_instruct(tok, "The river Osk is 40 km long.", "How long is the Osk?", "40 km", 32)]
+    examples = [
+        tokenize_instruct(tok, "Ada Krenn founded Velmora in 1723.", "Who founded Velmora?", "Ada Krenn", 32),
+        tokenize_instruct(tok, "The river Osk is 40 km long.", "How long is the Osk?", "40 km", 32),
+    ]
     losses = []
     for _ in range(25):
         if objective == "ae":
@@ -149,22 +175,27 @@ def test_resume_is_exact(tok, tmp_path):
     data = write_corpus(tmp_path / "c")
     full = Trainer(small_config(data, tmp_path / "full", max_steps=12), llm=tiny_llm(len(tok)), tokenizer=tok)
     full.train()
-    first = Trainer(small_config(data, tmp_path / "split", max_steps=12, stop_at_step=5), llm=tiny_llm(len(tok)),
-                    tokenizer=tok)
+    first = Trainer(
+        small_config(data, tmp_path / "split", max_steps=12, stop_at_step=5), llm=tiny_llm(len(tok)), tokenizer=tok
+    )
     first.train()
     second = Trainer(small_config(data, tmp_path / "split", max_steps=12), llm=tiny_llm(len(tok)), tokenizer=tok)
     assert second.step == 5
     second.train()
-    for (name, a), b in zip(full.model.state_dict().items(), second.model.state_dict().values()):
+    for (name, a), b in zip(full.model.state_dict().items(), second.model.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
 
 
 def test_continue_from_release_keeps_step(tok, tmp_path):
     data = write_corpus(tmp_path / "c")
-    Trainer(small_config(data, tmp_path / "a", max_steps=20, stop_at_step=6), llm=tiny_llm(len(tok)),
-            tokenizer=tok).train()
-    cont = Trainer(small_config(data, tmp_path / "b", max_steps=20, init_from=str(tmp_path / "a" / "release")),
-                   llm=tiny_llm(len(tok)), tokenizer=tok)
+    Trainer(
+        small_config(data, tmp_path / "a", max_steps=20, stop_at_step=6), llm=tiny_llm(len(tok)), tokenizer=tok
+    ).train()
+    cont = Trainer(
+        small_config(data, tmp_path / "b", max_steps=20, init_from=str(tmp_path / "a" / "release")),
+        llm=tiny_llm(len(tok)),
+        tokenizer=tok,
+    )
     assert cont.step == 6 and cont.rewarm_from == 6
     record = cont.train_step()
     assert record["lr"] < lr_at(6, cont.cfg)  # the fresh optimizer warms up again
@@ -177,12 +208,14 @@ def _free_port() -> int:
 
 
 def _ddp_worker(rank: int, world: int, port: int, data: str, out: str, result_dir: str) -> None:
-    os.environ.update(WORLD_SIZE=str(world), RANK=str(rank), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
-                      MASTER_PORT=str(port))
+    os.environ.update(
+        WORLD_SIZE=str(world), RANK=str(rank), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)
+    )
     torch.set_num_threads(1)
     tok = load_tokenizer()
-    trainer = Trainer(small_config(Path(data), Path(out), max_steps=4, device="cpu"), llm=tiny_llm(len(tok)),
-                      tokenizer=tok)
+    trainer = Trainer(
+        small_config(Path(data), Path(out), max_steps=4, device="cpu"), llm=tiny_llm(len(tok)), tokenizer=tok
+    )
     trainer.train()
     torch.save({k: v.clone() for k, v in trainer.model.state_dict().items()}, f"{result_dir}/rank{rank}.pt")
     torch.distributed.destroy_process_group()
@@ -190,15 +223,15 @@ def _ddp_worker(rank: int, world: int, port: int, data: str, out: str, result_di
 
 def test_ddp_two_gloo_processes_agree(tmp_path):
     data = write_corpus(tmp_path / "c")
-    mp.spawn(_ddp_worker, args=(2, _free_port(), str(data), str(tmp_path / "run"), str(tmp_path)), nprocs=2,
-             join=True)
+    mp.spawn(_ddp_worker, args=(2, _free_port(), str(data), str(tmp_path / "run"), str(tmp_path)), nprocs=2, join=True)
     a = torch.load(tmp_path / "rank0.pt")
     b = torch.load(tmp_path / "rank1.pt")
     tok = load_tokenizer()
     from icformer_rag.compressor import ContextCompressor
 
-    init = ContextCompressor.from_llm(tiny_llm(len(tok)), tok, seed=0, num_blocks=2, num_digest_tokens=8,
-                                      window_tokens=32).model.state_dict()
+    init = ContextCompressor.from_llm(
+        tiny_llm(len(tok)), tok, seed=0, num_blocks=2, num_digest_tokens=8, window_tokens=32
+    ).model.state_dict()
     changed = False
     for name in a:
         assert torch.equal(a[name], b[name]), name

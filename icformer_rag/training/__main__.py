@@ -21,8 +21,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
         help_text = f"{f.metadata.get('help', '')} (default: {default})"
         if hint is bool:
-            parser.add_argument(name, dest=f.name, action=argparse.BooleanOptionalAction, default=None,
-                                help=help_text)
+            parser.add_argument(name, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
         elif typing.get_origin(hint) is tuple:
             inner = typing.get_args(hint)[0]
             parser.add_argument(name, dest=f.name, type=inner, nargs="+", default=None, help=help_text)

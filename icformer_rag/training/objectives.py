@@ -38,8 +38,14 @@ def _special(model: Any, index: int, batch: int, dtype: torch.dtype) -> torch.Te
     return core(model).special_embeddings[index].to(dtype).expand(batch, 1, -1)  # (B, 1, C)
 
 
-def target_loss(llm: Any, inputs_embeds: torch.Tensor, targets: torch.Tensor, attention_mask=None,
-                kl_teacher_logits: torch.Tensor | None = None, kl_weight: float = 0.0) -> LossOutput:
+def target_loss(
+    llm: Any,
+    inputs_embeds: torch.Tensor,
+    targets: torch.Tensor,
+    attention_mask=None,
+    kl_teacher_logits: torch.Tensor | None = None,
+    kl_weight: float = 0.0,
+) -> LossOutput:
     """Cross-entropy of `targets` (B, T) given `inputs_embeds` (B, T, C), where targets[b, t] is the token
     to predict at position t and -100 marks positions without a target.
 
@@ -68,11 +74,16 @@ def autoencoding_loss(model: Any, llm: Any, window_ids: torch.Tensor) -> LossOut
     ctx = embed(window_ids)  # (B, n, C)
     m = core(model).config.digests_for(n)
     digests = model(ctx, None, num_digests=m).to(dtype)  # (B, m, C)
-    inputs = torch.cat((
-        _special(model, ICFormer.SPECIAL_BEGIN, B, dtype), digests,
-        _special(model, ICFormer.SPECIAL_END, B, dtype), _special(model, ICFormer.SPECIAL_AE, B, dtype),
-        ctx[:, :-1],
-    ), dim=1)  # (B, m + 3 + n - 1, C): the last window token is only ever a target
+    inputs = torch.cat(
+        (
+            _special(model, ICFormer.SPECIAL_BEGIN, B, dtype),
+            digests,
+            _special(model, ICFormer.SPECIAL_END, B, dtype),
+            _special(model, ICFormer.SPECIAL_AE, B, dtype),
+            ctx[:, :-1],
+        ),
+        dim=1,
+    )  # (B, m + 3 + n - 1, C): the last window token is only ever a target
     targets = torch.full(inputs.shape[:2], -100, dtype=torch.long, device=window_ids.device)
     targets[:, m + 2 :] = window_ids  # the AE token predicts w_0, w_t predicts w_{t+1}
     return target_loss(llm, inputs, targets)
@@ -85,10 +96,15 @@ def lm_loss(model: Any, llm: Any, window_ids: torch.Tensor, continuation_ids: to
     dtype = embed.weight.dtype
     m = core(model).config.digests_for(n)
     digests = model(embed(window_ids), None, num_digests=m).to(dtype)
-    inputs = torch.cat((
-        _special(model, ICFormer.SPECIAL_BEGIN, B, dtype), digests,
-        _special(model, ICFormer.SPECIAL_END, B, dtype), embed(continuation_ids[:, :-1]),
-    ), dim=1)  # (B, m + 2 + l - 1, C)
+    inputs = torch.cat(
+        (
+            _special(model, ICFormer.SPECIAL_BEGIN, B, dtype),
+            digests,
+            _special(model, ICFormer.SPECIAL_END, B, dtype),
+            embed(continuation_ids[:, :-1]),
+        ),
+        dim=1,
+    )  # (B, m + 2 + l - 1, C)
     targets = torch.full(inputs.shape[:2], -100, dtype=torch.long, device=window_ids.device)
     targets[:, m + 1 :] = continuation_ids  # [END] predicts c_0
     return target_loss(llm, inputs, targets)
@@ -103,8 +119,9 @@ class InstructExample:
     answer_ids: list[int]
 
 
-def tokenize_instruct(tokenizer: Any, context: str, prompt: str, answer: str, window_tokens: int,
-                      end_token: str = "<|im_end|>") -> InstructExample:
+def tokenize_instruct(
+    tokenizer: Any, context: str, prompt: str, answer: str, window_tokens: int, end_token: str = "<|im_end|>"
+) -> InstructExample:
     """Tokenize one (context, prompt, answer) with the same chat layout SoftPromptLM uses at inference."""
     pieces: list[list[int] | int] = []
     for p in render_prompt(tokenizer, prompt, 1):
@@ -114,8 +131,13 @@ def tokenize_instruct(tokenizer: Any, context: str, prompt: str, answer: str, wi
     return InstructExample(pieces=pieces, context_ids=ctx, answer_ids=answer_ids)
 
 
-def tokenize_instruct_batch(tokenizer: Any, contexts: Sequence[str], prompts: Sequence[str], answers: Sequence[str],
-                            end_token: str = "<|im_end|>") -> list[InstructExample]:
+def tokenize_instruct_batch(
+    tokenizer: Any,
+    contexts: Sequence[str],
+    prompts: Sequence[str],
+    answers: Sequence[str],
+    end_token: str = "<|im_end|>",
+) -> list[InstructExample]:
     """:func:`tokenize_instruct` for many records, with one batched tokenizer call per field (fast)."""
     rendered = [render_prompt(tokenizer, p, 1) for p in prompts]
     flat = [piece for pieces in rendered for piece in pieces if isinstance(piece, str)]
@@ -123,7 +145,7 @@ def tokenize_instruct_batch(tokenizer: Any, contexts: Sequence[str], prompts: Se
     ctx_ids = tokenizer(list(contexts), add_special_tokens=False, verbose=False)["input_ids"]
     ans_ids = tokenizer([a.strip() + end_token for a in answers], add_special_tokens=False)["input_ids"]
     out = []
-    for pieces, c, a in zip(rendered, ctx_ids, ans_ids):
+    for pieces, c, a in zip(rendered, ctx_ids, ans_ids, strict=True):
         tokenized: list[list[int] | int] = [p if isinstance(p, int) else next(flat_ids) for p in pieces]
         out.append(InstructExample(pieces=tokenized, context_ids=c, answer_ids=a))
     return out
@@ -158,7 +180,7 @@ def instruct_loss(model: Any, llm: Any, examples: Sequence[InstructExample]) -> 
     begin = special[ICFormer.SPECIAL_BEGIN : ICFormer.SPECIAL_BEGIN + 1].to(dtype)
     end = special[ICFormer.SPECIAL_END : ICFormer.SPECIAL_END + 1].to(dtype)
     rows, row_targets = [], []
-    for ex, parts in zip(examples, per_example):
+    for ex, parts in zip(examples, per_example, strict=True):
         seq, tgt = [], []
         for p in ex.pieces:
             if isinstance(p, int):
@@ -179,7 +201,7 @@ def instruct_loss(model: Any, llm: Any, examples: Sequence[InstructExample]) -> 
     inputs = torch.zeros(B, T, C, dtype=dtype, device=device)
     targets = torch.full((B, T), -100, dtype=torch.long, device=device)
     attn = torch.zeros(B, T, dtype=torch.long, device=device)
-    for b, (r, t) in enumerate(zip(rows, row_targets)):
+    for b, (r, t) in enumerate(zip(rows, row_targets, strict=True)):
         inputs[b, : r.shape[0]] = r
         targets[b, : t.shape[0]] = t
         attn[b, : r.shape[0]] = 1

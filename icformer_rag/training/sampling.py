@@ -20,8 +20,10 @@ class SpanSampler:
         data_dir = Path(data_dir)
         bin_path, idx_path = data_dir / f"{split}.bin", data_dir / f"{split}.idx.npy"
         if not bin_path.is_file() or not idx_path.is_file():
-            raise FileNotFoundError(f"no {split}.bin / {split}.idx.npy in {data_dir}: build the corpus first "
-                                    "(python -m icformer_rag.data build --out DIR)")
+            raise FileNotFoundError(
+                f"no {split}.bin / {split}.idx.npy in {data_dir}: build the corpus first "
+                "(python -m icformer_rag.data build --out DIR)"
+            )
         manifest = data_dir / "manifest.json"
         dtype = np.uint16
         if manifest.is_file():

@@ -91,9 +91,15 @@ class Trainer:
         if cfg.init_from:
             comp = ContextCompressor.from_pretrained(cfg.init_from, llm, tokenizer, dtype=torch.float32)
         else:
-            comp = ContextCompressor.from_llm(llm, tokenizer, seed=cfg.seed, dtype=torch.float32,
-                                              num_blocks=cfg.num_blocks, num_digest_tokens=cfg.num_digest_tokens,
-                                              window_tokens=cfg.window_tokens)
+            comp = ContextCompressor.from_llm(
+                llm,
+                tokenizer,
+                seed=cfg.seed,
+                dtype=torch.float32,
+                num_blocks=cfg.num_blocks,
+                num_digest_tokens=cfg.num_digest_tokens,
+                window_tokens=cfg.window_tokens,
+            )
         self.compressor = comp
         self.model = comp.model.train().requires_grad_(True)  # fp32 master weights
         self.forward_model: Any = self.model
@@ -139,8 +145,12 @@ class Trainer:
         records = [r for r in records if r.get("answer")]
         if not records:
             raise ValueError(f"{path} holds no records with answers")
-        return tokenize_instruct_batch(self.tokenizer, [r["context"] for r in records],
-                                       [r["prompt"] for r in records], [r["answer"] for r in records])
+        return tokenize_instruct_batch(
+            self.tokenizer,
+            [r["context"] for r in records],
+            [r["prompt"] for r in records],
+            [r["answer"] for r in records],
+        )
 
     # ------------------------------------------------------------------------------------------- steps
     def _autocast(self):
@@ -188,8 +198,15 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
         self.tokens_seen += tokens * self.dist.world
-        return {"step": self.step, "kind": kind, "length": length, "loss": total, "acc": correct / max(1, tokens),
-                "lr": lr, "grad_norm": float(grad_norm)}
+        return {
+            "step": self.step,
+            "kind": kind,
+            "length": length,
+            "loss": total,
+            "acc": correct / max(1, tokens),
+            "lr": lr,
+            "grad_norm": float(grad_norm),
+        }
 
     def train(self) -> dict[str, Any]:
         """Train until stop_at_step / max_steps / max_minutes, checkpointing along the way."""
@@ -252,15 +269,23 @@ class Trainer:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         self.compressor.config.save(tmp)
-        save_file({k: v.detach().float().cpu().contiguous() for k, v in self.model.state_dict().items()},
-                  str(tmp / "model.safetensors"))
+        save_file(
+            {k: v.detach().float().cpu().contiguous() for k, v in self.model.state_dict().items()},
+            str(tmp / "model.safetensors"),
+        )
         opt_tensors: dict[str, torch.Tensor] = {}
         for i, p in enumerate(self.model.parameters()):
             for key, value in self.optimizer.state.get(p, {}).items():
                 opt_tensors[f"{i}.{key}"] = value.detach().float().cpu().contiguous().reshape(value.shape)
         save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
-        state = {"step": self.step, "rewarm_from": self.rewarm_from, "elapsed_s": self.elapsed, "tokens_seen": self.tokens_seen,
-                 "config": self.cfg.to_dict(), "torch_rng": torch.get_rng_state().tolist()}
+        state = {
+            "step": self.step,
+            "rewarm_from": self.rewarm_from,
+            "elapsed_s": self.elapsed,
+            "tokens_seen": self.tokens_seen,
+            "config": self.cfg.to_dict(),
+            "torch_rng": torch.get_rng_state().tolist(),
+        }
         (tmp / "state.json").write_text(json.dumps(state) + "\n")
         shutil.rmtree(target, ignore_errors=True)
         tmp.rename(target)
@@ -289,9 +314,14 @@ class Trainer:
         self.compressor.refresh_fingerprint()
         path = self.compressor.save_pretrained(self.out / "release", dtype=torch.bfloat16)
         # The fingerprint must describe the weights as saved (bf16), which is what users load.
-        info = {"step": self.step, "gpu_seconds": round(self.elapsed, 1), "tokens_seen": self.tokens_seen,
-                "config": self.cfg.to_dict(), "device": str(self.device),
-                "gpu": torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else None}
+        info = {
+            "step": self.step,
+            "gpu_seconds": round(self.elapsed, 1),
+            "tokens_seen": self.tokens_seen,
+            "config": self.cfg.to_dict(),
+            "device": str(self.device),
+            "gpu": torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else None,
+        }
         manifest = Path(self.cfg.data_dir) / "manifest.json"
         if manifest.is_file():
             info["data_manifest_sha256"] = _sha256(manifest)

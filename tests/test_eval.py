@@ -1,0 +1,94 @@
+"""Evaluation metrics, the eval on a tiny model, and the shipped checkpoint against a fresh compressor."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from test_training import tiny_llm, write_corpus  # tests/ is on sys.path (pytest rootdir import)
+
+from icformer_rag.compressor import ContextCompressor, default_checkpoint
+from icformer_rag.eval import corpus_bleu, eval_autoencoding, eval_qa, format_table, reconstruct, token_accuracy
+from icformer_rag.generation import SoftPromptLM
+from icformer_rag.llm import load_tokenizer
+from icformer_rag.training.objectives import autoencoding_loss
+
+SAMPLES = Path(__file__).resolve().parents[1] / "icformer_rag" / "samples"
+
+
+def test_bleu_known_values():
+    ref = [[1, 2, 3, 4, 5, 6]]
+    assert corpus_bleu(ref, ref) == pytest.approx(1.0)
+    # clipped precisions 5/6, 4/5, 3/4, 2/3, no brevity penalty: geometric mean = (1/3) ** (1/4)
+    assert corpus_bleu(ref, [[1, 2, 3, 4, 5, 7]]) == pytest.approx((1 / 3) ** 0.25)
+    # a shorter hypothesis pays the brevity penalty exp(1 - 6/5)
+    assert corpus_bleu(ref, [[1, 2, 3, 4, 5]]) == pytest.approx(math.exp(1 - 6 / 5))
+    assert corpus_bleu(ref, [[6, 5, 4, 3, 2, 1]]) == 0.0
+    assert corpus_bleu(ref, [[1, 1, 1, 1, 1, 1]]) == 0.0  # clipping: one "1" counts once
+    with pytest.raises(ValueError):
+        corpus_bleu(ref, [])
+
+
+def test_token_accuracy():
+    assert token_accuracy([[1, 2, 3, 4]], [[1, 9, 3, 9]]) == 0.5
+    assert token_accuracy([[1, 2]], [[1]]) == 0.5
+    assert token_accuracy([[1, 2], [3]], [[1, 2], [3]]) == 1.0
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return load_tokenizer()
+
+
+def test_eval_on_tiny_model(tok, tmp_path):
+    llm = tiny_llm(len(tok))
+    comp = ContextCompressor.from_llm(
+        llm, tok, num_blocks=2, num_digest_tokens=8, window_tokens=32, intermediate_size=128
+    )
+    data = write_corpus(tmp_path / "c")
+    ae = eval_autoencoding(comp, llm, data, num_windows=4, lengths=(32, 16), batch_size=2)
+    assert set(ae) == {"32", "16"}
+    for r in ae.values():
+        assert 0.0 <= r["bleu4"] <= 1.0 and 0.0 <= r["token_acc"] <= 1.0 and r["windows"] == 4
+    # reconstructions have exactly the window's length
+    rec = reconstruct(comp, llm, [[5, 6, 7, 8, 9, 10, 11, 12]])
+    assert len(rec) == 1 and len(rec[0]) == 8
+
+    lm = SoftPromptLM(llm, tok, comp)
+    records = [
+        {"context": "Ada Krenn founded Velmora in 1723.", "question": "Who founded Velmora?", "answer": "Ada"},
+        {"context": "The Osk is 40 km long.", "question": "How long is the Osk?", "answer": "40 km"},
+    ]
+    qa = eval_qa(lm, records, batch_size=2, max_new_tokens=4, show_progress=False)
+    assert set(qa["accuracy"]) == {"full_text", "digests", "no_context"}
+    assert qa["examples"] == 2 and len(qa["samples"]) == 2
+    assert all(0.0 <= v <= 1.0 for v in qa["accuracy"].values())
+    table = format_table({"autoencoding": ae, "qa": qa})
+    assert "AE BLEU-4 (32 tokens" in table and "QA accuracy, digests" in table
+
+
+@pytest.mark.slow
+def test_shipped_checkpoint_beats_fresh_compressor(default_llm):
+    """The shipped checkpoint loads against the default LLM and reconstructs passages it never saw (the
+    project's own sample documents, written after its training data was fixed) better than a fresh one.
+
+    Measured when the 13.1k-step checkpoint shipped (CPU, fp32, first 128 tokens of the 4 .txt samples):
+    teacher-forced auto-encoding NLL 3.46 nats per token trained vs 3.90 fresh; greedy reconstruction
+    BLEU-4 0.029 vs 0.0. The threshold below (0.2 nats) is half the measured gap.
+    """
+    ckpt = default_checkpoint()
+    assert ckpt is not None, "no shipped checkpoint"
+    info = json.loads((ckpt / "train_info.json").read_text())
+    assert info["step"] > 0
+    llm, tok = default_llm
+    trained = ContextCompressor.from_pretrained(None, llm, tok, allow_untrained=False)
+    fresh = ContextCompressor.from_llm(llm, tok, seed=0)
+    texts = [p.read_text() for p in sorted(SAMPLES.glob("*.txt"))]
+    windows = torch.tensor([tok(t, add_special_tokens=False)["input_ids"][:128] for t in texts])
+    with torch.no_grad():
+        nll_trained = autoencoding_loss(trained.model, llm, windows).loss.item()
+        nll_fresh = autoencoding_loss(fresh.model, llm, windows).loss.item()
+    assert nll_trained < nll_fresh - 0.2, (nll_trained, nll_fresh)
