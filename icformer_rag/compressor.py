@@ -36,8 +36,10 @@ def llm_signature(llm: Any, name: str | None = None) -> LLMSignature:
     rows = [(i * 7919) % vocab for i in range(1, _PROBE_ROWS + 1)]
     cols = [(j * 104729) % hidden for j in range(1, _PROBE_COLS + 1)]
     probe = table.detach()[rows][:, cols].float().cpu().flatten().tolist()
+    as_bf16 = table.detach().to(torch.bfloat16).cpu().contiguous().view(torch.int16).numpy()
+    digest = hashlib.sha256(as_bf16.tobytes()).hexdigest()
     name = name or getattr(llm, "name_or_path", "") or getattr(llm.config, "_name_or_path", "")
-    return LLMSignature(name=str(name), hidden_size=hidden, vocab_size=vocab,
+    return LLMSignature(name=str(name), hidden_size=hidden, vocab_size=vocab, embedding_sha256=digest,
                         embedding_probe=[round(v, 6) for v in probe])
 
 

@@ -24,6 +24,9 @@ class LLMSignature:
     name: str = field(default="", metadata={"help": "Name or path the LLM was loaded from."})
     hidden_size: int = field(default=0, metadata={"help": "Width of the LLM's input embeddings."})
     vocab_size: int = field(default=0, metadata={"help": "Rows of the LLM's input-embedding table."})
+    embedding_sha256: str = field(
+        default="", metadata={"help": "sha256 of the input-embedding table cast to bf16 (same for fp32/bf16 loads)."}
+    )
     embedding_probe: list[float] = field(
         default_factory=list, metadata={"help": "Embedding values at fixed (row, column) places."}
     )
@@ -37,6 +40,10 @@ class LLMSignature:
             return f"hidden size {other.hidden_size} != {self.hidden_size}"
         if self.vocab_size != other.vocab_size:
             return f"vocabulary size {other.vocab_size} != {self.vocab_size}"
+        if self.embedding_sha256 and self.embedding_sha256 == other.embedding_sha256:
+            return None
+        # Hashes can differ for the same model loaded in fp16 (bf16 values that fp16 cannot hold): the probe,
+        # compared with a tolerance, decides.
         if self.embedding_probe and other.embedding_probe:
             if len(self.embedding_probe) != len(other.embedding_probe):
                 return "embedding probes of different lengths"

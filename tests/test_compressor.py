@@ -207,3 +207,20 @@ def test_digest_validates_its_fields():
         Digest(torch.zeros(4), 4, "h", "f")
     with pytest.raises(ValueError, match="window_digests"):
         Digest(torch.zeros(4, 8), 16, "h", "f", window_digests=[3])
+
+
+def test_signature_hashes_the_embedding_table_across_dtypes(tiny_llm):
+    import copy
+
+    from icformer_rag.compressor import llm_signature
+
+    sig = llm_signature(tiny_llm)
+    assert len(sig.embedding_sha256) == 64
+    as_bf16 = copy.deepcopy(tiny_llm).to(torch.bfloat16)
+    assert llm_signature(as_bf16).embedding_sha256 == llm_signature(as_bf16.float()).embedding_sha256
+    other = copy.deepcopy(tiny_llm)
+    with torch.no_grad():
+        other.get_input_embeddings().weight.add_(0.05)
+    assert llm_signature(other).embedding_sha256 != sig.embedding_sha256
+    assert sig.mismatch(llm_signature(other)) is not None
+    assert sig.mismatch(llm_signature(tiny_llm)) is None
