@@ -1,0 +1,19 @@
+"""LangChain integration of icformer-rag: a document compressor that turns retrieved documents into digests, and a
+local chat model that reads them.
+
+`ICFormerCompressor` replaces each document's text with a short marker (``⟦icf:<key>⟧``) and puts its digest in a
+:class:`~icformer_rag.store.DigestStore`; `ChatICFormer`, sharing that store, swaps every marker in its messages
+for the digest vectors. Needs the `langchain` extra: ``pip install "icformer-rag[langchain]"``.
+"""
+
+import importlib.util
+
+if importlib.util.find_spec("langchain_core") is None:
+    raise ImportError(
+        "langchain_icformer needs langchain-core, which is not installed: pip install 'icformer-rag[langchain]'"
+    )
+
+from .chat_models import ChatICFormer  # noqa: E402
+from .document_compressors import ICFormerCompressor  # noqa: E402
+
+__all__ = ["ChatICFormer", "ICFormerCompressor"]
