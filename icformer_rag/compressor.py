@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from .config import WEIGHTS_NAME, ICFormerConfig, LLMSignature
 from .digest import Digest, content_hash
-from .llm import DEFAULT_LLM, resolve_device, resolve_dtype
+from .llm import resolve_device, resolve_dtype
 from .modeling import ICFormer
 from .windows import documents_to_windows, plan_batches
 
@@ -306,6 +306,10 @@ def load_compressor(
 
     resolve_device(device)
     llm, tokenizer = load_llm(llm_name_or_path, device=device, dtype=dtype)
-    if checkpoint is None and llm_name_or_path is not None and llm.name_or_path != DEFAULT_LLM:
-        raise ValueError("a compressor checkpoint is needed for an LLM other than the default")
+    if checkpoint is None and llm_name_or_path is not None:
+        # Another path to the default LLM (its converted folder, say) may use the shipped checkpoint: the
+        # embedding signature, not the name, decides, and from_pretrained raises for any other LLM.
+        checkpoint = default_checkpoint()
+        if checkpoint is None:
+            raise ValueError(f"no compressor checkpoint given for {llm_name_or_path!r}: pass one trained for it")
     return ContextCompressor.from_pretrained(checkpoint, llm, tokenizer), llm, tokenizer

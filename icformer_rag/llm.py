@@ -126,7 +126,10 @@ def convert_gguf(gguf_path: str | Path, target: str | Path) -> Path:
 
 def _fix_chat_eos(tokenizer: Any) -> None:
     """Chat turns end with <|im_end|>; the GGUF metadata names <|im_start|> as end of sequence, and
-    generation would never stop."""
+    generation would never stop. Also: no "clean-up" of decoded BPE text, which transformers warns would
+    strip spaces before punctuation."""
+    if getattr(tokenizer, "clean_up_tokenization_spaces", False):
+        tokenizer.clean_up_tokenization_spaces = False
     vocab = tokenizer.get_vocab()
     if "<|im_end|>" in vocab and tokenizer.eos_token != "<|im_end|>":
         tokenizer.eos_token = "<|im_end|>"

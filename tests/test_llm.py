@@ -149,7 +149,8 @@ def test_load_llm_expands_the_home_directory(local_folder, monkeypatch):
 
 
 def test_load_compressor_for_a_local_llm(local_folder, compressor, tmp_path):
-    with pytest.raises(ValueError, match="checkpoint is needed"):
+    # No checkpoint given: the shipped one is tried, and its LLM signature rejects this other LLM.
+    with pytest.raises(ValueError, match="was trained for the LLM"):
         load_compressor(None, local_folder, device="cpu")
     compressor.save_pretrained(tmp_path / "ckpt")
     # Saved for the fp32 tiny LLM, loaded against its bf16 copy: the embedding probe matches within tolerance.
@@ -168,6 +169,21 @@ def test_default_llm_loads_on_cpu_fp32(default_llm):
     assert not any(p.requires_grad for p in llm.parameters())
     assert llm.get_input_embeddings().weight.shape == (49152, 576)
     assert tok.eos_token == "<|im_end|>"
+
+
+@pytest.mark.slow
+@pytest.mark.slow
+def test_load_compressor_accepts_another_path_to_the_default_llm():
+    from icformer_rag.llm import default_llm_path
+
+    compressor, llm, _ = load_compressor(None, default_llm_path(), device="cpu")
+    assert compressor.config.llm.mismatch(compressor_module_signature(llm)) is None
+
+
+def compressor_module_signature(llm):
+    from icformer_rag.compressor import llm_signature
+
+    return llm_signature(llm)
 
 
 @pytest.mark.slow
