@@ -1,0 +1,39 @@
+"""Node text -> digests, shared by the postprocessor and the ingestion transform."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from llama_index.core.schema import BaseNode, ImageNode, MetadataMode, TextNode
+
+from icformer_rag.compressor import ContextCompressor
+from icformer_rag.digest import Digest
+from icformer_rag.store import DigestStore
+
+METADATA_KEY = "icformer_digest_key"
+METADATA_HIT = "icformer_cache_hit"
+METADATA_TOKENS = "icformer_tokens"
+METADATA_DIGESTS = "icformer_digests"
+METADATA_KEYS = (METADATA_KEY, METADATA_HIT, METADATA_TOKENS, METADATA_DIGESTS)
+
+
+def node_texts(nodes: Sequence[BaseNode]) -> list[str]:
+    """The text each node's digest is made of: its content without metadata (metadata stays readable text)."""
+    texts = []
+    for i, node in enumerate(nodes):
+        if not isinstance(node, TextNode) or isinstance(node, ImageNode):  # ImageNode subclasses TextNode
+            raise TypeError(f"node {i} is a {type(node).__name__}; only text nodes can be compressed into digests")
+        texts.append(node.get_content(metadata_mode=MetadataMode.NONE))
+    return texts
+
+
+def compress_nodes(compressor: ContextCompressor, store: DigestStore,
+                   nodes: Sequence[BaseNode]) -> tuple[list[Digest], list[bool]]:
+    """Digests of the nodes' texts (one batched compression of the misses) and whether each was in the store."""
+    return store.compress_cached(compressor, node_texts(nodes))
+
+
+def hide_from_llm_and_embeddings(node: BaseNode) -> None:
+    """The icformer metadata is bookkeeping: keep it out of the text the LLM reads and the embedder embeds."""
+    for keys in (node.excluded_llm_metadata_keys, node.excluded_embed_metadata_keys):
+        keys.extend(k for k in METADATA_KEYS if k not in keys)
