@@ -151,9 +151,10 @@ def synchronize(device: torch.device) -> None:
 
 
 def time_call(fn: Callable[[Any], Any], inputs: Sequence[Any], device: torch.device, *, warmup: int = 2,
-              repeats: int = 5, min_seconds: float = 0.0) -> dict[str, Any]:
-    """Time `fn(x)` for x rotated among `inputs`: `warmup` untimed calls, then at least `repeats` timed calls
-    (more, up to 10x, while the total is under `min_seconds`). Returns the median and every raw time (s)."""
+              repeats: int = 5, min_seconds: float = 0.0, max_seconds: float = float("inf")) -> dict[str, Any]:
+    """Time `fn(x)` for x rotated among `inputs`: `warmup` untimed calls, then `repeats` timed calls (more, up to
+    10x, while the total is under `min_seconds`; fewer, but at least 3, once it is over `max_seconds`).
+    Returns the median and every raw time (s)."""
     if not inputs:
         raise ValueError("time_call needs at least one input set")
     with torch.inference_mode():
@@ -163,6 +164,8 @@ def time_call(fn: Callable[[Any], Any], inputs: Sequence[Any], device: torch.dev
         times: list[float] = []
         i = 0
         while len(times) < repeats or (sum(times) < min_seconds and len(times) < 10 * repeats):
+            if len(times) >= min(3, repeats) and sum(times) > max_seconds:
+                break
             x = inputs[i % len(inputs)]
             i += 1
             if device.type == "cuda":
@@ -255,7 +258,15 @@ def base_parser(description: str) -> argparse.ArgumentParser:
     parser.add_argument("--out", default=None, help="output folder for the JSON and PNG (default: benchmarks/results/<cpu|gpu>)")
     parser.add_argument("--tag", default="", help="suffix for the output file names")
     parser.add_argument("--no-plot", action="store_true", help="skip the PNG")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads for torch (default: torch's). On a shared machine 1 can be far faster: "
+                        "OpenMP threads that wait for a busy core stall small operations")
     return parser
+
+
+def apply_threads(args: argparse.Namespace) -> None:
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
 
 def output_dir(args: argparse.Namespace, device: torch.device) -> Path:
@@ -327,12 +338,14 @@ def plot(path: Path, series: dict[str, tuple[Sequence[float], Sequence[float]]],
 
 
 def finish(name: str, args: argparse.Namespace, device: torch.device, payload: dict[str, Any],
-           table: str) -> Path:
-    """Write `<name><tag>.json` under the output folder, then print the table last."""
+           table: str) -> dict[str, Any]:
+    """Write `<name><tag>.json` under the output folder, print the table last; returns what was written."""
     out = output_dir(args, device)
     payload = {"benchmark": name, "environment": environment(device), "note": WEIGHTS_NOTE, **payload,
                "table": table}
-    path = write_json(out / f"{name}{args.tag}.json", payload)
+    path = out / f"{name}{args.tag}.json"
+    payload["json_path"] = str(path)
+    write_json(path, payload)
     print(f"\nwrote {path}")
     print(table)
-    return path
+    return payload

@@ -183,7 +183,7 @@ def measure_point(enc: Encoders, method: str, variant: str, *, mode: str, num_se
         fn = cuda_graphed(fn, inputs[0])
     tokens = num_sequences * seq_len
     timing = common.time_call(fn, inputs, enc.device, warmup=args.warmup, repeats=args.repeats,
-                              min_seconds=args.min_seconds)
+                              min_seconds=args.min_seconds, max_seconds=args.max_seconds)
     plain = enc.callable_for(method)
     flops = common.count_flops(lambda: plain(inputs[0])) if args.flops else None
     memory = common.peak_memory(lambda: fn(inputs[0]), enc.device)
@@ -341,12 +341,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--lora-rank", type=int, default=128, help="LoRA rank of the ICAE-style encoder")
     parser.add_argument("--input-sets", type=int, default=3, help="input sets rotated between timed calls")
     parser.add_argument("--min-seconds", type=float, default=0.0, help="keep repeating until this much was timed")
+    parser.add_argument("--max-seconds", type=float, default=20.0,
+                        help="stop repeating a point (after 3 repeats) once this much was timed")
     parser.add_argument("--cuda-graph", action="store_true", help="also time CUDA-graph replays (batch points)")
     parser.add_argument("--compile", action="store_true", help="also time torch.compile'd versions (batch points)")
     parser.add_argument("--graph-max-windows", type=int, default=64, help="largest batch given a graph/compile variant")
     parser.add_argument("--no-flops", dest="flops", action="store_false", help="skip FLOP counting")
     parser.add_argument("--keep-going", action="store_true", help="record a failed eager point and go on")
     args = parser.parse_args(argv)
+    common.apply_threads(args)
 
     device, dtype = common.resolve(args.device, args.dtype)
     gpu = device.type == "cuda"
@@ -433,8 +436,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "args": {k: v for k, v in vars(args).items()},
         "matmul_rate": mm, "rows": rows, "comparisons": comps, "targets": checks, "plots": plots,
     }
-    common.finish(f"compression_{shape.name}", args, device, payload, table)
-    return payload
+    return common.finish(f"compression_{shape.name}", args, device, payload, table)
 
 
 if __name__ == "__main__":
