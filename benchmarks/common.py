@@ -162,7 +162,7 @@ def time_call(fn: Callable[[Any], Any], inputs: Sequence[Any], device: torch.dev
             fn(inputs[i % len(inputs)])
         synchronize(device)
         times: list[float] = []
-        i = 0
+        i = warmup  # continue the rotation: the first timed call does not reuse the last warm-up's input
         while len(times) < repeats or (sum(times) < min_seconds and len(times) < 10 * repeats):
             if len(times) >= min(3, repeats) and sum(times) > max_seconds:
                 break
@@ -255,7 +255,7 @@ def base_parser(description: str) -> argparse.ArgumentParser:
     parser.add_argument("--dtype", default=None, help="float32, bfloat16, float16 (default: bf16 on CUDA, fp32 on CPU)")
     parser.add_argument("--repeats", type=int, default=None, help="timed repeats per point (median reported)")
     parser.add_argument("--warmup", type=int, default=None, help="untimed warm-up calls per point")
-    parser.add_argument("--out", default=None, help="output folder for the JSON and PNG (default: benchmarks/results/<cpu|gpu>)")
+    parser.add_argument("--out", default=None, help="folder for JSON and PNG (default benchmarks/results/<cpu|gpu>)")
     parser.add_argument("--tag", default="", help="suffix for the output file names")
     parser.add_argument("--no-plot", action="store_true", help="skip the PNG")
     parser.add_argument("--threads", type=int, default=None,

@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import gc
-import math
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -334,7 +333,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--sizes", type=int, nargs="*", default=None,
                         help=f"document lengths n for the length experiment (default CPU {CPU_SIZES}, GPU {GPU_SIZES})")
     parser.add_argument("--batches", type=int, nargs="*", default=None,
-                        help=f"windows per batch for the batch experiment (default CPU {CPU_BATCHES}, GPU {GPU_BATCHES})")
+                        help=f"windows per batch, batch experiment (default CPU {CPU_BATCHES}, GPU {GPU_BATCHES})")
     parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset of " + ",".join(METHODS))
     parser.add_argument("--max-batch-windows", type=int, default=64,
                         help="windows per forward for every window encoder (same batching for all)")
@@ -392,7 +391,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for c in comps:
         table_rows.append({
             "mode": c["mode"], "n": c["n"], "windows": c["windows"], "IC-Former ms": c["icformer_ms"],
-            "us/token": c["icformer_us_per_token"], "ICAE ms": c.get("icae_ms"), "ICAE/ICF time": c.get("icae_time_ratio"),
+            "us/token": c["icformer_us_per_token"], "ICAE ms": c.get("icae_ms"),
+            "ICAE/ICF time": c.get("icae_time_ratio"),
             "ICAE/ICF FLOPs": c.get("icae_flop_ratio"), "prefill ms": c.get("prefill_ms"),
             "prefill/ICF": c.get("prefill_time_ratio"), "LLMLingua-2 ms": c.get("lingua_ms"),
             "ICF matmul frac": c.get("icformer_fraction_of_matmul_rate"),

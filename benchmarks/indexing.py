@@ -45,9 +45,8 @@ def build_compressor(shape: common.LLMShape, device: torch.device, dtype: torch.
 def tokenization_rate(tokenizer_path: str | None, num_docs: int, doc_tokens: int) -> dict[str, Any] | None:
     """Documents per second of the default (or given) tokenizer on ~doc_tokens-token texts, batched."""
     try:
-        from icformer_rag.llm import load_tokenizer
-
         from benchmarks.rag_latency import make_documents
+        from icformer_rag.llm import load_tokenizer
 
         tokenizer = load_tokenizer(tokenizer_path)
     except Exception as err:  # no tokenizer here (a bare GPU machine): say so in the JSON
@@ -64,7 +63,7 @@ def tokenization_rate(tokenizer_path: str | None, num_docs: int, doc_tokens: int
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = common.base_parser(__doc__.split("\n\n")[0])
     parser.add_argument("--shape", default="smollm2", choices=sorted(common.SHAPES))
-    parser.add_argument("--num-docs", type=int, default=None, help="documents in the corpus (default GPU 10,000, CPU 200)")
+    parser.add_argument("--num-docs", type=int, default=None, help="corpus size (default GPU 10,000, CPU 200)")
     parser.add_argument("--min-tokens", type=int, default=384)
     parser.add_argument("--max-tokens", type=int, default=640)
     parser.add_argument("--budgets", type=int, nargs="*", default=None,

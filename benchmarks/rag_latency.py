@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--model", default="smollm2", choices=("smollm2", "smollm2-random", "llama2-7b", "tiny"),
                         help="smollm2: the real default LLM; the others: random weights of that shape")
     parser.add_argument("--llm-path", default=None, help="with --model smollm2: a local LLM folder (default: embedded)")
-    parser.add_argument("--checkpoint", default=None, help="with --model smollm2: compressor checkpoint (default: shipped)")
+    parser.add_argument("--checkpoint", default=None, help="with --model smollm2: compressor (default: shipped)")
     parser.add_argument("--tokenizer", default=None, help="tokenizer folder for random-weight models (default: the "
                         "default LLM's; `python -m benchmarks.stage_tokenizer DIR` writes one to carry to a GPU)")
     parser.add_argument("--docs", type=int, nargs="*", default=None,
@@ -203,12 +203,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             tot = _median_stages(totals)
             decode_s = max(tot["generate_s"] - med["prefill_s"], 0.0)
             row = {
-                "docs": k, "mode": mode, "doc_tokens": args.doc_tokens, "prompt_positions": int(med["prompt_positions"]),
+                "docs": k, "mode": mode, "doc_tokens": args.doc_tokens,
+                "prompt_positions": int(med["prompt_positions"]),
                 "ttft_s": med["ttft_s"], "ttft": common.summarize([s["ttft_s"] for s in ttft]),
                 "stages_median_s": {k2: v for k2, v in med.items() if k2.endswith("_s")},
                 "prefill_forward": prefill_dev, "total_s": tot["total_s"],
                 "total": common.summarize([s["total_s"] for s in totals]), "generate_s": tot["generate_s"],
-                "new_tokens": args.new_tokens, "decode_tokens_per_s": (args.new_tokens - 1) / decode_s if decode_s else None,
+                "new_tokens": args.new_tokens,
+                "decode_tokens_per_s": (args.new_tokens - 1) / decode_s if decode_s else None,
                 "raw_ttft_samples": ttft, "raw_total_samples": totals,
             }
             if mode != "full":
