@@ -9,6 +9,7 @@ from .digest import Digest
 from .generation import GenerationSettings, SoftPromptLM
 from .llm import DEFAULT_LLM, load_llm
 from .modeling import ICFormer
+from .store import DigestStore, find_markers, marker_for
 
 __version__ = "0.1.0"
 
@@ -16,11 +17,14 @@ __all__ = [
     "DEFAULT_LLM",
     "ContextCompressor",
     "Digest",
+    "DigestStore",
     "GenerationSettings",
     "ICFormer",
     "ICFormerConfig",
     "LLMSignature",
     "SoftPromptLM",
+    "find_markers",
     "load_compressor",
     "load_llm",
+    "marker_for",
 ]
