@@ -182,6 +182,36 @@ def time_call(fn: Callable[[Any], Any], inputs: Sequence[Any], device: torch.dev
     return summarize(times)
 
 
+def time_interleaved(entries: Sequence[tuple[Callable[[Any], Any], Sequence[Any]]], device: torch.device, *,
+                     warmup: int = 2, repeats: int = 5, max_seconds: float = float("inf")) -> list[dict[str, Any]]:
+    """Time several callables side by side: each repeat times one call of every entry in turn (each entry's
+    inputs rotated), so that a load that changes during the run (a shared machine, clocks) reaches every
+    entry alike. Stops after at least 3 rounds once any entry has used `max_seconds`. One summary per entry."""
+    times: list[list[float]] = [[] for _ in entries]
+    with torch.inference_mode():
+        for w in range(warmup):
+            for fn, inputs in entries:
+                fn(inputs[w % len(inputs)])
+        synchronize(device)
+        for r in range(repeats):
+            if r >= min(3, repeats) and max(map(sum, times)) > max_seconds:
+                break
+            for i, (fn, inputs) in enumerate(entries):
+                x = inputs[(warmup + r) % len(inputs)]
+                if device.type == "cuda":
+                    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                    start.record()
+                    fn(x)
+                    end.record()
+                    end.synchronize()
+                    times[i].append(start.elapsed_time(end) / 1e3)
+                else:
+                    t0 = time.perf_counter()
+                    fn(x)
+                    times[i].append(time.perf_counter() - t0)
+    return [summarize(t) for t in times]
+
+
 def summarize(times: Sequence[float]) -> dict[str, Any]:
     times = list(times)
     return {"median_s": statistics.median(times), "min_s": min(times), "max_s": max(times),

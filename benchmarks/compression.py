@@ -25,6 +25,7 @@ All weights are random: speed and FLOPs do not depend on weight values.
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import gc
 import sys
@@ -69,9 +70,11 @@ class Encoders:
         if "lingua" in methods:
             self.xlmr = build_xlmr(shape.name == "tiny", device, dtype, seed)
             self.xlmr_vocab = self.xlmr.config.vocab_size
+        if "icae" in methods:
+            self.add_lora()
 
-    # The ICAE-style encoder wraps the LLM with peft, which changes it in place: wrap only when measuring it,
-    # and unwrap afterwards so that the plain prefill never pays for the adapter.
+    # The ICAE-style encoder wraps a copy of the LLM with peft (which changes a model in place): the plain prefill
+    # never pays for the adapter, and both stay loaded so that every point times all methods side by side.
     def add_lora(self) -> None:
         from peft import LoraConfig, get_peft_model
 
@@ -79,16 +82,10 @@ class Encoders:
                             init_lora_weights=False)  # random A and B: no zero weights in a timed product
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(2)
-            self.peft_model = get_peft_model(self.llm, config)
+            self.peft_model = get_peft_model(copy.deepcopy(self.llm), config)
             self.peft_model.to(device=self.device, dtype=self.dtype).eval().requires_grad_(False)
             self.memory = (torch.randn(self.memory_tokens, self.llm.config.hidden_size) * 0.02).to(
                 self.device, self.dtype)
-
-    def remove_lora(self) -> None:
-        if self.peft_model is not None:
-            self.llm = self.peft_model.unload()
-            self.embed = self.llm.get_input_embeddings()
-            self.peft_model = None
 
     def lora_parameters(self) -> int:
         return sum(p.numel() for n, p in self.peft_model.named_parameters() if "lora_" in n) if self.peft_model else 0
@@ -106,9 +103,10 @@ class Encoders:
 
     def run_icae(self, windows: torch.Tensor) -> torch.Tensor:
         backbone = self.peft_model.base_model.model.model  # LlamaModel with LoRA layers injected
+        embed = backbone.embed_tokens
         outs = []
         for chunk in self._chunks(windows):
-            x = torch.cat((self.embed(chunk), self.memory.expand(chunk.shape[0], -1, -1)), dim=1)  # (b, W+M, C)
+            x = torch.cat((embed(chunk), self.memory.expand(chunk.shape[0], -1, -1)), dim=1)  # (b, W+M, C)
             hidden = backbone(inputs_embeds=x, use_cache=False).last_hidden_state
             outs.append(hidden[:, -self.memory_tokens :])  # (b, M, C)
         return outs[-1]
@@ -171,61 +169,70 @@ def cuda_graphed(fn: Callable[[torch.Tensor], torch.Tensor], example: torch.Tens
     return replay
 
 
-def measure_point(enc: Encoders, method: str, variant: str, *, mode: str, num_sequences: int, seq_len: int,
-                  args: argparse.Namespace, rate: float | None) -> dict[str, Any]:
-    """Time, FLOPs and peak memory of one method at one point."""
+def prepare(enc: Encoders, method: str, variant: str, num_sequences: int, seq_len: int,
+            args: argparse.Namespace) -> tuple[Callable, list[torch.Tensor]]:
+    """The callable of one method/variant at one point, and its rotated input sets."""
     fn = enc.callable_for(method)
     if "compile" in variant:
         fn = torch.compile(fn, dynamic=False)
     inputs = enc.inputs(method, num_sequences, seq_len, args.input_sets, seed=seq_len * 1009 + num_sequences)
     if "graph" in variant:
         fn = cuda_graphed(fn, inputs[0])
-    tokens = num_sequences * seq_len
-    timing = common.time_call(fn, inputs, enc.device, warmup=args.warmup, repeats=args.repeats,
-                              min_seconds=args.min_seconds, max_seconds=args.max_seconds)
-    plain = enc.callable_for(method)
-    flops = common.count_flops(lambda: plain(inputs[0])) if args.flops else None
-    memory = common.peak_memory(lambda: fn(inputs[0]), enc.device)
-    t = timing["median_s"]
-    row = {
-        "mode": mode, "method": method, "variant": variant, "n": tokens, "sequences": num_sequences,
-        "seq_len": seq_len, "windows": tokens // enc.window, "time_s": t, "time_per_token_us": t / tokens * 1e6,
-        "tokens_per_s": tokens / t, "flops": flops, "tflop_per_s": flops / t / 1e12 if flops else None,
-        "fraction_of_matmul_rate": flops / t / rate if flops and rate else None,
-        "peak_memory_mb": memory["peak_mb"], "memory": memory, "timing": timing,
-    }
-    return row
+    return fn, inputs
 
 
-def run_method_points(enc: Encoders, method: str, args: argparse.Namespace, rate: float | None,
-                      rows: list[dict[str, Any]]) -> None:
+def variants_for(enc: Encoders, mode: str, num_sequences: int, args: argparse.Namespace) -> list[str]:
+    variants = ["eager"]
+    if mode == "batch" and enc.device.type == "cuda" and num_sequences <= args.graph_max_windows:
+        if args.cuda_graph:
+            variants.append("graph")
+        if args.compile:
+            variants.append("compile+graph" if args.cuda_graph else "compile")
+    elif args.compile and mode == "batch":
+        variants.append("compile")
+    return variants
+
+
+def run_points(enc: Encoders, args: argparse.Namespace, rate: float | None, rows: list[dict[str, Any]]) -> None:
+    """Every point: all methods and variants timed side by side (interleaved repeats), then FLOPs and memory."""
     points = [("length", 1, n) for n in args.sizes] + [("batch", b, enc.window) for b in args.batches]
     for mode, num_sequences, seq_len in points:
-        variants = ["eager"]
-        if mode == "batch" and enc.device.type == "cuda" and num_sequences <= args.graph_max_windows:
-            if args.cuda_graph:
-                variants.append("graph")
-            if args.compile:
-                variants.append("compile+graph" if args.cuda_graph else "compile")
-        elif args.compile and mode == "batch":
-            variants.append("compile")
-        for variant in variants:
-            label = f"{method:9s} {mode:6s} n={num_sequences * seq_len:>7d} ({variant})"
-            try:
-                row = measure_point(enc, method, variant, mode=mode, num_sequences=num_sequences, seq_len=seq_len,
-                                    args=args, rate=rate)
-            except Exception as err:  # a failed variant (OOM, capture refused) is recorded, not fatal
-                if variant == "eager" and not args.keep_going:
-                    raise
-                print(f"  {label}: FAILED {type(err).__name__}: {str(err)[:200]}", file=sys.stderr)
-                rows.append({"mode": mode, "method": method, "variant": variant, "n": num_sequences * seq_len,
-                             "sequences": num_sequences, "error": f"{type(err).__name__}: {str(err)[:500]}"})
-                _free(enc.device)
-                continue
+        tokens = num_sequences * seq_len
+        entries, meta = [], []
+        for method in enc.methods:
+            for variant in variants_for(enc, mode, num_sequences, args):
+                base = {"mode": mode, "method": method, "variant": variant, "n": tokens, "sequences": num_sequences,
+                        "seq_len": seq_len, "windows": tokens // enc.window}
+                try:
+                    fn, inputs = prepare(enc, method, variant, num_sequences, seq_len, args)
+                    fn(inputs[0])  # fail here (OOM, capture refused), not inside the timing loop
+                except Exception as err:  # a failed variant is recorded, not fatal
+                    if variant == "eager" and not args.keep_going:
+                        raise
+                    print(f"  {method:9s} {mode:6s} n={tokens:>7d} ({variant}): FAILED {type(err).__name__}: "
+                          f"{str(err)[:200]}", file=sys.stderr)
+                    rows.append({**base, "error": f"{type(err).__name__}: {str(err)[:500]}"})
+                    _free(enc.device)
+                    continue
+                entries.append((fn, inputs))
+                meta.append(base)
+        timings = common.time_interleaved(entries, enc.device, warmup=args.warmup, repeats=args.repeats,
+                                          max_seconds=args.max_seconds)
+        for (fn, inputs), base, timing in zip(entries, meta, timings, strict=True):
+            plain = enc.callable_for(base["method"])
+            flops = common.count_flops(lambda p=plain, x=inputs[0]: p(x)) if args.flops else None
+            memory = common.peak_memory(lambda f=fn, x=inputs[0]: f(x), enc.device)
+            t = timing["median_s"]
+            row = {**base, "time_s": t, "time_per_token_us": t / tokens * 1e6, "tokens_per_s": tokens / t,
+                   "flops": flops, "tflop_per_s": flops / t / 1e12 if flops else None,
+                   "fraction_of_matmul_rate": flops / t / rate if flops and rate else None,
+                   "peak_memory_mb": memory["peak_mb"], "memory": memory, "timing": timing}
             rows.append(row)
-            print(f"  {label}: {row['time_s'] * 1e3:9.3f} ms  {row['time_per_token_us']:8.3f} us/token  "
-                  f"spread {row['timing']['spread']:.2f}", file=sys.stderr, flush=True)
-            _free(enc.device)
+            print(f"  {base['method']:9s} {mode:6s} n={tokens:>7d} ({base['variant']}): {t * 1e3:10.3f} ms "
+                  f"{row['time_per_token_us']:10.3f} us/token  spread {timing['spread']:.2f}", file=sys.stderr,
+                  flush=True)
+        del entries
+        _free(enc.device)
 
 
 def _free(device: torch.device) -> None:
@@ -376,14 +383,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(f"measured {mm['dtype']} matmul rate: {mm['tflop_per_s']:.2f} TFLOP/s (n={mm['size']})", file=sys.stderr)
 
     rows: list[dict[str, Any]] = []
-    for method in ("icformer", "prefill", "lingua", "icae"):  # icae last: it wraps the LLM with LoRA
-        if method not in methods:
-            continue
-        if method == "icae":
-            enc.add_lora()
-        run_method_points(enc, method, args, rate, rows)
-        if method == "icae":
-            enc.remove_lora()
+    run_points(enc, args, rate, rows)
 
     comps = comparisons(rows)
     checks = targets(shape.name, rows, comps)
@@ -431,7 +431,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "icformer_config": {k: v for k, v in enc.icf_config.to_dict().items() if k != "llm"},
         "icformer_parameters": enc.icformer.num_parameters(),
         "llm_parameters": sum(p.numel() for p in enc.llm.parameters()),
-        "lora": {"rank": args.lora_rank, "targets": ["q_proj", "v_proj"], "memory_tokens": enc.memory_tokens},
+        "lora": {"rank": args.lora_rank, "targets": ["q_proj", "v_proj"], "memory_tokens": enc.memory_tokens,
+                 "parameters": enc.lora_parameters()},
         "attention": "torch.nn.functional.scaled_dot_product_attention for all four methods",
         "args": {k: v for k, v in vars(args).items()},
         "matmul_rate": mm, "rows": rows, "comparisons": comps, "targets": checks, "plots": plots,
