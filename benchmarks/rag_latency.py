@@ -185,6 +185,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         sets = [make_documents(tokenizer, k, args.doc_tokens, seed=100 * k + s) for s in range(len(questions))]
         with common.Stopwatch(device) as index_sw:
             digest_sets = [compressor.compress(docs) for docs in sets]
+        # The three modes run side by side: each repeat times one question of every mode in turn, so a load
+        # that changes during the run (a shared machine) reaches them alike.
+        modes = []
         for mode in MODES:
             positions = lm.build_inputs(questions[0], sets[0] if mode == "full" else digest_sets[0]).shape[0]
             if max_pos and positions + args.new_tokens > max_pos:
@@ -192,26 +195,41 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                              "skipped": f"prompt of {positions} positions exceeds the LLM's {max_pos}"})
                 print(f"  {k:2d} docs {mode:11s}: skipped ({positions} positions > {max_pos})", file=sys.stderr)
                 continue
-            run = [(questions[i % len(questions)], sets[i % len(sets)], digest_sets[i % len(sets)])
-                   for i in range(args.warmup + args.repeats)]
-            samples = [pipe.ttft(mode, *x) for x in run]
-            ttft = samples[args.warmup :]
-            embeds_sets = [lm.build_inputs(q, d if mode == "full" else g) for q, d, g in run[: len(questions)]]
-            prefill_dev = common.time_call(pipe.prefill, embeds_sets, device, warmup=1, repeats=args.repeats)
-            totals = [pipe.total(mode, *run[i % len(run)]) for i in range(1 + args.total_repeats)][1:]
-            med = _median_stages(ttft)
-            tot = _median_stages(totals)
+            modes.append(mode)
+        if not modes:
+            continue
+        run = [(questions[i % len(questions)], sets[i % len(sets)], digest_sets[i % len(sets)])
+               for i in range(args.warmup + args.repeats)]
+        ttft: dict[str, list[dict[str, float]]] = {m: [] for m in modes}
+        for i, x in enumerate(run):
+            for mode in modes:
+                sample = pipe.ttft(mode, *x)
+                if i >= args.warmup:
+                    ttft[mode].append(sample)
+        embeds_sets = {m: [lm.build_inputs(q, d if m == "full" else g) for q, d, g in run[: len(questions)]]
+                       for m in modes}
+        prefill_dev = dict(zip(modes, common.time_interleaved([(pipe.prefill, embeds_sets[m]) for m in modes],
+                                                              device, warmup=1, repeats=args.repeats), strict=True))
+        totals: dict[str, list[dict[str, float]]] = {m: [] for m in modes}
+        for i in range(1 + args.total_repeats):  # the first round warms generate up
+            for mode in modes:
+                sample = pipe.total(mode, *run[i % len(run)])
+                if i:
+                    totals[mode].append(sample)
+        for mode in modes:
+            med = _median_stages(ttft[mode])
+            tot = _median_stages(totals[mode])
             decode_s = max(tot["generate_s"] - med["prefill_s"], 0.0)
             row = {
                 "docs": k, "mode": mode, "doc_tokens": args.doc_tokens,
                 "prompt_positions": int(med["prompt_positions"]),
-                "ttft_s": med["ttft_s"], "ttft": common.summarize([s["ttft_s"] for s in ttft]),
+                "ttft_s": med["ttft_s"], "ttft": common.summarize([s["ttft_s"] for s in ttft[mode]]),
                 "stages_median_s": {k2: v for k2, v in med.items() if k2.endswith("_s")},
-                "prefill_forward": prefill_dev, "total_s": tot["total_s"],
-                "total": common.summarize([s["total_s"] for s in totals]), "generate_s": tot["generate_s"],
+                "prefill_forward": prefill_dev[mode], "total_s": tot["total_s"],
+                "total": common.summarize([s["total_s"] for s in totals[mode]]), "generate_s": tot["generate_s"],
                 "new_tokens": args.new_tokens,
                 "decode_tokens_per_s": (args.new_tokens - 1) / decode_s if decode_s else None,
-                "raw_ttft_samples": ttft, "raw_total_samples": totals,
+                "raw_ttft_samples": ttft[mode], "raw_total_samples": totals[mode],
             }
             if mode != "full":
                 row["indexing_s_all_sets"] = index_sw.seconds
