@@ -268,7 +268,7 @@ def count_flops(fn: Callable[[], Any]) -> int:
 
 def matmul_rate(device: torch.device, dtype: torch.dtype, size: int | None = None, repeats: int = 10) -> dict[str, Any]:
     """The measured matrix-multiply rate (FLOP/s) of this device and dtype: a square product on random data."""
-    size = size or (8192 if device.type == "cuda" else 1024)
+    size = size or (8192 if device.type == "cuda" else 2048)
     gen = torch.Generator(device=device).manual_seed(0)
     sets = [(torch.randn(size, size, device=device, dtype=dtype, generator=gen),
              torch.randn(size, size, device=device, dtype=dtype, generator=gen)) for _ in range(2)]

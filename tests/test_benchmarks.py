@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmarks import common, compression, indexing, rag_latency, run_all
+from benchmarks import common, compression, indexing, rag_latency, run_all, summarize
 
 SMOKE = ["--threads", "1", "--repeats", "1", "--warmup", "0"]
 # The `bench` extra (peft, matplotlib) may be missing (CI installs the other extras): the scripts are still
@@ -101,6 +101,9 @@ def test_compression_smoke(tmp_path, capsys):
     out = capsys.readouterr().out
     assert out.rstrip().endswith(data["table"].rstrip())  # the table is printed last
     assert "| mode | n |" in out
+    # Repeated runs combine into one table (median over runs, range across them).
+    text = summarize.main([payload["json_path"], payload["json_path"]])
+    assert "| one document | 32 | 1 |" in text and "2 runs" in text
 
 
 def test_compression_rejects_sizes_off_the_window(tmp_path):
@@ -124,6 +127,8 @@ def test_rag_latency_smoke(tmp_path, capsys, tokenizer):
     assert rows["precomputed"]["prompt_positions"] < rows["full"]["prompt_positions"]
     assert data["ratios"] and _positive(data["ratios"][0]["ttft_ratio_full_over_precomputed"])
     assert capsys.readouterr().out.rstrip().endswith(data["table"].rstrip())
+    text = summarize.main([payload["json_path"]])
+    assert "| 2 | precomputed |" in text
 
 
 def test_rag_latency_skips_7b_on_cpu(capsys):
