@@ -37,6 +37,8 @@ import torch
 from benchmarks import common
 
 METHODS = ("icformer", "icae", "prefill", "lingua")
+LABELS = {"icformer": "IC-Former", "icae": "ICAE-style (LLM + LoRA)", "prefill": "LLM prefill",
+          "lingua": "LLMLingua-2-style classifier"}
 CPU_SIZES = (512, 2048)
 GPU_SIZES = (512, 2048, 8192, 32768, 131072)
 CPU_BATCHES = (1, 8)
@@ -419,7 +421,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 for x in sorted({r[xkey] for r in best}):
                     xs.append(x)
                     ys.append(min(r[ykey] for r in best if r[xkey] == x))
-                series[m] = (xs, ys)
+                series[LABELS[m]] = (xs, ys)
             p = common.plot(out / f"compression_{shape.name}_{mode}{args.tag}.png", series,
                             title=f"{shape.name} ({device.type}, {str(dtype).removeprefix('torch.')}), {mode}",
                             xlabel="context tokens n" if mode == "length" else "windows in the batch", ylabel=ylabel)
