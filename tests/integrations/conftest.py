@@ -1,27 +1,14 @@
-"""Fixtures shared by the LangChain and LlamaIndex adapter tests: the sample corpus, the offline MiniLM embedding
-model, and the real default LLM with the shipped compressor (loaded once, CPU fp32)."""
+"""Fixtures shared by the LangChain and LlamaIndex adapter tests: the offline MiniLM embedding model, and the real
+default LLM with the shipped compressor (loaded once, CPU fp32). The sample corpus is in rag_samples.py."""
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pytest
 
 import icformer_rag
 from icformer_rag import SoftPromptLM
-
-SAMPLES = Path(icformer_rag.__file__).parent / "samples"
-
-
-def sample_paragraphs() -> list[tuple[str, str]]:
-    """(file name, paragraph) for every paragraph of the shipped sample documents."""
-    out = []
-    for path in sorted(SAMPLES.glob("*.txt")):
-        for para in path.read_text().split("\n\n"):
-            if para.strip():
-                out.append((path.name, para.strip()))
-    return out
 
 
 @pytest.fixture(scope="session")

@@ -12,12 +12,12 @@ pytest.importorskip("faiss")
 lc_faiss = pytest.importorskip("langchain_community.vectorstores")
 lc_hf = pytest.importorskip("langchain_huggingface")
 
-from conftest import sample_paragraphs  # noqa: E402
 from langchain_core.documents import Document  # noqa: E402
 from langchain_core.output_parsers import StrOutputParser  # noqa: E402
 from langchain_core.prompts import ChatPromptTemplate  # noqa: E402
 from langchain_core.runnables import RunnableLambda, RunnablePassthrough  # noqa: E402
 from langchain_icformer import ChatICFormer, ICFormerCompressor  # noqa: E402
+from rag_samples import sample_paragraphs  # noqa: E402
 
 from icformer_rag.store import DigestStore, find_markers, key_for  # noqa: E402
 

@@ -13,11 +13,11 @@ faiss = pytest.importorskip("faiss")
 li_faiss = pytest.importorskip("llama_index.vector_stores.faiss")
 li_hf = pytest.importorskip("llama_index.embeddings.huggingface")
 
-from conftest import SAMPLES  # noqa: E402
 from llama_index.core import SimpleDirectoryReader, StorageContext, VectorStoreIndex  # noqa: E402
 from llama_index.core.ingestion import IngestionPipeline  # noqa: E402
 from llama_index.core.node_parser import SentenceSplitter  # noqa: E402
 from llama_index_icformer import ICFormerDigestTransform, ICFormerLLM, ICFormerNodePostprocessor  # noqa: E402
+from rag_samples import SAMPLES  # noqa: E402
 
 from icformer_rag.store import DigestStore  # noqa: E402
 
