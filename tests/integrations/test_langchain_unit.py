@@ -208,6 +208,12 @@ def test_stop_strings_cut_the_answer(chat):
     assert streamed.rstrip() == cut
 
 
+def test_empty_question_is_a_normal_prompt(chat, lc_compressor):
+    assert isinstance(chat.invoke("").content, str)
+    marker = lc_compressor.compress_documents(docs(""), "")[0].page_content  # an empty document, then no question
+    assert chat.invoke(marker).response_metadata["icformer_digest_keys"] == find_markers(marker)
+
+
 def test_message_content_blocks(chat):
     blocks = HumanMessage(content=[{"type": "text", "text": "Hello, "}, {"type": "text", "text": "friend"}])
     assert chat.invoke([blocks]).content == chat.invoke("Hello, friend").content

@@ -139,6 +139,12 @@ def test_streams_and_async_agree(llm):
     assert c[-1].text.strip() == full and d[-1].message.content.strip() == chat_full
 
 
+def test_empty_prompt_and_empty_node(llm, post):
+    assert isinstance(llm.complete("").text, str)
+    marker = post.postprocess_nodes(scored(""))[0].node.get_content()
+    assert llm.complete(marker).additional_kwargs["icformer_digest_keys"] == find_markers(marker)
+
+
 def test_markers_read_as_digests_and_missing_ones_named(llm, post):
     out = post.postprocess_nodes(scored(TEXT_A, TEXT_B))
     keys = [n.node.metadata["icformer_digest_key"] for n in out]
