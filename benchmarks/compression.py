@@ -280,7 +280,8 @@ def _target(name: str, goal: str, measured: float | None, ok: bool | None, note:
     return {"target": name, "goal": goal, "measured": measured, "met": ok, "note": note}
 
 
-def targets(shape: str, rows: list[dict[str, Any]], comps: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def targets(shape: str, rows: list[dict[str, Any]], comps: list[dict[str, Any]],
+            device_type: str = "cuda") -> list[dict[str, Any]]:
     """The issue's targets that this run can check; a missed one says by how much."""
     out = []
     batch = [c for c in comps if c["mode"] == "batch"]
@@ -333,6 +334,10 @@ def targets(shape: str, rows: list[dict[str, Any]], comps: list[dict[str, Any]])
         if len(pre) >= 2:
             note += f"; prefill time per token grows {pre[-1][1] / pre[0][1]:.2f}x over the same range"
         out.append(_target("IC-Former time per token, largest/smallest n", "< 2x (linear)", spread, spread < 2, note))
+    if device_type != "cuda":  # the issue's compression targets are H100 numbers: on a CPU they only inform
+        for t in out:
+            t["met"] = None
+            t["note"] = ("GPU target, informational here; " + t["note"]).rstrip("; ")
     return out
 
 
@@ -388,7 +393,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     run_points(enc, args, rate, rows)
 
     comps = comparisons(rows)
-    checks = targets(shape.name, rows, comps)
+    checks = targets(shape.name, rows, comps, device.type)
     table_rows = []
     for c in comps:
         table_rows.append({
