@@ -173,6 +173,18 @@ def register_data(subparsers: SubParsers) -> None:
     p.add_argument("data_args", nargs=argparse.REMAINDER, help="arguments of `python -m icformer_rag.data`")
 
 
+def register_bench(subparsers: SubParsers) -> None:
+    p = add_command(
+        subparsers,
+        "bench",
+        run_bench,
+        models=False,
+        help="run the benchmarks (compression speed, RAG latency, indexing) and print their tables",
+        description="Runs benchmarks/run_all.py from a clone: --suite cpu|gpu|smoke, --only, --out, --tokenizer.",
+    )
+    p.add_argument("bench_args", nargs=argparse.REMAINDER, help="arguments of `python -m benchmarks.run_all`")
+
+
 COMMANDS: list[Callable[[SubParsers], None]] = [
     register_ask,
     register_compress,
@@ -180,6 +192,7 @@ COMMANDS: list[Callable[[SubParsers], None]] = [
     register_data,
     register_train,
     register_eval,
+    register_bench,
 ]
 
 
@@ -374,6 +387,21 @@ def run_data(args: argparse.Namespace) -> int:
     from .data.__main__ import main as data_main
 
     return data_main(list(args.data_args)) or EXIT_OK
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    try:
+        from benchmarks import run_all
+    except ImportError as err:
+        raise CLIError(
+            "`icformer-rag bench` runs from a clone of the repository (benchmarks/ is not installed): "
+            "pip install -e '.[bench]' there"
+        ) from err
+    try:
+        run_all.main(list(args.bench_args))
+    except SystemExit as exit_:
+        return exit_.code if isinstance(exit_.code, int) else 1
+    return EXIT_OK
 
 
 def run_compress(args: argparse.Namespace) -> int:
