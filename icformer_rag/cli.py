@@ -212,7 +212,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status (the console script passes it to sys.exit)."""
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args, unknown = parser.parse_known_args(argv)
+        if unknown:
+            # Options for a wrapped program (`bench --suite gpu`) arrive here: argparse's REMAINDER only takes
+            # what follows a first positional argument.
+            if getattr(args, "bench_args", None) is None:
+                parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+            args.bench_args = [*unknown, *args.bench_args]
     except SystemExit as exit_:  # --help, --version and usage errors (status 2)
         return exit_.code if isinstance(exit_.code, int) else EXIT_USAGE
     try:

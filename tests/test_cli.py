@@ -245,3 +245,10 @@ def test_digest_from_another_compressor_is_refused(tmp_path: Path, capsys: pytes
     other.compress([VELMORA.read_text(encoding="utf-8")])[0].save(tmp_path / f"v{DIGEST_SUFFIX}")
     assert main(["ask", "Who?", "--docs", str(tmp_path / f"v{DIGEST_SUFFIX}"), *CPU]) == 2
     assert "recompress" in _one_line_error(capsys)
+
+
+def test_bench_passes_its_options_to_the_benchmark_runner(tmp_path: Path) -> None:
+    pytest.importorskip("benchmarks.run_all")
+    assert main(["bench", "--suite", "smoke", "--only", "indexing", "--out", str(tmp_path)]) == 0
+    assert list(tmp_path.rglob("*.json"))
+    assert main(["info", "--no-such-option"]) == 2
