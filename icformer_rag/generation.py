@@ -276,12 +276,16 @@ class SoftPromptLM:
     def stream(self, question: str, contexts: Sequence[Context] = (),
                settings: GenerationSettings | None = None) -> Iterator[str]:
         """Yield the answer in text chunks as they are generated."""
-        from transformers import TextIteratorStreamer
-
         settings = settings or GenerationSettings()
         ctx = list(contexts) if not isinstance(contexts, (str, Digest)) else [contexts]
         embeds, mask = self._batch([question], [ctx], settings)
-        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=False, skip_special_tokens=True)
+        yield from self._stream_embeds(embeds, mask, settings)
+
+    def _stream_embeds(self, embeds: torch.Tensor, mask: torch.Tensor, settings: GenerationSettings,
+                       token_counts: list[int] | None = None) -> Iterator[str]:
+        """Generate in a worker thread and yield text chunks; errors resurface in the caller's thread. When
+        the stream ends, the number of generated tokens is appended to `token_counts` (if given)."""
+        streamer = _counting_streamer(self.tokenizer)
         errors: list[BaseException] = []
 
         def run() -> None:
@@ -300,6 +304,8 @@ class SoftPromptLM:
         thread.join()
         if errors:
             raise errors[0]
+        if token_counts is not None:
+            token_counts.append(streamer.num_tokens)
 
     def answer(self, question: str, documents: Sequence[str], full_context: bool = False,
                settings: GenerationSettings | None = None) -> str:
@@ -401,27 +407,7 @@ class SoftPromptLM:
         ends, the number of generated tokens is appended to `token_counts` (if given)."""
         settings = settings or GenerationSettings()
         embeds, mask = self._pad_left([prompt.embeds], settings)
-        streamer = _counting_streamer(self.tokenizer)
-        errors: list[BaseException] = []
-
-        def run() -> None:
-            try:
-                with torch.no_grad():
-                    self.llm.generate(inputs_embeds=embeds, attention_mask=mask, streamer=streamer,
-                                      eos_token_id=self.eos_token_ids, pad_token_id=self.pad_token_id,
-                                      **settings.kwargs())
-            except BaseException as err:  # surfaced in the caller's thread below
-                errors.append(err)
-                streamer.end()
-
-        thread = threading.Thread(target=run, daemon=True)
-        thread.start()
-        yield from (chunk for chunk in streamer if chunk)
-        thread.join()
-        if errors:
-            raise errors[0]
-        if token_counts is not None:
-            token_counts.append(streamer.num_tokens)
+        yield from self._stream_embeds(embeds, mask, settings, token_counts)
 
     def stream_chat(self, messages: Sequence[dict[str, str]], digests: DigestSource | None = None,
                     settings: GenerationSettings | None = None) -> Iterator[str]:
