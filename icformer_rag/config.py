@@ -12,6 +12,14 @@ CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 
 
+def from_known_fields(cls: Any, data: dict[str, Any]) -> Any:
+    """Build dataclass `cls` from `data`, rejecting unknown keys (a typo must not be silently ignored)."""
+    unknown = set(data) - {f.name for f in fields(cls)}
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} fields: {sorted(unknown)}")
+    return cls(**data)
+
+
 @dataclass
 class LLMSignature:
     """Identifies the frozen LLM a compressor reads the embeddings of and writes digests for.
@@ -137,11 +145,7 @@ class ICFormerConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ICFormerConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown ICFormerConfig fields: {sorted(unknown)}")
-        return cls(**data)
+        return from_known_fields(cls, data)
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
