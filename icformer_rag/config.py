@@ -10,6 +10,7 @@ from typing import Any
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
+DIGEST_POSITIONS = ("spread", "after")
 
 
 def from_known_fields(cls: Any, data: dict[str, Any]) -> Any:
@@ -83,6 +84,13 @@ class ICFormerConfig:
     num_special_tokens: int = field(
         default=3, metadata={"help": "Learned embeddings: context begin, context end, auto-encoding token."}
     )
+    digest_positions: str = field(
+        default="spread",
+        metadata={
+            "help": "RoPE positions of the digests: 'spread' puts digest j at the centre of the context tokens "
+            "it replaces (ratio*j .. ratio*j+ratio-1); 'after' puts it at n + j, after the context, as the paper."
+        },
+    )
     llm: LLMSignature = field(default_factory=LLMSignature, metadata={"help": "The LLM this compressor serves."})
 
     def __post_init__(self) -> None:
@@ -104,6 +112,8 @@ class ICFormerConfig:
             )
         if self.num_special_tokens < 3:
             raise ValueError("num_special_tokens must be at least 3")
+        if self.digest_positions not in DIGEST_POSITIONS:
+            raise ValueError(f"digest_positions must be one of {DIGEST_POSITIONS}, got {self.digest_positions!r}")
 
     @property
     def head_dim(self) -> int:
@@ -145,7 +155,8 @@ class ICFormerConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ICFormerConfig:
-        return from_known_fields(cls, data)
+        # Checkpoints written before `digest_positions` existed were trained with the paper's layout.
+        return from_known_fields(cls, {"digest_positions": "after", **data})
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)

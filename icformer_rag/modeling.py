@@ -2,7 +2,8 @@
 
 Queries are the digest states, updated block to block. Keys and values are the context's word
 embeddings (taken from the frozen LLM's own input-embedding table: the LLM is never run) followed by
-the *initial* digest embeddings, the same for every block. Every digest sees every real context token
+the *initial* digest embeddings, the same for every block. Positions (RoPE) put context token i at i and,
+by default, digest j at the centre of the `ratio` tokens it replaces (`ICFormerConfig.digest_positions`). Every digest sees every real context token
 and the digests up to itself, so the first m digests of a window never depend on later ones: a short
 window just keeps its first ceil(t / ratio) digests. Cost is O(n * k), linear in context length.
 
@@ -167,10 +168,17 @@ class ICFormer(nn.Module):
             attention_mask = torch.ones(B, N, dtype=torch.bool, device=device)
         real = attention_mask.bool()  # (B, N)
 
-        # Context token i sits at position i (counting real tokens only), digest j at n + j.
+        # Context token i sits at position i (counting real tokens only).
         ctx_pos = (real.long().cumsum(-1) - 1).clamp(min=0)  # (B, N)
-        lengths = real.sum(-1, keepdim=True)  # (B, 1)
-        dig_pos = lengths + torch.arange(M, device=device)  # (B, M)
+        j = torch.arange(M, device=device, dtype=torch.float32)
+        if self.config.digest_positions == "spread":
+            # Digest j at the centre of the `ratio` tokens it stands for: the relative offset from a digest
+            # to "its" tokens is then the same for every window length, so RoPE alone can point it there.
+            r = self.config.ratio
+            dig_pos = (r * j + (r - 1) / 2).expand(B, M)  # (B, M)
+        else:
+            # The paper's layout, digest j at n + j: the offset to its tokens depends on the window length n.
+            dig_pos = real.sum(-1, keepdim=True) + j  # (B, M)
         q_cos_sin = rope_cos_sin(dig_pos, self.config.head_dim, self.config.rope_theta, dtype)
         kv_cos_sin = rope_cos_sin(torch.cat((ctx_pos, dig_pos), 1), self.config.head_dim,
                                   self.config.rope_theta, dtype)

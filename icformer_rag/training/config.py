@@ -28,6 +28,9 @@ class TrainConfig:
     num_blocks: int = field(default=3, metadata={"help": "Blocks of a new compressor."})
     num_digest_tokens: int = field(default=128, metadata={"help": "Digests per window of a new compressor."})
     window_tokens: int = field(default=512, metadata={"help": "Window length of a new compressor."})
+    digest_positions: str = field(
+        default="spread", metadata={"help": "Digest RoPE layout of a new compressor: 'spread' or 'after'."}
+    )
     batch_size: int = field(default=64, metadata={"help": "Global batch (windows or examples) per optimizer step."})
     grad_accum: int = field(default=1, metadata={"help": "Micro-batches per optimizer step."})
     lr: float = field(default=1e-3, metadata={"help": "Peak learning rate."})

@@ -99,6 +99,7 @@ class Trainer:
                 num_blocks=cfg.num_blocks,
                 num_digest_tokens=cfg.num_digest_tokens,
                 window_tokens=cfg.window_tokens,
+                digest_positions=cfg.digest_positions,
             )
         self.compressor = comp
         self.model = comp.model.train().requires_grad_(True)  # fp32 master weights
