@@ -4,7 +4,9 @@
 #
 #   put FILES...     copy carried files (LLM parts, data parts) to /tmp/m
 #   setup            rebuild the default LLM from its GGUF parts, convert it, unpack the corpus
-#   train ARGS...    start `python -m icformer_rag.training ARGS` in the background (survives the call)
+#   train ARGS...    start `python -m icformer_rag.training ARGS` in the background (survives the call);
+#                    with NPROC=N set, under `torchrun --standalone --nproc_per_node N` instead;
+#                    LOG=name writes $W/name.log (several runs side by side)
 #   wait SECONDS     follow the training log until it ends or SECONDS pass
 #   eval ARGS...     run `python -m icformer_rag.eval ARGS` in the foreground
 #   collect          copy metrics, the release checkpoint (split in 15 MB parts) and logs to $OUT
@@ -28,12 +30,13 @@ case "$step" in
     ls -la "$W" "$W/corpus" || true
     nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv ;;
   train)
-    setsid nohup python3 -m icformer_rag.training "$@" > "$W/train.log" 2>&1 < /dev/null &
+    if [ -n "${NPROC:-}" ]; then launch=(torchrun --standalone --nproc_per_node "$NPROC"); else launch=(python3); fi
+    setsid nohup "${launch[@]}" -m icformer_rag.training "$@" > "$W/${LOG:-train}.log" 2>&1 < /dev/null &
     echo "started training, pid $!" ;;
   wait)
     deadline=$(( $(date +%s) + ${1:-60} ))
     while [ "$(date +%s)" -lt "$deadline" ] && pgrep -f icformer_rag.training >/dev/null; do sleep 10; done
-    tail -c 3000 "$W/train.log" | tr '\r' '\n' | tail -5
+    for log in "$W"/*.log; do [ "$log" = "$W/eval.log" ] || { echo "== $log"; tail -c 3000 "$log" | tr '\r' '\n' | tail -4; }; done
     pgrep -f icformer_rag.training >/dev/null && echo "training still running" || echo "training ended" ;;
   eval)
     python3 -m icformer_rag.eval "$@" 2>&1 | tee "$W/eval.log" ;;
@@ -44,7 +47,7 @@ case "$step" in
     if [ -d "$run/release" ]; then
       tar czf - -C "$run" release | split -b 15000000 - "$OUT/ckpt/release.tgz.part_"
     fi
-    for f in "$W"/*.json "$W/train.log" "$W/eval.log"; do [ -f "$f" ] && cp "$f" "$OUT/"; done
+    for f in "$W"/*.json "$W"/*.log; do [ -f "$f" ] && cp "$f" "$OUT/"; done
     ls -la "$OUT" "$OUT/ckpt" ;;
   *) echo "unknown step $step" >&2; exit 2 ;;
 esac
