@@ -25,7 +25,7 @@ def tok():
     return load_tokenizer()
 
 
-def tiny_llm(vocab: int) -> LlamaForCausalLM:
+def tiny_llm(vocab: int, tie: bool = True) -> LlamaForCausalLM:
     torch.manual_seed(0)
     cfg = LlamaConfig(
         vocab_size=vocab,
@@ -34,7 +34,7 @@ def tiny_llm(vocab: int) -> LlamaForCausalLM:
         num_hidden_layers=2,
         num_attention_heads=4,
         num_key_value_heads=2,
-        tie_word_embeddings=True,
+        tie_word_embeddings=tie,
         max_position_embeddings=1024,
         initializer_range=0.2,
     )
@@ -237,3 +237,84 @@ def test_ddp_two_gloo_processes_agree(tmp_path):
         assert torch.equal(a[name], b[name]), name
         changed |= not torch.equal(a[name], init[name].float())
     assert changed
+
+
+def _fsdp_worker(rank: int, world: int, port: int, data: str, out: str, result_dir: str, instruct: str) -> None:
+    """Per LM-head layout (tied to the embeddings, or its own matrix): the same 4 steps (instruct, LM, AE, LM)
+    with plain DDP, then with the LLM sharded by FSDP2, in one process group."""
+    os.environ.update(
+        WORLD_SIZE=str(world), RANK=str(rank), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)
+    )
+    torch.set_num_threads(1)
+    from torch.distributed.tensor import DTensor
+
+    tok = load_tokenizer()
+    result: dict = {}
+    for tie in (True, False):
+        for fsdp in (False, True):
+            name = f"{'tied' if tie else 'untied'}-{'fsdp' if fsdp else 'ddp'}"
+            kw = dict(max_steps=4, device="cpu", ae_fraction=0.4, instruct_fraction=0.3, instruct_file=instruct)
+            cfg = small_config(Path(data), Path(out) / name, fsdp=fsdp, **kw)
+            trainer = Trainer(cfg, llm=tiny_llm(len(tok), tie=tie), tokenizer=tok)
+            records: list[dict] = []
+            step = trainer.train_step
+            trainer.train_step = lambda step=step, records=records: records.append(step()) or records[-1]
+            trainer.train()
+            llm = trainer.llm
+            up = llm.model.layers[0].mlp.up_proj.weight
+            result[name] = {
+                "kinds": [r["kind"] for r in records],
+                "losses": [r["loss"] for r in records],
+                "grad_norms": [r["grad_norm"] for r in records],
+                "weights": {k: v.clone() for k, v in trainer.model.state_dict().items()},
+                "up_proj_local_rows": (up.to_local() if isinstance(up, DTensor) else up).shape[0],
+                "head_sharded": isinstance(llm.lm_head.weight, DTensor),
+                "embed_plain": type(llm.get_input_embeddings().weight.data) is torch.Tensor,
+                "llm_grads": [n for n, p in llm.named_parameters() if p.grad is not None or p.requires_grad],
+            }
+    torch.save(result, f"{result_dir}/fsdp_rank{rank}.pt")
+    torch.distributed.destroy_process_group()
+
+
+def test_fsdp_sharded_llm_trains_like_ddp(tok, tmp_path):
+    """FSDP2 on CPU/gloo: with the frozen LLM's blocks, final norm and (untied) LM head sharded over two
+    processes, every rank's loss of every step equals the plain-DDP run's (same seed and data), gradients
+    still reach the compressor through the sharded LLM, and the ranks end with identical compressor weights."""
+    data = write_corpus(tmp_path / "c")
+    instruct = tmp_path / "instruct.jsonl"
+    records = [
+        {"context": "Ada Krenn founded Velmora in 1723.", "prompt": "Who founded Velmora?", "answer": "Ada Krenn"},
+        {"context": "The river Osk is 40 km long.", "prompt": "How long is the Osk?", "answer": "40 km"},
+        {"context": "Tam Ilves drew the map of the Osk.", "prompt": "Who drew the map?", "answer": "Tam Ilves"},
+    ]
+    instruct.write_text("".join(json.dumps(r) + "\n" for r in records))
+    args = (2, _free_port(), str(data), str(tmp_path / "run"), str(tmp_path), str(instruct))
+    mp.spawn(_fsdp_worker, args=args, nprocs=2, join=True)
+    ranks = [torch.load(tmp_path / f"fsdp_rank{r}.pt") for r in range(2)]
+    for layout in ("tied", "untied"):
+        for res in ranks:
+            ddp, fsdp = res[f"{layout}-ddp"], res[f"{layout}-fsdp"]
+            assert set(fsdp["kinds"]) == {"ae", "lm", "instruct"}
+            assert fsdp["losses"] == pytest.approx(ddp["losses"], rel=1e-5, abs=1e-6)
+            assert fsdp["grad_norms"] == pytest.approx(ddp["grad_norms"], rel=1e-4)
+            assert min(fsdp["grad_norms"]) > 0  # gradients crossed the sharded LLM
+            for name, w in fsdp["weights"].items():
+                torch.testing.assert_close(w, ddp["weights"][name], rtol=1e-4, atol=1e-5)
+            # The LLM was really sharded (half the rows of a block matrix per rank), the embedding table
+            # stayed a plain tensor, the head is sharded only when it is not the embedding table, and
+            # nothing of the LLM trained.
+            assert fsdp["up_proj_local_rows"] == ddp["up_proj_local_rows"] // 2 == 64
+            assert fsdp["embed_plain"] and fsdp["head_sharded"] == (layout == "untied")
+            assert fsdp["llm_grads"] == [] and ddp["llm_grads"] == []
+        a, b = (res[f"{layout}-fsdp"]["weights"] for res in ranks)
+        for name in a:
+            assert torch.equal(a[name], b[name]), name
+        # Only the compressor was saved; its release loads on an ordinary, unsharded copy of the LLM.
+        from icformer_rag.compressor import ContextCompressor
+
+        run = tmp_path / "run" / f"{layout}-fsdp"
+        assert (run / "resume" / "state.json").is_file()
+        comp = ContextCompressor.from_pretrained(run / "release", tiny_llm(len(tok), tie=layout == "tied"), tok)
+        for name, w in comp.model.state_dict().items():
+            assert torch.equal(w, a[name].to(torch.bfloat16).to(w.dtype)), name  # the release is bf16
+        assert comp.compress(["Ada Krenn founded Velmora."])[0].embeddings.shape[0] > 0

@@ -55,6 +55,14 @@ class TrainConfig:
     dtype: str = field(default="bf16", metadata={"help": "LLM dtype on CUDA (CPU runs use fp32)."})
     device: str | None = field(default=None, metadata={"help": "Device; None = CUDA when present."})
     compile: bool = field(default=False, metadata={"help": "torch.compile the compressor."})
+    fsdp: bool = field(
+        default=False,
+        metadata={
+            "help": "Under torchrun (world > 1): shard the frozen LLM (decoder layers, final norm, untied LM head) "
+            "across ranks with FSDP2, for LLMs that do not fit one GPU; the input embeddings stay replicated "
+            "and the compressor stays under DDP. Ignored in a single process."
+        },
+    )
     log_every: int = field(default=10, metadata={"help": "Steps between metric lines."})
     save_every: int = field(default=500, metadata={"help": "Steps between resume checkpoints."})
     progress: bool = field(default=True, metadata={"help": "Show a progress bar."})

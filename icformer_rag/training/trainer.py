@@ -1,5 +1,6 @@
 """The training loop: the LLM is frozen and never copied; only the compressor (and its special embeddings)
-learns. Runs on one device or under `torchrun` with DistributedDataParallel.
+learns. Runs on one device or under `torchrun` with DistributedDataParallel; with `fsdp` the frozen LLM is
+also sharded across the ranks with FSDP2 (see :func:`shard_frozen_llm`).
 
 Exact resume: the batch of a step is a function of (seed, step, rank), the learning rate a function of
 step, and a resume checkpoint holds weights, AdamW state and RNG state, so stopping at step s and resuming
@@ -71,6 +72,53 @@ def init_distributed(device_type: str) -> DistInfo:
     return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
 
 
+def shard_frozen_llm(llm: Any, device: torch.device) -> None:
+    """Shard a frozen causal LM in place across the default process group with FSDP2 (`fully_shard`).
+
+    Units: each decoder block (the model's `_no_split_modules`, else `decoder.layers`), the decoder stack
+    itself (what is left of it: the final norm) and the LM head when it is not tied to the input embeddings.
+    The trainer calls `llm.get_decoder()` and `llm.get_output_embeddings()` directly, never `llm.forward`, so
+    these are the modules that must carry FSDP's all-gather hooks; a `fully_shard` on the top-level model
+    would leave the parameters it owns sharded when they are used.
+
+    The input-embedding table is left out (`ignored_params`) and replicated as a plain tensor on every rank:
+    the compressor and the objectives look tokens up in it outside any FSDP forward, the LLM signature
+    hashes it, and ContextCompressor keeps the module. A tied LM head shares that table and stays
+    replicated too. Everything else of the model is left as a DTensor shard on `device` (1/world of it), and
+    is all-gathered one block at a time in forward and again in backward (`reshard_after_forward`), where
+    gradients flow through the frozen blocks to the digests; no parameter needs a gradient, so FSDP never
+    reduce-scatters. Call it on every rank, after `requires_grad_(False)`. The LLM may sit on the CPU:
+    fully_shard moves each shard to `device`, so a GPU never holds more than its share of the blocks.
+    """
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+    from torch.distributed.tensor import DTensor
+
+    if any(p.requires_grad for p in llm.parameters()):
+        raise ValueError("shard_frozen_llm expects a frozen LLM (requires_grad_(False))")
+    mesh = init_device_mesh(device.type, (dist.get_world_size(),))
+    decoder = llm.get_decoder()
+    embed = llm.get_input_embeddings()
+    keep = {embed.weight}  # replicated; also the LM head's weight when the two are tied
+    block_types = set(getattr(llm, "_no_split_modules", None) or ())
+    blocks = [m for m in decoder.modules() if type(m).__name__ in block_types]
+    if not blocks:
+        blocks = list(getattr(decoder, "layers", ()))
+    if not blocks:
+        raise ValueError(f"fsdp: found no decoder blocks to shard in {type(llm).__name__}")
+    for block in reversed(blocks):  # bottom-up, as fully_shard requires
+        fully_shard(block, mesh=mesh, ignored_params=keep)
+    fully_shard(decoder, mesh=mesh, ignored_params=keep)
+    head = llm.get_output_embeddings()
+    if head is not None and any(p not in keep for p in head.parameters()):
+        fully_shard(head, mesh=mesh, ignored_params=keep)
+    # What FSDP did not take (the embedding table, buffers outside the sharded modules) goes to the device.
+    with torch.no_grad():
+        for tensor in (*llm.parameters(), *llm.buffers()):
+            if not isinstance(tensor, DTensor) and tensor.device != device:
+                tensor.data = tensor.data.to(device)
+
+
 class Trainer:
     """Builds everything a run needs from a :class:`TrainConfig` and trains the compressor."""
 
@@ -81,9 +129,15 @@ class Trainer:
         device = cfg.device
         if want_cuda and self.dist.world > 1:
             device = f"cuda:{self.dist.local_rank}"
+            torch.cuda.set_device(device)
+        self.fsdp = cfg.fsdp and self.dist.world > 1
         if llm is None:
-            llm, tokenizer = load_llm(cfg.llm, device=device, dtype=cfg.dtype if want_cuda else "float32")
+            # A sharded LLM is read on the CPU, and fully_shard moves each rank's shard to its GPU.
+            where = "cpu" if self.fsdp else device
+            llm, tokenizer = load_llm(cfg.llm, device=where, dtype=cfg.dtype if want_cuda else "float32")
         llm.requires_grad_(False).eval()
+        if self.fsdp:
+            shard_frozen_llm(llm, torch.device(device or llm.get_input_embeddings().weight.device))
         self.llm, self.tokenizer = llm, tokenizer
         self.device = llm.get_input_embeddings().weight.device
         torch.manual_seed(cfg.seed)
