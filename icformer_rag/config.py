@@ -84,6 +84,14 @@ class ICFormerConfig:
     num_special_tokens: int = field(
         default=3, metadata={"help": "Learned embeddings: context begin, context end, auto-encoding token."}
     )
+    chunk_queries: bool = field(
+        default=True,
+        metadata={
+            "help": "Start digest j's query from a learned projection of the `ratio` context tokens it stands for "
+            "(a strided patch embedding, O(n)) before the cross-attention blocks refine it; False = the paper's "
+            "content-free digest queries."
+        },
+    )
     digest_positions: str = field(
         default="spread",
         metadata={
@@ -155,8 +163,8 @@ class ICFormerConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ICFormerConfig:
-        # Checkpoints written before `digest_positions` existed were trained with the paper's layout.
-        return from_known_fields(cls, {"digest_positions": "after", **data})
+        # Checkpoints written before these fields existed were trained with the paper's layout.
+        return from_known_fields(cls, {"digest_positions": "after", "chunk_queries": False, **data})
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)

@@ -115,6 +115,11 @@ class ICFormer(nn.Module):
         self.config = config
         self.digest_embeddings = nn.Parameter(torch.empty(config.num_digest_tokens, config.hidden_size))
         self.special_embeddings = nn.Parameter(torch.empty(config.num_special_tokens, config.hidden_size))
+        if config.chunk_queries:
+            # Each digest starts from its own `ratio` tokens, in order: the blocks then only have to add
+            # context, instead of first learning from scratch which tokens a digest stands for.
+            self.chunk_norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+            self.chunk_proj = nn.Linear(config.ratio * config.hidden_size, config.hidden_size, bias=False)
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.num_blocks))
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.reset_parameters()
@@ -191,9 +196,21 @@ class ICFormer(nn.Module):
         digests = self.digest_embeddings[:M].expand(B, M, C)
         kv = torch.cat((context_embeds.to(dtype), digests), dim=1)  # (B, N+M, C)
         h = digests
+        if self.config.chunk_queries:
+            h = h + self._chunk_features(context_embeds.to(dtype), real, ctx_pos, M)
         for block in self.blocks:
             h = block(h, kv, q_cos_sin, kv_cos_sin, mask)
         return self.norm(h)
+
+    def _chunk_features(self, embeds: torch.Tensor, real: torch.Tensor, ctx_pos: torch.Tensor, M: int) -> torch.Tensor:
+        """(B, M, C): digest j's projection of real tokens ratio*j .. ratio*j + ratio - 1 (zeros past the end)."""
+        B, N, C = embeds.shape
+        r = self.config.ratio
+        # Scatter real tokens to their slot; padding and tokens past M digests go to a spare slot, dropped.
+        slot = torch.where(real & (ctx_pos < M * r), ctx_pos, M * r)  # (B, N)
+        slots = embeds.new_zeros(B, M * r + 1, C)
+        slots = slots.scatter_add(1, slot[..., None].expand(B, N, C), self.chunk_norm(embeds) * real[..., None])
+        return self.chunk_proj(slots[:, : M * r].reshape(B, M, r * C))
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
