@@ -30,7 +30,7 @@ case "$step" in
     ls -la "$W" "$W/corpus" || true
     nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv ;;
   train)
-    if [ -n "${NPROC:-}" ]; then launch=(torchrun --standalone --nproc_per_node "$NPROC"); else launch=(python3); fi
+    if [ -n "${NPROC:-}" ]; then launch=(python3 -m torch.distributed.run --standalone --nproc_per_node "$NPROC"); else launch=(python3); fi
     setsid nohup "${launch[@]}" -m icformer_rag.training "$@" > "$W/${LOG:-train}.log" 2>&1 < /dev/null &
     echo "started training, pid $!" ;;
   wait)
