@@ -85,11 +85,18 @@ class ICFormerConfig:
         default=3, metadata={"help": "Learned embeddings: context begin, context end, auto-encoding token."}
     )
     chunk_queries: bool = field(
-        default=True,
+        default=False,
         metadata={
             "help": "Start digest j's query from a learned projection of the `ratio` context tokens it stands for "
             "(a strided patch embedding, O(n)) before the cross-attention blocks refine it; False = the paper's "
             "content-free digest queries."
+        },
+    )
+    local_heads: int = field(
+        default=0,
+        metadata={
+            "help": "Heads per block whose attention to the context decays with the distance between the digest's "
+            "and the token's position (learned ALiBi-style slopes): a locality prior RoPE alone does not give."
         },
     )
     digest_positions: str = field(
@@ -120,6 +127,8 @@ class ICFormerConfig:
             )
         if self.num_special_tokens < 3:
             raise ValueError("num_special_tokens must be at least 3")
+        if not isinstance(self.local_heads, int) or not 0 <= self.local_heads <= self.num_heads:
+            raise ValueError(f"local_heads must be in [0, num_heads={self.num_heads}], got {self.local_heads!r}")
         if self.digest_positions not in DIGEST_POSITIONS:
             raise ValueError(f"digest_positions must be one of {DIGEST_POSITIONS}, got {self.digest_positions!r}")
 
@@ -164,7 +173,7 @@ class ICFormerConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ICFormerConfig:
         # Checkpoints written before these fields existed were trained with the paper's layout.
-        return from_known_fields(cls, {"digest_positions": "after", "chunk_queries": False, **data})
+        return from_known_fields(cls, {"digest_positions": "after", "chunk_queries": False, "local_heads": 0, **data})
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)

@@ -120,6 +120,9 @@ class ICFormer(nn.Module):
             # context, instead of first learning from scratch which tokens a digest stands for.
             self.chunk_norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
             self.chunk_proj = nn.Linear(config.ratio * config.hidden_size, config.hidden_size, bias=False)
+        if config.local_heads:
+            # log of each local head's slope (nats of attention logit lost per token of distance), per block.
+            self.log_slopes = nn.Parameter(torch.empty(config.num_blocks, config.local_heads))
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.num_blocks))
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.reset_parameters()
@@ -136,6 +139,11 @@ class ICFormer(nn.Module):
                 nn.init.normal_(p, std=std / math.sqrt(2 * self.config.num_blocks))
             elif p.dim() == 2:
                 nn.init.normal_(p, std=std)
+        if self.config.local_heads:
+            # Slopes from 1 (a head that sees about its own `ratio` tokens) down to 1/64, as ALiBi's geometric set.
+            slopes = torch.logspace(0, -6, self.config.local_heads, base=2.0)
+            with torch.no_grad():
+                self.log_slopes.copy_(slopes.log().expand_as(self.log_slopes))
         nn.init.normal_(self.digest_embeddings, std=embedding_rms)
         nn.init.normal_(self.special_embeddings, std=embedding_rms)
         with torch.no_grad():
@@ -193,14 +201,31 @@ class ICFormer(nn.Module):
         mask = torch.cat((real[:, None, :].expand(B, M, N), causal.expand(B, M, M)), dim=-1)  # (B, M, N+M)
         mask = mask[:, None]  # (B, 1, M, N+M)
 
+        masks = [mask] * len(self.blocks)
+        if self.config.local_heads:
+            masks = self._local_masks(mask, ctx_pos, dig_pos)
         digests = self.digest_embeddings[:M].expand(B, M, C)
         kv = torch.cat((context_embeds.to(dtype), digests), dim=1)  # (B, N+M, C)
         h = digests
         if self.config.chunk_queries:
             h = h + self._chunk_features(context_embeds.to(dtype), real, ctx_pos, M)
-        for block in self.blocks:
-            h = block(h, kv, q_cos_sin, kv_cos_sin, mask)
+        for block, block_mask in zip(self.blocks, masks, strict=True):
+            h = block(h, kv, q_cos_sin, kv_cos_sin, block_mask)
         return self.norm(h)
+
+    def _local_masks(self, mask: torch.Tensor, ctx_pos: torch.Tensor, dig_pos: torch.Tensor) -> list[torch.Tensor]:
+        """Float masks (B, H, M, N+M) per block: -slope * distance on the local heads' context logits."""
+        B, _, M, L = mask.shape
+        N = L - M
+        H, Hl = self.config.num_heads, self.config.local_heads
+        dist = (dig_pos[:, :, None] - ctx_pos[:, None, :].float()).abs()  # (B, M, N)
+        dist = torch.cat((dist, dist.new_zeros(B, M, M)), -1)[:, None]  # (B, 1, M, N+M): none on digest keys
+        blocked = torch.zeros_like(dist).masked_fill(~mask, float("-inf"))  # (B, 1, M, N+M)
+        out = []
+        for log_slopes in self.log_slopes:
+            slopes = torch.cat((log_slopes.exp(), log_slopes.new_zeros(H - Hl)))  # (H,)
+            out.append((blocked - slopes[None, :, None, None] * dist).to(self.digest_embeddings.dtype))
+        return out
 
     def _chunk_features(self, embeds: torch.Tensor, real: torch.Tensor, ctx_pos: torch.Tensor, M: int) -> torch.Tensor:
         """(B, M, C): digest j's projection of real tokens ratio*j .. ratio*j + ratio - 1 (zeros past the end)."""

@@ -24,10 +24,19 @@ def tiny_config(**overrides) -> ICFormerConfig:
     return ICFormerConfig(**values)
 
 
-@pytest.fixture(scope="module")
-def model() -> ICFormer:
+# Every property below must hold for each layout option, not only the default.
+VARIANTS = {
+    "default": {},
+    "after": dict(digest_positions="after"),
+    "local": dict(local_heads=2),
+    "chunk": dict(chunk_queries=True),
+}
+
+
+@pytest.fixture(scope="module", params=list(VARIANTS))
+def model(request) -> ICFormer:
     torch.manual_seed(0)
-    m = ICFormer(tiny_config())
+    m = ICFormer(tiny_config(**VARIANTS[request.param]))
     # Unit-scale output norm (the default matches an LLM's small embedding scale) so differences are easy to see.
     m.reset_parameters(embedding_rms=1.0)
     return m.eval()
@@ -66,11 +75,31 @@ def test_config_unknown_field_raises():
         (dict(num_blocks=2.0), "num_blocks"),
         (dict(num_special_tokens=2), "num_special_tokens"),
         (dict(hidden_size=12, num_heads=4), "even"),
+        (dict(digest_positions="before"), "digest_positions"),
+        (dict(local_heads=5), "local_heads"),
+        (dict(local_heads=-1), "local_heads"),
     ],
 )
 def test_config_rejects_bad_values(overrides, match):
     with pytest.raises(ValueError, match=match):
         tiny_config(**overrides)
+
+
+def test_config_from_old_checkpoint_keeps_the_layout_it_was_trained_with():
+    old = {k: v for k, v in tiny_config().to_dict().items()
+           if k not in ("digest_positions", "chunk_queries", "local_heads")}
+    cfg = ICFormerConfig.from_dict(old)
+    assert (cfg.digest_positions, cfg.chunk_queries, cfg.local_heads) == ("after", False, 0)
+    assert ICFormerConfig().digest_positions == "spread"  # new compressors use the spread layout
+
+
+def test_local_heads_start_local_and_train():
+    m = ICFormer(tiny_config(local_heads=3))
+    slopes = m.log_slopes.exp()
+    assert slopes.shape == (2, 3)
+    torch.testing.assert_close(slopes[0], torch.tensor([1.0, 2**-3, 2**-6]))
+    m(embeds(1, 20, C)).sum().backward()
+    assert m.log_slopes.grad.abs().sum() > 0
 
 
 def test_config_for_llm_takes_shape_from_llama_config():

@@ -31,6 +31,10 @@ class TrainConfig:
     digest_positions: str = field(
         default="spread", metadata={"help": "Digest RoPE layout of a new compressor: 'spread' or 'after'."}
     )
+    local_heads: int = field(default=0, metadata={"help": "Distance-decaying heads per block of a new compressor."})
+    chunk_queries: bool = field(
+        default=False, metadata={"help": "New compressor: digest queries start from a projection of their tokens."}
+    )
     batch_size: int = field(default=64, metadata={"help": "Global batch (windows or examples) per optimizer step."})
     grad_accum: int = field(default=1, metadata={"help": "Micro-batches per optimizer step."})
     lr: float = field(default=1e-3, metadata={"help": "Peak learning rate."})

@@ -154,6 +154,8 @@ class Trainer:
                 num_digest_tokens=cfg.num_digest_tokens,
                 window_tokens=cfg.window_tokens,
                 digest_positions=cfg.digest_positions,
+                local_heads=cfg.local_heads,
+                chunk_queries=cfg.chunk_queries,
             )
         self.compressor = comp
         self.model = comp.model.train().requires_grad_(True)  # fp32 master weights
