@@ -9,7 +9,7 @@
 #                    LOG=name writes $W/name.log (several runs side by side)
 #   wait SECONDS     follow the training log until it ends or SECONDS pass
 #   eval ARGS...     run `python -m icformer_rag.eval ARGS` in the foreground
-#   collect          copy metrics, the release checkpoint (split in 15 MB parts) and logs to $OUT
+#   collect RUN      copy RUN's metrics, its release checkpoint (15 MB parts), eval JSONs and log tails to $OUT
 #
 # Several steps chain in one call: bash scripts/device_job.sh setup && bash scripts/device_job.sh train ...
 set -euo pipefail
@@ -47,7 +47,9 @@ case "$step" in
     if [ -d "$run/release" ]; then
       tar czf - -C "$run" release | split -b 15000000 - "$OUT/ckpt/release.tgz.part_"
     fi
-    for f in "$W"/*.json "$W"/*.log; do [ -f "$f" ] && cp "$f" "$OUT/"; done
+    # The device brings back at most 8 files: eval JSONs, then every log's tail in one file.
+    for f in "$W"/eval*.json; do [ -f "$f" ] && cp "$f" "$OUT/"; done
+    for f in "$W"/*.log; do echo "== $f"; tail -c 4000 "$f"; done > "$OUT/logs.txt" 2>/dev/null || true
     ls -la "$OUT" "$OUT/ckpt" ;;
   *) echo "unknown step $step" >&2; exit 2 ;;
 esac
