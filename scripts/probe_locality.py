@@ -1,0 +1,97 @@
+"""Can a compressor layout learn which tokens each digest stands for? A cheap proxy without the LLM.
+
+`PYTHONPATH=. python scripts/probe_locality.py [--steps 300] [--n 128]` trains, for each layout variant, a
+fresh IC-Former (the default LLM's shape, its frozen word embeddings as input) together with a linear readout
+that must recover digest j's own tokens ratio*j .. ratio*j+ratio-1 (one projection per slot, scored against the
+LLM's embedding table), on real corpus windows. It prints the readout's token accuracy over training and the
+attention mass each digest puts on its own tokens at the end. The frozen LLM is not run, so this measures only
+how quickly a layout learns locality, the step the real auto-encoding training has not made.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from icformer_rag import modeling
+from icformer_rag.config import ICFormerConfig
+from icformer_rag.llm import load_llm
+
+VARIANTS = {
+    "after": dict(digest_positions="after"),
+    "spread": dict(digest_positions="spread"),
+    "spread+local6": dict(digest_positions="spread", local_heads=6),
+    "spread+chunk": dict(digest_positions="spread", chunk_queries=True),
+}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--steps", type=int, default=300)
+    ap.add_argument("--n", type=int, default=128)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--variants", nargs="+", default=list(VARIANTS))
+    ap.add_argument("--data-dir", default=".data/corpus")
+    args = ap.parse_args()
+    llm, _ = load_llm(device="cpu", dtype=torch.float32)
+    table = llm.get_input_embeddings().weight.detach()
+    data = np.memmap(f"{args.data_dir}/train.bin", dtype=np.uint16, mode="r")
+    rng = np.random.default_rng(0)
+    starts = rng.integers(0, len(data) - args.n, size=(args.steps, args.batch))
+    results = {}
+    for name in args.variants:
+        torch.manual_seed(0)
+        cfg = ICFormerConfig.for_llm(llm.config, **VARIANTS[name])
+        model = modeling.ICFormer(cfg)
+        model.reset_parameters(embedding_rms=float(table.pow(2).mean().sqrt()))
+        r, m = cfg.ratio, args.n // cfg.ratio
+        readout = nn.Linear(cfg.hidden_size, r * cfg.hidden_size, bias=False)
+        opt = torch.optim.AdamW([*model.parameters(), *readout.parameters()], lr=args.lr, weight_decay=0.0)
+        curve, start = [], time.time()
+        for step in range(args.steps):
+            ids = torch.tensor(np.stack([data[s : s + args.n].astype(np.int64) for s in starts[step]]))
+            digests = model(table[ids], None, num_digests=m)  # (B, m, C)
+            slots = readout(digests).view(len(ids), m * r, cfg.hidden_size)  # (B, n, C)
+            logits = slots @ table.T  # (B, n, V)
+            loss = F.cross_entropy(logits.flatten(0, 1), ids.flatten())
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            if step % 25 == 0 or step == args.steps - 1:
+                acc = (logits.argmax(-1) == ids).float().mean().item()
+                curve.append((step, round(loss.item(), 3), round(acc, 3)))
+                print(name, curve[-1], flush=True)
+        own = attention_on_own_tokens(model, table, ids, m, r)
+        results[name] = dict(curve=curve, own_token_attention=own, seconds=round(time.time() - start, 1))
+        print(name, "attention mass on own tokens per block:", own, flush=True)
+    print(json.dumps(dict(args=vars(args), results=results)))
+
+
+def attention_on_own_tokens(model, table, ids, m, r) -> list[float]:
+    caught, sdpa = [], F.scaled_dot_product_attention
+
+    def spy(q, k, v, attn_mask=None):
+        s = q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5
+        s = s.masked_fill(~attn_mask, float("-inf")) if attn_mask.dtype == torch.bool else s + attn_mask
+        caught.append(s.softmax(-1))
+        return sdpa(q, k, v, attn_mask=attn_mask)
+
+    modeling.F.scaled_dot_product_attention = spy
+    try:
+        with torch.no_grad():
+            model(table[ids], None, num_digests=m)
+    finally:
+        modeling.F.scaled_dot_product_attention = sdpa
+    return [round(float(torch.stack([a[:, :, j, r * j : r * j + r].sum(-1) for j in range(m)]).mean()), 3)
+            for a in caught]
+
+
+if __name__ == "__main__":
+    main()
