@@ -18,3 +18,30 @@ def sample_paragraphs() -> list[tuple[str, str]]:
             if para.strip():
                 out.append((path.name, para.strip()))
     return out
+
+
+def build_llama_index(llm, minilm_path: str):
+    """The sample documents as a LlamaIndex VectorStoreIndex over FAISS (all-MiniLM-L6-v2 offline), chunked by
+    SentenceSplitter, with each node's digests made at indexing time by ICFormerDigestTransform for `llm`."""
+    import faiss
+    from llama_index.core import SimpleDirectoryReader, StorageContext, VectorStoreIndex
+    from llama_index.core.ingestion import IngestionPipeline
+    from llama_index.core.node_parser import SentenceSplitter
+    from llama_index.embeddings.huggingface import HuggingFaceEmbedding
+    from llama_index.vector_stores.faiss import FaissVectorStore
+    from llama_index_icformer import ICFormerDigestTransform
+
+    embed_model = HuggingFaceEmbedding(model_name=minilm_path, device="cpu")
+    documents = SimpleDirectoryReader(str(SAMPLES), required_exts=[".txt"]).load_data()
+    pipeline = IngestionPipeline(
+        transformations=[
+            SentenceSplitter(chunk_size=128, chunk_overlap=0),
+            ICFormerDigestTransform.for_llm(llm),
+            embed_model,
+        ]
+    )
+    nodes = pipeline.run(documents=documents)
+    store = FaissVectorStore(faiss_index=faiss.IndexFlatL2(384))
+    return VectorStoreIndex(
+        nodes, storage_context=StorageContext.from_defaults(vector_store=store), embed_model=embed_model
+    )

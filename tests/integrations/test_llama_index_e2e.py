@@ -11,22 +11,19 @@ import asyncio
 import pytest
 
 pytest.importorskip("llama_index.core")
-faiss = pytest.importorskip("faiss")
-li_faiss = pytest.importorskip("llama_index.vector_stores.faiss")
-li_hf = pytest.importorskip("llama_index.embeddings.huggingface")
+pytest.importorskip("faiss")
+pytest.importorskip("llama_index.vector_stores.faiss")
+pytest.importorskip("llama_index.embeddings.huggingface")
 
-from llama_index.core import SimpleDirectoryReader, StorageContext, VectorStoreIndex  # noqa: E402
 from llama_index.core.base.response.schema import Response  # noqa: E402
-from llama_index.core.ingestion import IngestionPipeline  # noqa: E402
 from llama_index.core.instrumentation import get_dispatcher  # noqa: E402
 from llama_index.core.instrumentation.event_handlers import BaseEventHandler  # noqa: E402
 from llama_index.core.instrumentation.events.llm import LLMChatEndEvent  # noqa: E402
-from llama_index.core.node_parser import SentenceSplitter  # noqa: E402
 from llama_index.core.response_synthesizers import get_response_synthesizer  # noqa: E402
 from llama_index.core.schema import NodeWithScore  # noqa: E402
 from llama_index.core.workflow import Event, StartEvent, StopEvent, Workflow, step  # noqa: E402
-from llama_index_icformer import ICFormerDigestTransform, ICFormerLLM, ICFormerNodePostprocessor  # noqa: E402
-from rag_samples import SAMPLES  # noqa: E402
+from llama_index_icformer import ICFormerLLM, ICFormerNodePostprocessor  # noqa: E402
+from rag_samples import build_llama_index  # noqa: E402
 
 from icformer_rag.store import DigestStore, find_markers  # noqa: E402
 
@@ -42,14 +39,7 @@ def llm(default_lm, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def index(llm, minilm_path):
-    embed_model = li_hf.HuggingFaceEmbedding(model_name=minilm_path, device="cpu")
-    documents = SimpleDirectoryReader(str(SAMPLES), required_exts=[".txt"]).load_data()
-    pipeline = IngestionPipeline(transformations=[SentenceSplitter(chunk_size=128, chunk_overlap=0),
-                                                  ICFormerDigestTransform.for_llm(llm), embed_model])
-    nodes = pipeline.run(documents=documents)
-    store = li_faiss.FaissVectorStore(faiss_index=faiss.IndexFlatL2(384))
-    return VectorStoreIndex(nodes, storage_context=StorageContext.from_defaults(vector_store=store),
-                            embed_model=embed_model)
+    return build_llama_index(llm, minilm_path)
 
 
 def test_from_default_loads_the_default_llm_and_checkpoint():
@@ -59,8 +49,9 @@ def test_from_default_loads_the_default_llm_and_checkpoint():
 
 
 def test_query_engine_over_faiss_reads_pre_indexed_digests(index, llm):
-    engine = index.as_query_engine(llm=llm, node_postprocessors=[ICFormerNodePostprocessor.for_llm(llm)],
-                                   similarity_top_k=2)
+    engine = index.as_query_engine(
+        llm=llm, node_postprocessors=[ICFormerNodePostprocessor.for_llm(llm)], similarity_top_k=2
+    )
     response = engine.query(QUESTION)
     assert isinstance(response.response, str) and response.response
     sources = response.source_nodes
@@ -99,8 +90,9 @@ class DigestRAG(Workflow):
 
     @step
     async def compress(self, ev: Retrieved) -> Compressed:
-        return Compressed(query=ev.query, nodes=await self.postprocessor.apostprocess_nodes(ev.nodes,
-                                                                                            query_str=ev.query))
+        return Compressed(
+            query=ev.query, nodes=await self.postprocessor.apostprocess_nodes(ev.nodes, query_str=ev.query)
+        )
 
     @step
     async def synthesize(self, ev: Compressed) -> StopEvent:
@@ -116,8 +108,12 @@ def test_workflow_retrieve_compress_synthesize_reads_digests(index, llm):
             if isinstance(event, LLMChatEndEvent) and event.response is not None:
                 seen.append(event.response.additional_kwargs.get("icformer_digest_keys"))
 
-    workflow = DigestRAG(index.as_retriever(similarity_top_k=2), ICFormerNodePostprocessor.for_llm(llm),
-                         get_response_synthesizer(llm=llm), timeout=600)
+    workflow = DigestRAG(
+        index.as_retriever(similarity_top_k=2),
+        ICFormerNodePostprocessor.for_llm(llm),
+        get_response_synthesizer(llm=llm),
+        timeout=600,
+    )
 
     async def run() -> Response:  # Workflow.run schedules its steps on the running loop
         return await workflow.run(query=QUESTION)
@@ -136,6 +132,7 @@ def test_workflow_retrieve_compress_synthesize_reads_digests(index, llm):
     assert all(n.node.metadata["icformer_cache_hit"] and n.node.metadata["icformer_digests"] > 0 for n in sources)
     assert [find_markers(n.node.get_content()) for n in sources] == [[k] for k in keys]  # text is the marker only
     assert seen and all(s == keys for s in seen)  # every LLM call read exactly the retrieved nodes' digests
-    engine = index.as_query_engine(llm=llm, node_postprocessors=[ICFormerNodePostprocessor.for_llm(llm)],
-                                   similarity_top_k=2)
+    engine = index.as_query_engine(
+        llm=llm, node_postprocessors=[ICFormerNodePostprocessor.for_llm(llm)], similarity_top_k=2
+    )
     assert response.response == engine.query(QUESTION).response

@@ -16,22 +16,20 @@ import contextlib
 import pytest
 
 pytest.importorskip("llama_index.core.query_pipeline")
-faiss = pytest.importorskip("faiss")
-li_faiss = pytest.importorskip("llama_index.vector_stores.faiss")
-li_hf = pytest.importorskip("llama_index.embeddings.huggingface")
+pytest.importorskip("faiss")
+pytest.importorskip("llama_index.vector_stores.faiss")
+pytest.importorskip("llama_index.embeddings.huggingface")
 
-from llama_index.core import PromptTemplate, SimpleDirectoryReader, StorageContext, VectorStoreIndex  # noqa: E402
+from llama_index.core import PromptTemplate  # noqa: E402
 from llama_index.core.base.llms.types import ChatResponse  # noqa: E402
 from llama_index.core.base.response.schema import Response  # noqa: E402
-from llama_index.core.ingestion import IngestionPipeline  # noqa: E402
 from llama_index.core.instrumentation import get_dispatcher  # noqa: E402
 from llama_index.core.instrumentation.event_handlers import BaseEventHandler  # noqa: E402
 from llama_index.core.instrumentation.events.llm import LLMChatEndEvent  # noqa: E402
-from llama_index.core.node_parser import SentenceSplitter  # noqa: E402
 from llama_index.core.query_pipeline import InputComponent, QueryPipeline  # noqa: E402
 from llama_index.core.response_synthesizers import get_response_synthesizer  # noqa: E402
-from llama_index_icformer import ICFormerDigestTransform, ICFormerLLM, ICFormerNodePostprocessor  # noqa: E402
-from rag_samples import SAMPLES  # noqa: E402
+from llama_index_icformer import ICFormerLLM, ICFormerNodePostprocessor  # noqa: E402
+from rag_samples import build_llama_index  # noqa: E402
 
 from icformer_rag.store import DigestStore, find_markers, marker_for  # noqa: E402
 
@@ -47,22 +45,15 @@ def llm(default_lm, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def index(llm, minilm_path):
-    """The sample documents indexed as in test_llama_index_e2e.py: digests made at indexing time."""
-    embed_model = li_hf.HuggingFaceEmbedding(model_name=minilm_path, device="cpu")
-    documents = SimpleDirectoryReader(str(SAMPLES), required_exts=[".txt"]).load_data()
-    pipeline = IngestionPipeline(transformations=[SentenceSplitter(chunk_size=128, chunk_overlap=0),
-                                                  ICFormerDigestTransform.for_llm(llm), embed_model])
-    nodes = pipeline.run(documents=documents)
-    store = li_faiss.FaissVectorStore(faiss_index=faiss.IndexFlatL2(384))
-    return VectorStoreIndex(nodes, storage_context=StorageContext.from_defaults(vector_store=store),
-                            embed_model=embed_model)
+    return build_llama_index(llm, minilm_path)
 
 
 @pytest.fixture(scope="module")
 def engine_answer(index, llm) -> str:
     """The query engine's answer on the same index: what the pipeline must reproduce."""
-    engine = index.as_query_engine(llm=llm, node_postprocessors=[ICFormerNodePostprocessor.for_llm(llm)],
-                                   similarity_top_k=2)
+    engine = index.as_query_engine(
+        llm=llm, node_postprocessors=[ICFormerNodePostprocessor.for_llm(llm)], similarity_top_k=2
+    )
     return engine.query(QUESTION).response
 
 
@@ -88,12 +79,14 @@ def digests_read():
 def rag_pipeline(index, llm) -> QueryPipeline:
     """input -> retriever -> ICFormerNodePostprocessor -> default (COMPACT) response synthesizer with ICFormerLLM."""
     pipeline = QueryPipeline(verbose=False)
-    pipeline.add_modules({
-        "input": InputComponent(),
-        "retriever": index.as_retriever(similarity_top_k=2),
-        "compress": ICFormerNodePostprocessor.for_llm(llm),
-        "synthesize": get_response_synthesizer(llm=llm),
-    })
+    pipeline.add_modules(
+        {
+            "input": InputComponent(),
+            "retriever": index.as_retriever(similarity_top_k=2),
+            "compress": ICFormerNodePostprocessor.for_llm(llm),
+            "synthesize": get_response_synthesizer(llm=llm),
+        }
+    )
     pipeline.add_link("input", "retriever")
     pipeline.add_link("retriever", "compress", dest_key="nodes")
     pipeline.add_link("input", "compress", dest_key="query_str")
@@ -108,14 +101,16 @@ def check_run(response, intermediates, seen, engine_answer) -> list[str]:
     retrieved = intermediates["retriever"].outputs["output"]
     passed_on = intermediates["compress"].outputs["nodes"]
     assert [n.node.node_id for n in passed_on] == [n.node.node_id for n in retrieved]
-    assert [n.node.get_content() for n in intermediates["synthesize"].inputs["nodes"]] == \
-        [n.node.get_content() for n in passed_on]
+    assert [n.node.get_content() for n in intermediates["synthesize"].inputs["nodes"]] == [
+        n.node.get_content() for n in passed_on
+    ]
     assert not any(find_markers(n.node.get_content()) for n in retrieved)  # the retriever gives the full text
     keys = [n.node.metadata["icformer_digest_key"] for n in passed_on]
     assert len(keys) == 2 and passed_on[0].node.metadata["file_name"] == "velmora.txt"
     assert [n.node.get_content() for n in passed_on] == [marker_for(k) for k in keys]  # text is the marker only
-    assert all(n.node.metadata["icformer_cache_hit"] and n.node.metadata["icformer_digests"] > 0
-               for n in passed_on)  # digests from indexing time
+    assert all(
+        n.node.metadata["icformer_cache_hit"] and n.node.metadata["icformer_digests"] > 0 for n in passed_on
+    )  # digests from indexing time
     assert [n.node.metadata["icformer_digest_key"] for n in response.source_nodes] == keys
     assert seen and all(s == keys for s in seen)  # every LLM call read exactly the retrieved nodes' digests
     assert response.response == engine_answer
@@ -152,8 +147,11 @@ def test_query_pipeline_arun_reads_indexing_time_digests(index, llm, engine_answ
 
 def test_prompt_to_llm_chain_reads_the_marker_as_a_digest(index, llm):
     """ICFormerLLM as the LLM component of a chain: a marker in the formatted prompt is read as its digest."""
-    node = ICFormerNodePostprocessor.for_llm(llm).postprocess_nodes(
-        index.as_retriever(similarity_top_k=1).retrieve(QUESTION), query_str=QUESTION)[0].node
+    node = (
+        ICFormerNodePostprocessor.for_llm(llm)
+        .postprocess_nodes(index.as_retriever(similarity_top_k=1).retrieve(QUESTION), query_str=QUESTION)[0]
+        .node
+    )
     key = node.metadata["icformer_digest_key"]
     chain = QueryPipeline(chain=[PromptTemplate("Context:\n{context}\nQuestion: {question}"), llm])
     with digests_read() as seen:
