@@ -47,7 +47,7 @@ def main() -> None:
         z = torch.nn.Parameter(torch.randn(1, m, table.shape[1]) * rms)
         opt = torch.optim.Adam([z], lr=args.lr)
 
-        def forward(vectors):
+        def forward(vectors, ctx=ctx, ids=ids):
             inputs = torch.cat((special[0], vectors, special[1], special[2], ctx[:, :-1]), 1)
             hidden = llm.get_decoder()(inputs_embeds=inputs).last_hidden_state[:, m + 2 :]
             logits = llm.get_output_embeddings()(hidden)[0]
@@ -69,8 +69,15 @@ def main() -> None:
                 out.append(nxt)
                 inputs = torch.cat((inputs, table[nxt][None, None]), 1)
         greedy = (torch.tensor(out) == ids[0]).float().mean().item()
-        results.append(dict(window_offset=int(row[0]), loss=loss.item(), teacher_forced_acc=acc,
-                            greedy_acc=greedy, seconds=round(time.time() - start, 1)))
+        results.append(
+            dict(
+                window_offset=int(row[0]),
+                loss=loss.item(),
+                teacher_forced_acc=acc,
+                greedy_acc=greedy,
+                seconds=round(time.time() - start, 1),
+            )
+        )
         print(json.dumps(results[-1]))
     print(json.dumps(dict(n=args.n, ratio=args.ratio, steps=args.steps, lr=args.lr, results=results)))
 

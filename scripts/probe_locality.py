@@ -18,6 +18,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from probe_attention import capture_attention  # scripts/ is on sys.path when run as a script
 
 from icformer_rag import modeling
 from icformer_rag.config import ICFormerConfig
@@ -75,22 +76,11 @@ def main() -> None:
 
 
 def attention_on_own_tokens(model, table, ids, m, r) -> list[float]:
-    caught, sdpa = [], F.scaled_dot_product_attention
-
-    def spy(q, k, v, attn_mask=None):
-        s = q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5
-        s = s.masked_fill(~attn_mask, float("-inf")) if attn_mask.dtype == torch.bool else s + attn_mask
-        caught.append(s.softmax(-1))
-        return sdpa(q, k, v, attn_mask=attn_mask)
-
-    modeling.F.scaled_dot_product_attention = spy
-    try:
-        with torch.no_grad():
-            model(table[ids], None, num_digests=m)
-    finally:
-        modeling.F.scaled_dot_product_attention = sdpa
-    return [round(float(torch.stack([a[:, :, j, r * j : r * j + r].sum(-1) for j in range(m)]).mean()), 3)
-            for a in caught]
+    """Per block, the mean attention mass digest j puts on its own tokens r*j .. r*j+r-1."""
+    return [
+        round(float(torch.stack([a[:, :, j, r * j : r * j + r].sum(-1) for j in range(m)]).mean()), 3)
+        for a in capture_attention(model, table[ids], m)
+    ]
 
 
 if __name__ == "__main__":
