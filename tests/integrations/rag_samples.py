@@ -3,6 +3,8 @@ modules can import it whatever conftest pytest imported last)."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import icformer_rag
@@ -45,3 +47,26 @@ def build_llama_index(llm, minilm_path: str):
     return VectorStoreIndex(
         nodes, storage_context=StorageContext.from_defaults(vector_store=store), embed_model=embed_model
     )
+
+
+@contextlib.contextmanager
+def digests_read() -> Iterator[list[list[str] | None]]:
+    """The digest keys each ICFormerLLM chat call read, as LlamaIndex's own instrumentation reports them."""
+    from llama_index.core.instrumentation import get_dispatcher
+    from llama_index.core.instrumentation.event_handlers import BaseEventHandler
+    from llama_index.core.instrumentation.events.llm import LLMChatEndEvent
+
+    seen: list[list[str] | None] = []
+
+    class Collect(BaseEventHandler):
+        def handle(self, event, **kwargs) -> None:
+            if isinstance(event, LLMChatEndEvent) and event.response is not None:
+                seen.append(event.response.additional_kwargs.get("icformer_digest_keys"))
+
+    dispatcher = get_dispatcher()
+    handler = Collect()
+    dispatcher.add_event_handler(handler)
+    try:
+        yield seen
+    finally:
+        dispatcher.event_handlers.remove(handler)

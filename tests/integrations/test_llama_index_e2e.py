@@ -16,14 +16,11 @@ pytest.importorskip("llama_index.vector_stores.faiss")
 pytest.importorskip("llama_index.embeddings.huggingface")
 
 from llama_index.core.base.response.schema import Response  # noqa: E402
-from llama_index.core.instrumentation import get_dispatcher  # noqa: E402
-from llama_index.core.instrumentation.event_handlers import BaseEventHandler  # noqa: E402
-from llama_index.core.instrumentation.events.llm import LLMChatEndEvent  # noqa: E402
 from llama_index.core.response_synthesizers import get_response_synthesizer  # noqa: E402
 from llama_index.core.schema import NodeWithScore  # noqa: E402
 from llama_index.core.workflow import Event, StartEvent, StopEvent, Workflow, step  # noqa: E402
 from llama_index_icformer import ICFormerLLM, ICFormerNodePostprocessor  # noqa: E402
-from rag_samples import build_llama_index  # noqa: E402
+from rag_samples import build_llama_index, digests_read  # noqa: E402
 
 from icformer_rag.store import DigestStore, find_markers  # noqa: E402
 
@@ -101,13 +98,6 @@ class DigestRAG(Workflow):
 
 def test_workflow_retrieve_compress_synthesize_reads_digests(index, llm):
     """A Workflow RAG chain (default COMPACT synthesizer) gives the query engine's answer, from digests only."""
-    seen: list[list[str]] = []
-
-    class Collect(BaseEventHandler):  # LlamaIndex's own instrumentation: the digests each LLM call read
-        def handle(self, event, **kwargs) -> None:
-            if isinstance(event, LLMChatEndEvent) and event.response is not None:
-                seen.append(event.response.additional_kwargs.get("icformer_digest_keys"))
-
     workflow = DigestRAG(
         index.as_retriever(similarity_top_k=2),
         ICFormerNodePostprocessor.for_llm(llm),
@@ -118,13 +108,8 @@ def test_workflow_retrieve_compress_synthesize_reads_digests(index, llm):
     async def run() -> Response:  # Workflow.run schedules its steps on the running loop
         return await workflow.run(query=QUESTION)
 
-    dispatcher = get_dispatcher()
-    handler = Collect()
-    dispatcher.add_event_handler(handler)
-    try:
+    with digests_read() as seen:  # the digests each LLM call read
         response = asyncio.run(run())
-    finally:
-        dispatcher.event_handlers.remove(handler)
     assert isinstance(response, Response) and isinstance(response.response, str) and response.response
     sources = response.source_nodes
     keys = [n.node.metadata["icformer_digest_key"] for n in sources]

@@ -11,7 +11,6 @@ ICFormerDigestTransform; and ICFormerLLM as the LLM component of a prompt -> LLM
 from __future__ import annotations
 
 import asyncio
-import contextlib
 
 import pytest
 
@@ -23,13 +22,10 @@ pytest.importorskip("llama_index.embeddings.huggingface")
 from llama_index.core import PromptTemplate  # noqa: E402
 from llama_index.core.base.llms.types import ChatResponse  # noqa: E402
 from llama_index.core.base.response.schema import Response  # noqa: E402
-from llama_index.core.instrumentation import get_dispatcher  # noqa: E402
-from llama_index.core.instrumentation.event_handlers import BaseEventHandler  # noqa: E402
-from llama_index.core.instrumentation.events.llm import LLMChatEndEvent  # noqa: E402
 from llama_index.core.query_pipeline import InputComponent, QueryPipeline  # noqa: E402
 from llama_index.core.response_synthesizers import get_response_synthesizer  # noqa: E402
 from llama_index_icformer import ICFormerLLM, ICFormerNodePostprocessor  # noqa: E402
-from rag_samples import build_llama_index  # noqa: E402
+from rag_samples import build_llama_index, digests_read  # noqa: E402
 
 from icformer_rag.store import DigestStore, find_markers, marker_for  # noqa: E402
 
@@ -55,25 +51,6 @@ def engine_answer(index, llm) -> str:
         llm=llm, node_postprocessors=[ICFormerNodePostprocessor.for_llm(llm)], similarity_top_k=2
     )
     return engine.query(QUESTION).response
-
-
-@contextlib.contextmanager
-def digests_read():
-    """The digest keys each LLM call read, from LlamaIndex's own instrumentation (as in the Workflow test)."""
-    seen: list[list[str]] = []
-
-    class Collect(BaseEventHandler):
-        def handle(self, event, **kwargs) -> None:
-            if isinstance(event, LLMChatEndEvent) and event.response is not None:
-                seen.append(event.response.additional_kwargs.get("icformer_digest_keys"))
-
-    dispatcher = get_dispatcher()
-    handler = Collect()
-    dispatcher.add_event_handler(handler)
-    try:
-        yield seen
-    finally:
-        dispatcher.event_handlers.remove(handler)
 
 
 def rag_pipeline(index, llm) -> QueryPipeline:

@@ -15,12 +15,10 @@ pytest.importorskip("llama_index.core")
 from llama_index.core import Document, VectorStoreIndex  # noqa: E402
 from llama_index.core.base.llms.types import ChatMessage, ImageBlock, MessageRole, TextBlock  # noqa: E402
 from llama_index.core.ingestion import IngestionPipeline  # noqa: E402
-from llama_index.core.instrumentation import get_dispatcher  # noqa: E402
-from llama_index.core.instrumentation.event_handlers import BaseEventHandler  # noqa: E402
-from llama_index.core.instrumentation.events.llm import LLMChatEndEvent  # noqa: E402
 from llama_index.core.node_parser import SentenceSplitter  # noqa: E402
 from llama_index.core.schema import ImageNode, MetadataMode, NodeWithScore, QueryBundle, TextNode  # noqa: E402
 from llama_index_icformer import ICFormerDigestTransform, ICFormerLLM, ICFormerNodePostprocessor  # noqa: E402
+from rag_samples import digests_read  # noqa: E402
 
 from icformer_rag import GenerationSettings  # noqa: E402
 from icformer_rag.store import DigestStore, find_markers, key_for, marker_for  # noqa: E402
@@ -183,21 +181,9 @@ def test_ingestion_transform_fills_the_store_so_queries_do_no_compression(llm, e
 def test_query_engine_reads_the_digests_of_the_retrieved_nodes(llm, post, embed_model):
     index = VectorStoreIndex([TextNode(text=t, id_=f"n{i}") for i, t in enumerate([TEXT_A, TEXT_B, "Rivers."])],
                              embed_model=embed_model)
-    seen: list[list[str]] = []
-
-    class Collect(BaseEventHandler):  # LlamaIndex's own instrumentation: what each chat call read
-        def handle(self, event, **kwargs) -> None:
-            if isinstance(event, LLMChatEndEvent) and event.response is not None:
-                seen.append(event.response.additional_kwargs.get("icformer_digest_keys"))
-
-    dispatcher = get_dispatcher()
-    handler = Collect()
-    dispatcher.add_event_handler(handler)
     engine = index.as_query_engine(llm=llm, node_postprocessors=[post], similarity_top_k=2)
-    try:
+    with digests_read() as seen:  # what each chat call read
         response = engine.query("Who founded Velmora?")
-    finally:
-        dispatcher.event_handlers.remove(handler)
     retrieved = [n.node.metadata["icformer_digest_key"] for n in response.source_nodes]
     assert len(retrieved) == 2 and seen and seen[0] == retrieved
     assert find_markers(response.source_nodes[0].node.get_content()) == [retrieved[0]]
