@@ -3,9 +3,10 @@
 Queries are the digest states, updated block to block. Keys and values are the context's word
 embeddings (taken from the frozen LLM's own input-embedding table: the LLM is never run) followed by
 the *initial* digest embeddings, the same for every block. Positions (RoPE) put context token i at i and,
-by default, digest j at the centre of the `ratio` tokens it replaces (`ICFormerConfig.digest_positions`). Every digest sees every real context token
-and the digests up to itself, so the first m digests of a window never depend on later ones: a short
-window just keeps its first ceil(t / ratio) digests. Cost is O(n * k), linear in context length.
+by default, digest j at the centre of the `ratio` tokens it replaces (`ICFormerConfig.digest_positions`).
+Every digest sees every real context token and the digests up to itself, so the first m digests of a window
+never depend on later ones: a short window just keeps its first ceil(t / ratio) digests. Cost is O(n * k),
+linear in context length.
 
 Shapes: B windows, N context tokens, M digests, C width, H heads, D head width.
 """
@@ -215,8 +216,7 @@ class ICFormer(nn.Module):
 
     def _local_masks(self, mask: torch.Tensor, ctx_pos: torch.Tensor, dig_pos: torch.Tensor) -> list[torch.Tensor]:
         """Float masks (B, H, M, N+M) per block: -slope * distance on the local heads' context logits."""
-        B, _, M, L = mask.shape
-        N = L - M
+        B, _, M, _ = mask.shape
         H, Hl = self.config.num_heads, self.config.local_heads
         dist = (dig_pos[:, :, None] - ctx_pos[:, None, :].float()).abs()  # (B, M, N)
         dist = torch.cat((dist, dist.new_zeros(B, M, M)), -1)[:, None]  # (B, 1, M, N+M): none on digest keys

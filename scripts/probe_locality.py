@@ -2,8 +2,8 @@
 
 `PYTHONPATH=. python scripts/probe_locality.py [--steps 300] [--n 128]` trains, for each layout variant, a
 fresh IC-Former (the default LLM's shape, its frozen word embeddings as input) together with a linear readout
-that must recover digest j's own tokens ratio*j .. ratio*j+ratio-1 (one projection per slot, scored against the
-LLM's embedding table), on real corpus windows. It prints the readout's token accuracy over training and the
+that must recover digest j's own tokens ratio*j .. ratio*j+ratio-1 (the trainer's `--readout-weight` head,
+`icformer_rag.training.readout`), on real corpus windows. It prints the readout's token accuracy over training and the
 attention mass each digest puts on its own tokens at the end. The frozen LLM is not run, so this measures only
 how quickly a layout learns locality, the step the real auto-encoding training has not made.
 """
@@ -16,13 +16,12 @@ import time
 
 import numpy as np
 import torch
-import torch.nn as nn
-import torch.nn.functional as F
 from probe_attention import capture_attention  # scripts/ is on sys.path when run as a script
 
 from icformer_rag import modeling
 from icformer_rag.config import ICFormerConfig
 from icformer_rag.llm import load_llm
+from icformer_rag.training.readout import ReadoutHead
 
 VARIANTS = {
     "after": dict(digest_positions="after"),
@@ -53,21 +52,18 @@ def main() -> None:
         model = modeling.ICFormer(cfg)
         model.reset_parameters(embedding_rms=float(table.pow(2).mean().sqrt()))
         r, m = cfg.ratio, args.n // cfg.ratio
-        readout = nn.Linear(cfg.hidden_size, r * cfg.hidden_size, bias=False)
+        readout = ReadoutHead(cfg.hidden_size, r)
         opt = torch.optim.AdamW([*model.parameters(), *readout.parameters()], lr=args.lr, weight_decay=0.0)
         curve, start = [], time.time()
         for step in range(args.steps):
             ids = torch.tensor(np.stack([data[s : s + args.n].astype(np.int64) for s in starts[step]]))
-            digests = model(table[ids], None, num_digests=m)  # (B, m, C)
-            slots = readout(digests).view(len(ids), m * r, cfg.hidden_size)  # (B, n, C)
-            logits = slots @ table.T  # (B, n, V)
-            loss = F.cross_entropy(logits.flatten(0, 1), ids.flatten())
+            out = readout(model(table[ids], None, num_digests=m), ids, table)  # the trainer's readout loss
             opt.zero_grad()
-            loss.backward()
+            out.loss.backward()
             opt.step()
             if step % 25 == 0 or step == args.steps - 1:
-                acc = (logits.argmax(-1) == ids).float().mean().item()
-                curve.append((step, round(loss.item(), 3), round(acc, 3)))
+                acc = out.correct / out.num_tokens
+                curve.append((step, round(out.loss.item(), 3), round(acc, 3)))
                 print(name, curve[-1], flush=True)
         own = attention_on_own_tokens(model, table, ids, m, r)
         results[name] = dict(curve=curve, own_token_attention=own, seconds=round(time.time() - start, 1))

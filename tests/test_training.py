@@ -153,6 +153,66 @@ def test_each_loss_decreases(objective, tok, tmp_path):
     assert losses[-1] < losses[0] - 0.5, losses
 
 
+def test_readout_head_learns_each_digests_own_tokens(tok):
+    """The auxiliary readout loss alone (no LLM run) trains the compressor and head to put each window token
+    into its own digest: accuracy far above chance, and targets are exactly the window in order."""
+    from icformer_rag.compressor import ContextCompressor
+    from icformer_rag.training.readout import ReadoutHead
+
+    llm = tiny_llm(len(tok))
+    comp = ContextCompressor.from_llm(llm, tok, num_blocks=2, num_digest_tokens=8, window_tokens=32)
+    model = comp.model.train().requires_grad_(True)
+    head = ReadoutHead(comp.config.hidden_size, comp.config.ratio)
+    opt = torch.optim.AdamW([*model.parameters(), *head.parameters()], lr=1e-2)
+    table = llm.get_input_embeddings().weight
+    windows = torch.as_tensor(np.random.default_rng(0).integers(5, 300, size=(4, 30)))  # 30 = 7.5 digests
+    losses = []
+    for _ in range(60):
+        out = head(model(table[windows], None, num_digests=8), windows, table)
+        opt.zero_grad()
+        out.loss.backward()
+        opt.step()
+        losses.append(out.loss.item())
+    assert out.num_tokens == 4 * 30
+    assert losses[-1] < losses[0] - 2.0, losses
+    assert out.correct / out.num_tokens > 0.5  # chance is ~1/300
+    with pytest.raises(ValueError, match="cannot stand for"):
+        head(model(table[windows], None, num_digests=7), windows, table)
+
+
+def test_training_with_readout_logs_it_and_resumes_exactly(tok, tmp_path):
+    """readout_weight > 0: the head trains with the compressor, its loss is logged apart from the LLM's, it is
+    saved in resume and release checkpoints, and a resumed run equals an uninterrupted one, head included."""
+    data = write_corpus(tmp_path / "c")
+    kw = dict(max_steps=10, readout_weight=1.0)
+    full = Trainer(small_config(data, tmp_path / "full", **kw), llm=tiny_llm(len(tok)), tokenizer=tok)
+    full.train()
+    first = Trainer(small_config(data, tmp_path / "split", stop_at_step=4, **kw), llm=tiny_llm(len(tok)), tokenizer=tok)
+    first.train()
+    assert (tmp_path / "split" / "resume" / "readout.safetensors").is_file()
+    second = Trainer(small_config(data, tmp_path / "split", **kw), llm=tiny_llm(len(tok)), tokenizer=tok)
+    assert second.step == 4
+    second.train()
+    for (name, a), b in zip(full.model.state_dict().items(), second.model.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+    assert torch.equal(full.readout.proj.weight, second.readout.proj.weight)
+    lines = [json.loads(x) for x in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]
+    assert all(0 < x["readout_loss"] < 20 and 0 <= x["readout_acc"] <= 1 for x in lines)
+    assert all(x["readout_loss"] != x["loss"] for x in lines)
+    # A run continued from the release (another machine) starts from the trained head, not a fresh one.
+    release = tmp_path / "full" / "release"
+    assert (release / "readout.safetensors").is_file()
+    cont = Trainer(
+        small_config(data, tmp_path / "cont", init_from=str(release), **kw), llm=tiny_llm(len(tok)), tokenizer=tok
+    )
+    assert torch.equal(cont.readout.proj.weight, full.readout.proj.weight)
+    # Without the weight there is no head and nothing extra is logged or saved.
+    plain = Trainer(small_config(data, tmp_path / "plain", max_steps=3), llm=tiny_llm(len(tok)), tokenizer=tok)
+    plain.train()
+    assert plain.readout is None and not (tmp_path / "plain" / "release" / "readout.safetensors").exists()
+    assert "readout_loss" not in (tmp_path / "plain" / "metrics.jsonl").read_text()
+
+
 def test_instruct_targets_are_the_answer(tok):
     ex = tokenize_instruct(tok, "ctx", "Who?", "Ada Krenn", 32)
     assert tok.decode(ex.answer_ids) == "Ada Krenn<|im_end|>"
@@ -207,23 +267,31 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _ddp_worker(rank: int, world: int, port: int, data: str, out: str, result_dir: str) -> None:
+def _ddp_worker(rank: int, world: int, port: int, data: str, out: str, result_dir: str, readout: float) -> None:
     os.environ.update(
         WORLD_SIZE=str(world), RANK=str(rank), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)
     )
     torch.set_num_threads(1)
     tok = load_tokenizer()
     trainer = Trainer(
-        small_config(Path(data), Path(out), max_steps=4, device="cpu"), llm=tiny_llm(len(tok)), tokenizer=tok
+        small_config(Path(data), Path(out), max_steps=4, device="cpu", readout_weight=readout),
+        llm=tiny_llm(len(tok)),
+        tokenizer=tok,
     )
     trainer.train()
-    torch.save({k: v.clone() for k, v in trainer.model.state_dict().items()}, f"{result_dir}/rank{rank}.pt")
+    weights = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    if trainer.readout is not None:
+        weights["readout"] = trainer.readout.proj.weight.detach().clone()
+    torch.save(weights, f"{result_dir}/rank{rank}.pt")
     torch.distributed.destroy_process_group()
 
 
-def test_ddp_two_gloo_processes_agree(tmp_path):
+@pytest.mark.parametrize("readout", [0.0, 1.0])
+def test_ddp_two_gloo_processes_agree(tmp_path, readout):
+    """Both ranks end with the same weights (the readout head's too: it is averaged outside DDP)."""
     data = write_corpus(tmp_path / "c")
-    mp.spawn(_ddp_worker, args=(2, _free_port(), str(data), str(tmp_path / "run"), str(tmp_path)), nprocs=2, join=True)
+    args = (2, _free_port(), str(data), str(tmp_path / "run"), str(tmp_path), readout)
+    mp.spawn(_ddp_worker, args=args, nprocs=2, join=True)
     a = torch.load(tmp_path / "rank0.pt")
     b = torch.load(tmp_path / "rank1.pt")
     tok = load_tokenizer()
@@ -233,9 +301,10 @@ def test_ddp_two_gloo_processes_agree(tmp_path):
         tiny_llm(len(tok)), tok, seed=0, num_blocks=2, num_digest_tokens=8, window_tokens=32
     ).model.state_dict()
     changed = False
+    assert ("readout" in a) == (readout > 0)
     for name in a:
         assert torch.equal(a[name], b[name]), name
-        changed |= not torch.equal(a[name], init[name].float())
+        changed |= name != "readout" and not torch.equal(a[name], init[name].float())
     assert changed
 
 

@@ -48,6 +48,14 @@ class TrainConfig:
     ae_fraction: float = field(default=0.5, metadata={"help": "Share of auto-encoding steps."})
     instruct_fraction: float = field(default=0.0, metadata={"help": "Share of instruction steps."})
     instruct_file: str | None = field(default=None, metadata={"help": "JSONL of context/prompt/answer records."})
+    readout_weight: float = field(
+        default=0.0,
+        metadata={
+            "help": "Weight of the auxiliary readout loss on auto-encoding and LM steps: a linear head must recover "
+            "each digest's own tokens from it, scored against the LLM's embedding table (no LLM run; the head "
+            "is training-only and saved as readout.safetensors beside the release). 0 = off."
+        },
+    )
     lm_tokens: int = field(default=128, metadata={"help": "Continuation tokens predicted in LM steps."})
     window_lengths: tuple[int, ...] = field(
         default=(512, 384, 256, 128), metadata={"help": "Window lengths a step draws from (one per batch)."}
@@ -89,6 +97,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be positive")
         if self.batch_size % self.grad_accum:
             raise ValueError("batch_size must be a multiple of grad_accum")
+        if self.readout_weight < 0:
+            raise ValueError("readout_weight must be >= 0")
         if self.lr <= 0 or self.min_lr < 0 or self.min_lr > self.lr:
             raise ValueError("need 0 <= min_lr <= lr and lr > 0")
 

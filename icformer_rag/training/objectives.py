@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 from ..generation import render_prompt
 from ..modeling import ICFormer
+from .readout import ReadoutHead, ReadoutOutput
 
 
 @dataclass
@@ -25,6 +26,7 @@ class LossOutput:
     loss: torch.Tensor  # scalar, mean over target tokens
     num_tokens: int
     correct: int  # greedy next-token hits on targets (a cheap accuracy to log)
+    readout: ReadoutOutput | None = None  # the auxiliary readout loss, when a head was given (not in `loss`)
 
 
 def core(model: Any) -> ICFormer:
@@ -66,14 +68,25 @@ def target_loss(
     return LossOutput(loss=loss, num_tokens=int(tgt.numel()), correct=correct)
 
 
-def autoencoding_loss(model: Any, llm: Any, window_ids: torch.Tensor) -> LossOutput:
-    """The LLM reconstructs each window (B, n) from its digests after the learned AE token."""
+def _readout(readout: ReadoutHead | None, digests: torch.Tensor, window_ids: torch.Tensor, llm: Any):
+    return None if readout is None else readout(digests, window_ids, llm.get_input_embeddings().weight)
+
+
+def autoencoding_loss(
+    model: Any, llm: Any, window_ids: torch.Tensor, readout: ReadoutHead | None = None
+) -> LossOutput:
+    """The LLM reconstructs each window (B, n) from its digests after the learned AE token.
+
+    With a `readout` head, also returns its loss on the same digests (see :mod:`.readout`); the caller
+    weights and adds it.
+    """
     B, n = window_ids.shape
     embed = llm.get_input_embeddings()
     dtype = embed.weight.dtype
     ctx = embed(window_ids)  # (B, n, C)
     m = core(model).config.digests_for(n)
-    digests = model(ctx, None, num_digests=m).to(dtype)  # (B, m, C)
+    raw = model(ctx, None, num_digests=m)  # (B, m, C)
+    digests = raw.to(dtype)
     inputs = torch.cat(
         (
             _special(model, ICFormer.SPECIAL_BEGIN, B, dtype),
@@ -86,16 +99,25 @@ def autoencoding_loss(model: Any, llm: Any, window_ids: torch.Tensor) -> LossOut
     )  # (B, m + 3 + n - 1, C): the last window token is only ever a target
     targets = torch.full(inputs.shape[:2], -100, dtype=torch.long, device=window_ids.device)
     targets[:, m + 2 :] = window_ids  # the AE token predicts w_0, w_t predicts w_{t+1}
-    return target_loss(llm, inputs, targets)
+    out = target_loss(llm, inputs, targets)
+    out.readout = _readout(readout, raw, window_ids, llm)
+    return out
 
 
-def lm_loss(model: Any, llm: Any, window_ids: torch.Tensor, continuation_ids: torch.Tensor) -> LossOutput:
+def lm_loss(
+    model: Any,
+    llm: Any,
+    window_ids: torch.Tensor,
+    continuation_ids: torch.Tensor,
+    readout: ReadoutHead | None = None,
+) -> LossOutput:
     """The LLM continues the text after the digests of the window (B, n) with the next tokens (B, l)."""
     B, n = window_ids.shape
     embed = llm.get_input_embeddings()
     dtype = embed.weight.dtype
     m = core(model).config.digests_for(n)
-    digests = model(embed(window_ids), None, num_digests=m).to(dtype)
+    raw = model(embed(window_ids), None, num_digests=m)
+    digests = raw.to(dtype)
     inputs = torch.cat(
         (
             _special(model, ICFormer.SPECIAL_BEGIN, B, dtype),
@@ -107,7 +129,9 @@ def lm_loss(model: Any, llm: Any, window_ids: torch.Tensor, continuation_ids: to
     )  # (B, m + 2 + l - 1, C)
     targets = torch.full(inputs.shape[:2], -100, dtype=torch.long, device=window_ids.device)
     targets[:, m + 1 :] = continuation_ids  # [END] predicts c_0
-    return target_loss(llm, inputs, targets)
+    out = target_loss(llm, inputs, targets)
+    out.readout = _readout(readout, raw, window_ids, llm)
+    return out
 
 
 @dataclass

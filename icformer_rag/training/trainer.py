@@ -29,9 +29,11 @@ from ..compressor import ContextCompressor
 from ..llm import load_llm
 from .config import TrainConfig
 from .objectives import InstructExample, autoencoding_loss, instruct_loss, lm_loss, tokenize_instruct_batch
+from .readout import ReadoutHead
 from .sampling import SpanSampler
 
 AE, LM, INSTRUCT = "ae", "lm", "instruct"
+READOUT_FILE = "readout.safetensors"  # the training-only readout head, beside a resume or release checkpoint
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -159,6 +161,12 @@ class Trainer:
             )
         self.compressor = comp
         self.model = comp.model.train().requires_grad_(True)  # fp32 master weights
+        self.readout: ReadoutHead | None = None
+        if cfg.readout_weight > 0:
+            self.readout = ReadoutHead(comp.config.hidden_size, comp.config.ratio).to(self.device)
+            if cfg.init_from and (Path(cfg.init_from) / READOUT_FILE).is_file():
+                head = load_file(str(Path(cfg.init_from) / READOUT_FILE), device=str(self.device))
+                self.readout.load_state_dict({k: v.float() for k, v in head.items()})
         self.forward_model: Any = self.model
         if cfg.compile:
             self.forward_model = torch.compile(self.model)
@@ -187,9 +195,17 @@ class Trainer:
             self.rewarm_from = self.step
 
     # ------------------------------------------------------------------------------------------- setup
+    def trained_parameters(self) -> list[torch.nn.Parameter]:
+        """The compressor's parameters, then the readout head's (this order indexes the optimizer state)."""
+        head = list(self.readout.parameters()) if self.readout is not None else []
+        return [*self.model.parameters(), *head]
+
     def _optimizer(self) -> torch.optim.Optimizer:
-        decay = [p for n, p in self.model.named_parameters() if p.dim() == 2 and "embeddings" not in n]
-        other = [p for n, p in self.model.named_parameters() if not (p.dim() == 2 and "embeddings" not in n)]
+        named = list(self.model.named_parameters())
+        if self.readout is not None:
+            named += [(f"readout.{n}", p) for n, p in self.readout.named_parameters()]
+        decay = [p for n, p in named if p.dim() == 2 and "embeddings" not in n]
+        other = [p for n, p in named if not (p.dim() == 2 and "embeddings" not in n)]
         groups = [{"params": decay, "weight_decay": self.cfg.weight_decay}, {"params": other, "weight_decay": 0.0}]
         fused = self.device.type == "cuda"
         return torch.optim.AdamW(groups, lr=self.cfg.lr, betas=(0.9, 0.95), fused=fused)
@@ -224,8 +240,8 @@ class Trainer:
         cont = self.cfg.lm_tokens if kind == LM else 0
         spans = torch.from_numpy(self.sampler.sample(rng, micro, length, cont)).to(self.device)
         if kind == AE:
-            return autoencoding_loss(model, self.llm, spans)
-        return lm_loss(model, self.llm, spans[:, :length], spans[:, length:])
+            return autoencoding_loss(model, self.llm, spans, readout=self.readout)
+        return lm_loss(model, self.llm, spans[:, :length], spans[:, length:], readout=self.readout)
 
     def train_step(self) -> dict[str, Any]:
         cfg = self.cfg
@@ -241,29 +257,50 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         total, tokens, correct = 0.0, 0, 0
+        readout_total, readout_tokens, readout_correct = 0.0, 0, 0
         for i in range(cfg.grad_accum):
             sync = i == cfg.grad_accum - 1 or self.dist.world == 1
             ctx = self.forward_model.no_sync() if not sync and hasattr(self.forward_model, "no_sync") else nullcontext()
             with ctx, self._autocast():
                 out = self.micro_loss(kind, length, rank_rng, micro)
-            (out.loss / cfg.grad_accum).backward()
+            loss = out.loss
+            if out.readout is not None:
+                loss = loss + cfg.readout_weight * out.readout.loss
+                readout_total += out.readout.loss.item() / cfg.grad_accum
+                readout_tokens += out.readout.num_tokens
+                readout_correct += out.readout.correct
+            (loss / cfg.grad_accum).backward()
             total += out.loss.item() / cfg.grad_accum
             tokens += out.num_tokens
             correct += out.correct
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip or float("inf"))
+        self._average_readout_grads()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.trained_parameters(), cfg.grad_clip or float("inf"))
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
         self.tokens_seen += tokens * self.dist.world
-        return {
+        record = {
             "step": self.step,
             "kind": kind,
             "length": length,
-            "loss": total,
+            "loss": total,  # the LLM's loss only, comparable with runs without the readout head
             "acc": correct / max(1, tokens),
             "lr": lr,
             "grad_norm": float(grad_norm),
         }
+        if readout_tokens:
+            record.update(readout_loss=readout_total, readout_acc=readout_correct / readout_tokens)
+        return record
+
+    def _average_readout_grads(self) -> None:
+        """The readout head is not inside DDP (it only runs on some steps): average its gradients by hand.
+        Every rank runs the same objective each step, so all ranks have gradients or none do."""
+        if self.readout is None or self.dist.world == 1:
+            return
+        for p in self.readout.parameters():
+            if p.grad is not None:
+                dist.all_reduce(p.grad)
+                p.grad /= self.dist.world
 
     def train(self) -> dict[str, Any]:
         """Train until stop_at_step / max_steps / max_minutes, checkpointing along the way."""
@@ -308,6 +345,10 @@ class Trainer:
             if losses:
                 line[f"{kind}_loss"] = sum(losses) / len(losses)
                 line[f"{kind}_acc"] = sum(r["acc"] for r in records if r["kind"] == kind) / len(losses)
+        readouts = [r for r in records if "readout_loss" in r]
+        if readouts:
+            line["readout_loss"] = sum(r["readout_loss"] for r in readouts) / len(readouts)
+            line["readout_acc"] = sum(r["readout_acc"] for r in readouts) / len(readouts)
         line.update(elapsed_s=round(self.elapsed, 1), tokens_seen=self.tokens_seen)
         if torch.cuda.is_available() and self.device.type == "cuda":
             line["max_mem_gb"] = round(torch.cuda.max_memory_allocated(self.device) / 2**30, 2)
@@ -330,8 +371,9 @@ class Trainer:
             {k: v.detach().float().cpu().contiguous() for k, v in self.model.state_dict().items()},
             str(tmp / "model.safetensors"),
         )
+        self._save_readout(tmp)
         opt_tensors: dict[str, torch.Tensor] = {}
-        for i, p in enumerate(self.model.parameters()):
+        for i, p in enumerate(self.trained_parameters()):
             for key, value in self.optimizer.state.get(p, {}).items():
                 opt_tensors[f"{i}.{key}"] = value.detach().float().cpu().contiguous().reshape(value.shape)
         save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
@@ -351,8 +393,10 @@ class Trainer:
         state = json.loads((path / "state.json").read_text())
         weights = load_file(str(path / "model.safetensors"), device=str(self.device))
         self.model.load_state_dict(weights, strict=True)
+        if self.readout is not None and (path / READOUT_FILE).is_file():
+            self.readout.load_state_dict(load_file(str(path / READOUT_FILE), device=str(self.device)))
         opt = load_file(str(path / "optimizer.safetensors"), device=str(self.device))
-        for i, p in enumerate(self.model.parameters()):
+        for i, p in enumerate(self.trained_parameters()):
             entries = {k.split(".", 1)[1]: v for k, v in opt.items() if k.split(".", 1)[0] == str(i)}
             if entries:
                 if "step" in entries and not self.optimizer.param_groups[0].get("fused"):
@@ -370,6 +414,7 @@ class Trainer:
             return None
         self.compressor.refresh_fingerprint()
         path = self.compressor.save_pretrained(self.out / "release", dtype=torch.bfloat16)
+        self._save_readout(path)  # so that a run continued elsewhere from this release keeps its head
         # The fingerprint must describe the weights as saved (bf16), which is what users load.
         info = {
             "step": self.step,
@@ -384,6 +429,12 @@ class Trainer:
             info["data_manifest_sha256"] = _sha256(manifest)
         (path / "train_info.json").write_text(json.dumps(info, indent=2) + "\n")
         return path
+
+
+    def _save_readout(self, directory: Path) -> None:
+        if self.readout is not None:
+            weights = {k: v.detach().float().cpu().contiguous() for k, v in self.readout.state_dict().items()}
+            save_file(weights, str(directory / READOUT_FILE))
 
 
 def _sha256(path: Path) -> str:
