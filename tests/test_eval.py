@@ -75,9 +75,9 @@ def test_shipped_checkpoint_beats_fresh_compressor(default_llm):
     """The shipped checkpoint loads against the default LLM and reconstructs passages it never saw (the
     project's own sample documents, written after its training data was fixed) better than a fresh one.
 
-    Measured when the 13.1k-step checkpoint shipped (CPU, fp32, first 128 tokens of the 4 .txt samples):
-    teacher-forced auto-encoding NLL 3.46 nats per token trained vs 3.90 fresh; greedy reconstruction
-    BLEU-4 0.029 vs 0.0. The threshold below (0.2 nats) is half the measured gap.
+    Measured when run 6 shipped (9.2k steps; CPU, fp32, first 128 tokens of the 4 .txt samples): teacher-forced
+    auto-encoding NLL 1.77 nats per token trained vs 3.90 fresh; greedy reconstruction BLEU-4 0.080 vs 0.0.
+    The threshold below (1.0 nats) is half the measured gap, rounded down. (Run 2, 13.1k steps: 3.46 vs 3.90.)
     """
     ckpt = default_checkpoint()
     assert ckpt is not None, "no shipped checkpoint"
@@ -91,4 +91,4 @@ def test_shipped_checkpoint_beats_fresh_compressor(default_llm):
     with torch.no_grad():
         nll_trained = autoencoding_loss(trained.model, llm, windows).loss.item()
         nll_fresh = autoencoding_loss(fresh.model, llm, windows).loss.item()
-    assert nll_trained < nll_fresh - 0.2, (nll_trained, nll_fresh)
+    assert nll_trained < nll_fresh - 1.0, (nll_trained, nll_fresh)
