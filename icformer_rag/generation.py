@@ -244,15 +244,7 @@ class SoftPromptLM:
         if len(questions) != len(contexts):
             raise ValueError(f"{len(questions)} questions but {len(contexts)} context lists")
         rows = [self.build_inputs(q, c) for q, c in zip(questions, contexts, strict=True)]
-        longest = max(r.shape[0] for r in rows)
-        self._check_length(longest, settings)
-        dim = rows[0].shape[1]
-        embeds = torch.zeros(len(rows), longest, dim, dtype=rows[0].dtype, device=self.device)
-        mask = torch.zeros(len(rows), longest, dtype=torch.long, device=self.device)
-        for i, r in enumerate(rows):  # left padding: every row's last position is its own
-            embeds[i, longest - r.shape[0] :] = r
-            mask[i, longest - r.shape[0] :] = 1
-        return embeds, mask
+        return self._pad_left(rows, settings)
 
     # -------------------------------------------------------------------------------------- generation
     @torch.no_grad()
@@ -270,15 +262,13 @@ class SoftPromptLM:
     def generate(self, question: str, contexts: Sequence[Context] = (),
                  settings: GenerationSettings | None = None) -> str:
         """Answer one question over digests (or texts, for the baseline)."""
-        return self.generate_batch([question], [list(contexts) if not isinstance(contexts, (str, Digest))
-                                                else [contexts]], settings)[0]
+        return self.generate_batch([question], [_context_list(contexts)], settings)[0]
 
     def stream(self, question: str, contexts: Sequence[Context] = (),
                settings: GenerationSettings | None = None) -> Iterator[str]:
         """Yield the answer in text chunks as they are generated."""
         settings = settings or GenerationSettings()
-        ctx = list(contexts) if not isinstance(contexts, (str, Digest)) else [contexts]
-        embeds, mask = self._batch([question], [ctx], settings)
+        embeds, mask = self._batch([question], [_context_list(contexts)], settings)
         yield from self._stream_embeds(embeds, mask, settings)
 
     def _stream_embeds(self, embeds: torch.Tensor, mask: torch.Tensor, settings: GenerationSettings,
@@ -355,6 +345,8 @@ class SoftPromptLM:
 
     def _pad_left(self, rows: Sequence[torch.Tensor],
                   settings: GenerationSettings) -> tuple[torch.Tensor, torch.Tensor]:
+        """Prompt embedding rows (positions x hidden) as one left-padded batch and its attention mask, after
+        checking that the longest row leaves room for `settings.max_new_tokens`."""
         longest = max(r.shape[0] for r in rows)
         self._check_length(longest, settings)
         embeds = torch.zeros(len(rows), longest, rows[0].shape[1], dtype=rows[0].dtype, device=self.device)
@@ -413,6 +405,11 @@ class SoftPromptLM:
                     settings: GenerationSettings | None = None) -> Iterator[str]:
         """Yield the answer to chat `messages` (markers allowed) in text chunks as they are generated."""
         return self.stream_prompt(self.build_chat_inputs(messages, digests), settings)
+
+
+def _context_list(contexts: Context | Sequence[Context]) -> list[Context]:
+    """One question's contexts as a list: a single text or Digest becomes a one-item list."""
+    return [contexts] if isinstance(contexts, (str, Digest)) else list(contexts)
 
 
 def _as_list(value: Any) -> list[Any]:
