@@ -15,7 +15,15 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from icformer_rag.llm import load_tokenizer
 from icformer_rag.training import TrainConfig, Trainer
-from icformer_rag.training.objectives import autoencoding_loss, instruct_loss, lm_loss, tokenize_instruct
+from icformer_rag.training.objectives import (
+    autoencoding_loss,
+    instruct_loss,
+    lm_loss,
+    target_loss,
+    teacher_logits,
+    tokenize_instruct,
+    tokenize_instruct_batch,
+)
 from icformer_rag.training.sampling import SpanSampler
 from icformer_rag.training.trainer import lr_at
 
@@ -94,6 +102,8 @@ def test_config_validation():
         TrainConfig(window_lengths=(1024,), window_weights=(1.0,))
     with pytest.raises(ValueError):
         TrainConfig(batch_size=6, grad_accum=4)
+    with pytest.raises(ValueError, match="kl_weight"):
+        TrainConfig(kl_weight=-0.1)
     cfg = TrainConfig(batch_size=8)
     assert TrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
 
@@ -120,7 +130,7 @@ def test_span_sampler_stays_inside_documents(tmp_path):
         sampler.sample(np.random.default_rng(1), 2, 200)
 
 
-@pytest.mark.parametrize("objective", ["ae", "lm", "instruct"])
+@pytest.mark.parametrize("objective", ["ae", "lm", "instruct", "instruct_kl"])
 def test_each_loss_decreases(objective, tok, tmp_path):
     from icformer_rag.compressor import ContextCompressor
 
@@ -134,8 +144,10 @@ def test_each_loss_decreases(objective, tok, tmp_path):
     windows = torch.as_tensor(np.resize(rng.integers(5, 300, size=5), (4, 32)))
     cont = windows[:, :8]
     examples = [
-        tokenize_instruct(tok, "Ada Krenn founded Velmora in 1723.", "Who founded Velmora?", "Ada Krenn", 32),
-        tokenize_instruct(tok, "The river Osk is 40 km long.", "How long is the Osk?", "40 km", 32),
+        tokenize_instruct(
+            tok, "Ada Krenn founded Velmora in 1723.", "Who founded Velmora?", "Ada Krenn", 32, teacher=True
+        ),
+        tokenize_instruct(tok, "The river Osk is 40 km long.", "How long is the Osk?", "40 km", 32, teacher=True),
     ]
     losses = []
     for _ in range(25):
@@ -143,14 +155,141 @@ def test_each_loss_decreases(objective, tok, tmp_path):
             out = autoencoding_loss(model, llm, windows)
         elif objective == "lm":
             out = lm_loss(model, llm, windows, cont)
-        else:
-            out = instruct_loss(model, llm, examples)
+        else:  # with the KL, the loss is cross-entropy + KL to the full-text teacher
+            out = instruct_loss(model, llm, examples, kl_weight=1.0 if objective == "instruct_kl" else 0.0)
         opt.zero_grad()
         out.loss.backward()
         opt.step()
         losses.append(out.loss.item())
     assert all(p.grad is None for p in llm.parameters())  # the LLM never trains
     assert losses[-1] < losses[0] - 0.5, losses
+
+
+INSTRUCT_RECORDS = [
+    {"context": "Ada Krenn founded Velmora in 1723.", "prompt": "Who founded Velmora?", "answer": "Ada Krenn"},
+    {"context": "The river Osk is 40 km long.", "prompt": "How long is the Osk?", "answer": "40 km"},
+    # Longer than a 32-token window: the student reads several windows' digests, the teacher the whole text.
+    {
+        "context": " ".join(["Tam Ilves drew the map of the Osk in the spring of 1790."] * 6),
+        "prompt": "Who drew the map?",
+        "answer": "Tam Ilves, a surveyor from Velmora",
+    },
+]
+
+
+def test_kl_teacher_reads_the_full_text_baseline_prompt(tok):
+    """The teacher's prompt is the full-text baseline SoftPromptLM builds at inference, and its logits are a
+    plain forward of the LLM over that prompt + answer at the positions that predict the answer tokens (rows
+    of different lengths batched with right padding); they carry no graph."""
+    from icformer_rag.compressor import ContextCompressor
+    from icformer_rag.generation import SoftPromptLM
+
+    llm = tiny_llm(len(tok))
+    r = INSTRUCT_RECORDS
+    examples = tokenize_instruct_batch(
+        tok, [x["context"] for x in r], [x["prompt"] for x in r], [x["answer"] for x in r], teacher=True
+    )
+    baseline = SoftPromptLM(llm, tok)
+    embed = llm.get_input_embeddings()
+    for ex, x in zip(examples, r, strict=True):
+        assert ex == tokenize_instruct(tok, x["context"], x["prompt"], x["answer"], 32, teacher=True)
+        prompt = torch.tensor(ex.teacher_prompt_ids)
+        assert torch.equal(embed(prompt), baseline.build_inputs(x["prompt"], [x["context"]]))
+    assert len(examples[2].teacher_prompt_ids) > len(examples[2].context_ids) > 2 * 32
+
+    teacher = teacher_logits(llm, examples)
+    expected = []
+    for ex in examples:
+        ids = torch.tensor([*ex.teacher_prompt_ids, *ex.answer_ids[:-1]])
+        start = len(ex.teacher_prompt_ids) - 1  # the last prompt token predicts the first answer token
+        expected.append(llm(input_ids=ids[None]).logits[0, start : start + len(ex.answer_ids)])
+    assert not teacher.requires_grad
+    torch.testing.assert_close(teacher, torch.cat(expected), rtol=1e-4, atol=1e-5)
+    # The teacher's rows are the student's targets, one for one.
+    comp = ContextCompressor.from_llm(llm, tok, num_blocks=2, num_digest_tokens=8, window_tokens=32)
+    out = instruct_loss(comp.model, llm, examples, kl_weight=0.5)
+    assert out.num_tokens == teacher.shape[0] == sum(len(ex.answer_ids) for ex in examples)
+    assert out.kl is not None and out.kl > 0
+    torch.testing.assert_close(out.loss.detach(), out.ce + 0.5 * out.kl)
+
+
+def test_target_loss_kl_is_teacher_to_student():
+    """KL(teacher || student) = sum_v p_teacher (log p_teacher - log p_student), averaged over target tokens."""
+    llm = tiny_llm(50)
+    torch.manual_seed(1)
+    embeds = torch.randn(2, 5, 64)
+    targets = torch.full((2, 5), -100)
+    targets[0, 3:] = torch.tensor([4, 7])
+    targets[1, 1:] = torch.tensor([1, 2, 3, 9])
+    teacher = torch.randn(6, 50) * 3
+    out = target_loss(llm, embeds, targets, kl_teacher_logits=teacher, kl_weight=2.0)
+    student = llm(inputs_embeds=embeds).logits[targets != -100].log_softmax(-1)
+    t = teacher.log_softmax(-1)
+    kl = (t.exp() * (t - student)).sum(-1).mean()
+    ce = torch.nn.functional.cross_entropy(student, targets[targets != -100])
+    torch.testing.assert_close(out.kl, kl)
+    torch.testing.assert_close(out.ce, ce)
+    torch.testing.assert_close(out.loss, ce + 2.0 * kl)
+    with pytest.raises(ValueError, match="teacher logits"):
+        target_loss(llm, embeds, targets, kl_teacher_logits=teacher[:5], kl_weight=1.0)
+
+
+def test_kl_weight_zero_runs_no_teacher(tok):
+    """kl_weight = 0: one LLM forward per instruction loss, no KL, the loss unchanged; > 0: one more forward,
+    which needs the full-text prompts (tokenize with teacher=True)."""
+    from icformer_rag.compressor import ContextCompressor
+
+    llm = tiny_llm(len(tok))
+    comp = ContextCompressor.from_llm(llm, tok, num_blocks=2, num_digest_tokens=8, window_tokens=32)
+    x = INSTRUCT_RECORDS[0]
+    plain = [tokenize_instruct(tok, x["context"], x["prompt"], x["answer"], 32)]
+    with_teacher = [tokenize_instruct(tok, x["context"], x["prompt"], x["answer"], 32, teacher=True)]
+    assert plain[0].teacher_prompt_ids is None
+    calls = []
+    llm.get_decoder().register_forward_hook(lambda *_: calls.append(1))
+    a = instruct_loss(comp.model, llm, plain)
+    assert len(calls) == 1 and a.kl is None and torch.equal(a.loss.detach(), a.ce)
+    b = instruct_loss(comp.model, llm, with_teacher, kl_weight=1.0)
+    assert len(calls) == 3 and b.kl is not None
+    assert b.ce == a.ce and b.loss > a.loss  # same student, plus the KL
+    with pytest.raises(ValueError, match="teacher=True"):
+        instruct_loss(comp.model, llm, plain, kl_weight=1.0)
+
+
+def test_training_with_kl_logs_it_and_resumes_exactly(tok, tmp_path):
+    """kl_weight > 0: instruction steps log the KL apart from the cross-entropy ('loss', the same as without
+    the KL for the same weights), the KL changes training, and a resumed run equals an uninterrupted one."""
+    data = write_corpus(tmp_path / "c")
+    instruct = tmp_path / "instruct.jsonl"
+    instruct.write_text("".join(json.dumps(r) + "\n" for r in INSTRUCT_RECORDS))
+    kw = dict(max_steps=10, log_every=1, ae_fraction=0.4, instruct_fraction=0.4, instruct_file=str(instruct))
+    # seed 0: steps 0, 6, 8 and 9 are instruction steps, on both sides of the split at step 4
+    full = Trainer(small_config(data, tmp_path / "full", kl_weight=1.0, **kw), llm=tiny_llm(len(tok)), tokenizer=tok)
+    full.train()
+    first = Trainer(
+        small_config(data, tmp_path / "split", kl_weight=1.0, stop_at_step=4, **kw),
+        llm=tiny_llm(len(tok)),
+        tokenizer=tok,
+    )
+    first.train()
+    second = Trainer(small_config(data, tmp_path / "split", kl_weight=1.0, **kw), llm=tiny_llm(len(tok)), tokenizer=tok)
+    assert second.step == 4
+    second.train()
+    for (name, a), b in zip(full.model.state_dict().items(), second.model.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+    plain = Trainer(small_config(data, tmp_path / "plain", **kw), llm=tiny_llm(len(tok)), tokenizer=tok)
+    plain.train()
+    assert plain.instruct[0].teacher_prompt_ids is None  # no full-text prompts tokenized without the KL
+
+    lines = [json.loads(x) for x in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]
+    plain_lines = [json.loads(x) for x in (tmp_path / "plain" / "metrics.jsonl").read_text().splitlines()]
+    assert [x["step"] for x in lines if x["kind"] == "instruct"] == [1, 7, 9, 10]
+    assert all((x["kind"] == "instruct") == ("kl" in x) for x in lines)
+    assert all(0 < x["kl"] < 50 for x in lines if "kl" in x)
+    assert not any("kl" in x for x in plain_lines)
+    # Step 1 starts from the same weights in both runs: the logged loss is the cross-entropy alone.
+    assert lines[0]["loss"] == pytest.approx(plain_lines[0]["loss"], rel=1e-6)
+    assert lines[-1]["loss"] != pytest.approx(plain_lines[-1]["loss"], rel=1e-6)  # the KL changed training
 
 
 def test_readout_head_learns_each_digests_own_tokens(tok):
@@ -322,7 +461,9 @@ def _fsdp_worker(rank: int, world: int, port: int, data: str, out: str, result_d
     for tie in (True, False):
         for fsdp in (False, True):
             name = f"{'tied' if tie else 'untied'}-{'fsdp' if fsdp else 'ddp'}"
-            kw = dict(max_steps=4, device="cpu", ae_fraction=0.4, instruct_fraction=0.3, instruct_file=instruct)
+            kw = dict(
+                max_steps=4, device="cpu", ae_fraction=0.4, instruct_fraction=0.3, instruct_file=instruct, kl_weight=0.5
+            )
             cfg = small_config(Path(data), Path(out) / name, fsdp=fsdp, **kw)
             trainer = Trainer(cfg, llm=tiny_llm(len(tok), tie=tie), tokenizer=tok)
             records: list[dict] = []
@@ -334,6 +475,7 @@ def _fsdp_worker(rank: int, world: int, port: int, data: str, out: str, result_d
             result[name] = {
                 "kinds": [r["kind"] for r in records],
                 "losses": [r["loss"] for r in records],
+                "kls": [r["kl"] for r in records if "kl" in r],
                 "grad_norms": [r["grad_norm"] for r in records],
                 "weights": {k: v.clone() for k, v in trainer.model.state_dict().items()},
                 "up_proj_local_rows": (up.to_local() if isinstance(up, DTensor) else up).shape[0],
@@ -365,6 +507,9 @@ def test_fsdp_sharded_llm_trains_like_ddp(tok, tmp_path):
             ddp, fsdp = res[f"{layout}-ddp"], res[f"{layout}-fsdp"]
             assert set(fsdp["kinds"]) == {"ae", "lm", "instruct"}
             assert fsdp["losses"] == pytest.approx(ddp["losses"], rel=1e-5, abs=1e-6)
+            # The KL teacher (the full-text prompt) ran through the sharded LLM as well.
+            assert len(fsdp["kls"]) == 1 and fsdp["kls"][0] > 0
+            assert fsdp["kls"] == pytest.approx(ddp["kls"], rel=1e-5, abs=1e-6)
             assert fsdp["grad_norms"] == pytest.approx(ddp["grad_norms"], rel=1e-4)
             assert min(fsdp["grad_norms"]) > 0  # gradients crossed the sharded LLM
             for name, w in fsdp["weights"].items():

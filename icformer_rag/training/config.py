@@ -56,6 +56,15 @@ class TrainConfig:
             "is training-only and saved as readout.safetensors beside the release). 0 = off."
         },
     )
+    kl_weight: float = field(
+        default=0.0,
+        metadata={
+            "help": "Instruction steps: add this weight times KL(teacher || student) on the answer tokens, the "
+            "teacher being the same frozen LLM with the context's full text in the prompt instead of digests "
+            "(one more LLM forward per step, without gradients; the logged loss stays the cross-entropy, the KL "
+            "is logged as 'kl'). 0 = off."
+        },
+    )
     lm_tokens: int = field(default=128, metadata={"help": "Continuation tokens predicted in LM steps."})
     window_lengths: tuple[int, ...] = field(
         default=(512, 384, 256, 128), metadata={"help": "Window lengths a step draws from (one per batch)."}
@@ -99,6 +108,8 @@ class TrainConfig:
             raise ValueError("batch_size must be a multiple of grad_accum")
         if self.readout_weight < 0:
             raise ValueError("readout_weight must be >= 0")
+        if self.kl_weight < 0:
+            raise ValueError("kl_weight must be >= 0")
         if self.lr <= 0 or self.min_lr < 0 or self.min_lr > self.lr:
             raise ValueError("need 0 <= min_lr <= lr and lr > 0")
 

@@ -5,6 +5,9 @@ Layouts (one row per window, no padding: a batch shares one window length):
     auto-encoding:       [BEGIN] digests [END] [AE] w_0 ... w_{n-1}      predict w_0..w_{n-1}
     language modelling:  [BEGIN] digests [END] c_0 ... c_{l-1}           predict the continuation c
     instruction:         chat prompt with [BEGIN] digests [END] spliced in, then the answer tokens
+
+Instruction steps may also distil from a teacher: the same frozen LLM reading the context's full text in the
+prompt (the full-text baseline of :class:`~icformer_rag.generation.SoftPromptLM`), see :func:`teacher_logits`.
 """
 
 from __future__ import annotations
@@ -23,10 +26,12 @@ from .readout import ReadoutHead, ReadoutOutput
 
 @dataclass
 class LossOutput:
-    loss: torch.Tensor  # scalar, mean over target tokens
+    loss: torch.Tensor  # scalar to optimise: mean cross-entropy over target tokens (+ kl_weight * kl)
     num_tokens: int
     correct: int  # greedy next-token hits on targets (a cheap accuracy to log)
     readout: ReadoutOutput | None = None  # the auxiliary readout loss, when a head was given (not in `loss`)
+    ce: torch.Tensor | None = None  # the cross-entropy part of `loss`, detached (set by target_loss; logged)
+    kl: torch.Tensor | None = None  # KL(teacher || student) per target token, detached, when distilling
 
 
 def core(model: Any) -> ICFormer:
@@ -51,30 +56,46 @@ def target_loss(
     """Cross-entropy of `targets` (B, T) given `inputs_embeds` (B, T, C), where targets[b, t] is the token
     to predict at position t and -100 marks positions without a target.
 
-    Logits are only computed where there is a target: over this LLM's 49k-word vocabulary the LM head
-    would otherwise cost as much as the prefix of digests.
+    With `kl_teacher_logits` (K, V), one row per target in row-major order, and `kl_weight` > 0, the loss
+    is cross-entropy + kl_weight * KL(teacher || student), the KL averaged over target tokens.
     """
-    hidden = llm.get_decoder()(inputs_embeds=inputs_embeds, attention_mask=attention_mask).last_hidden_state
     where = targets != -100
-    h = hidden[where]  # (K, C)
-    logits = llm.get_output_embeddings()(h).float()  # (K, V)
+    logits = logits_at(llm, inputs_embeds, where, attention_mask).float()  # (K, V)
     tgt = targets[where]
-    loss = F.cross_entropy(logits, tgt)
+    ce = F.cross_entropy(logits, tgt)
+    loss, kl = ce, None
     if kl_teacher_logits is not None and kl_weight > 0:
+        if kl_teacher_logits.shape != logits.shape:
+            raise ValueError(f"teacher logits {tuple(kl_teacher_logits.shape)} != student's {tuple(logits.shape)}")
         teacher = kl_teacher_logits.float().log_softmax(-1)
         kl = F.kl_div(logits.log_softmax(-1), teacher, log_target=True, reduction="batchmean")
-        loss = loss + kl_weight * kl
+        loss = ce + kl_weight * kl
     correct = int((logits.argmax(-1) == tgt).sum())
-    return LossOutput(loss=loss, num_tokens=int(tgt.numel()), correct=correct)
+    return LossOutput(
+        loss=loss,
+        num_tokens=int(tgt.numel()),
+        correct=correct,
+        ce=ce.detach(),
+        kl=None if kl is None else kl.detach(),
+    )
+
+
+def logits_at(llm: Any, inputs_embeds: torch.Tensor, where: torch.Tensor, attention_mask=None) -> torch.Tensor:
+    """The LLM's logits (K, V) at the positions where `where` (B, T) is True, in row-major order.
+
+    Runs the decoder and the LM head as modules (never `llm.forward`: these are the units FSDP shards), and
+    the head only at the K chosen positions: over this LLM's 49k-word vocabulary it would otherwise cost as
+    much as the prefix of digests.
+    """
+    hidden = llm.get_decoder()(inputs_embeds=inputs_embeds, attention_mask=attention_mask).last_hidden_state
+    return llm.get_output_embeddings()(hidden[where])
 
 
 def _readout(readout: ReadoutHead | None, digests: torch.Tensor, window_ids: torch.Tensor, llm: Any):
     return None if readout is None else readout(digests, window_ids, llm.get_input_embeddings().weight)
 
 
-def autoencoding_loss(
-    model: Any, llm: Any, window_ids: torch.Tensor, readout: ReadoutHead | None = None
-) -> LossOutput:
+def autoencoding_loss(model: Any, llm: Any, window_ids: torch.Tensor, readout: ReadoutHead | None = None) -> LossOutput:
     """The LLM reconstructs each window (B, n) from its digests after the learned AE token.
 
     With a `readout` head, also returns its loss on the same digests (see :mod:`.readout`); the caller
@@ -141,18 +162,36 @@ class InstructExample:
     pieces: list[list[int] | int]  # token ids, or the context index 0
     context_ids: list[int]
     answer_ids: list[int]
+    teacher_prompt_ids: list[int] | None = None  # the full-text prompt (context as text), when tokenized for KL
+
+
+def full_text_prompt(pieces: Sequence[str | int], context: str) -> str:
+    """The full-text baseline prompt: the context's text in its slot of the rendered chat prompt, joined
+    exactly as :meth:`SoftPromptLM.build_inputs` joins string contexts (and then tokenized in one go)."""
+    return "".join(p if isinstance(p, str) else context for p in pieces)
 
 
 def tokenize_instruct(
-    tokenizer: Any, context: str, prompt: str, answer: str, window_tokens: int, end_token: str = "<|im_end|>"
+    tokenizer: Any,
+    context: str,
+    prompt: str,
+    answer: str,
+    window_tokens: int,
+    end_token: str = "<|im_end|>",
+    teacher: bool = False,
 ) -> InstructExample:
-    """Tokenize one (context, prompt, answer) with the same chat layout SoftPromptLM uses at inference."""
+    """Tokenize one (context, prompt, answer) with the same chat layout SoftPromptLM uses at inference.
+
+    `teacher` also tokenizes the full-text prompt that :func:`teacher_logits` reads.
+    """
+    rendered = render_prompt(tokenizer, prompt, 1)
     pieces: list[list[int] | int] = []
-    for p in render_prompt(tokenizer, prompt, 1):
+    for p in rendered:
         pieces.append(p if isinstance(p, int) else tokenizer(p, add_special_tokens=False)["input_ids"])
     answer_ids = tokenizer(answer.strip() + end_token, add_special_tokens=False)["input_ids"]
     ctx = tokenizer(context, add_special_tokens=False)["input_ids"]
-    return InstructExample(pieces=pieces, context_ids=ctx, answer_ids=answer_ids)
+    full = tokenizer(full_text_prompt(rendered, context), add_special_tokens=False)["input_ids"] if teacher else None
+    return InstructExample(pieces=pieces, context_ids=ctx, answer_ids=answer_ids, teacher_prompt_ids=full)
 
 
 def tokenize_instruct_batch(
@@ -161,6 +200,7 @@ def tokenize_instruct_batch(
     prompts: Sequence[str],
     answers: Sequence[str],
     end_token: str = "<|im_end|>",
+    teacher: bool = False,
 ) -> list[InstructExample]:
     """:func:`tokenize_instruct` for many records, with one batched tokenizer call per field (fast)."""
     rendered = [render_prompt(tokenizer, p, 1) for p in prompts]
@@ -168,18 +208,49 @@ def tokenize_instruct_batch(
     flat_ids = iter(tokenizer(flat, add_special_tokens=False)["input_ids"]) if flat else iter([])
     ctx_ids = tokenizer(list(contexts), add_special_tokens=False, verbose=False)["input_ids"]
     ans_ids = tokenizer([a.strip() + end_token for a in answers], add_special_tokens=False)["input_ids"]
+    full_ids: list[list[int] | None] = [None] * len(rendered)
+    if teacher:
+        full = [full_text_prompt(pieces, c) for pieces, c in zip(rendered, contexts, strict=True)]
+        full_ids = tokenizer(full, add_special_tokens=False, verbose=False)["input_ids"]
     out = []
-    for pieces, c, a in zip(rendered, ctx_ids, ans_ids, strict=True):
+    for pieces, c, a, f in zip(rendered, ctx_ids, ans_ids, full_ids, strict=True):
         tokenized: list[list[int] | int] = [p if isinstance(p, int) else next(flat_ids) for p in pieces]
-        out.append(InstructExample(pieces=tokenized, context_ids=c, answer_ids=a))
+        out.append(InstructExample(pieces=tokenized, context_ids=c, answer_ids=a, teacher_prompt_ids=f))
     return out
 
 
-def instruct_loss(model: Any, llm: Any, examples: Sequence[InstructExample]) -> LossOutput:
+@torch.no_grad()
+def teacher_logits(llm: Any, examples: Sequence[InstructExample]) -> torch.Tensor:
+    """The frozen LLM's logits (K, V) at the positions that predict each example's answer tokens, with the
+    context's full text in the prompt instead of digests: the full-text baseline that instruction tuning
+    distils from (the whole context, however many windows it spans).
+
+    Rows are `teacher_prompt_ids + answer_ids[:-1]`, right-padded and masked. Both the teacher's and the
+    student's rows end with the same answer tokens, so the K rows match :func:`instruct_loss`'s targets
+    one for one (examples in order, answer tokens in order). No graph is kept: the teacher is a constant.
+    """
+    if any(ex.teacher_prompt_ids is None for ex in examples):
+        raise ValueError("teacher_logits needs examples tokenized with teacher=True (the full-text prompt)")
+    embed = llm.get_input_embeddings()
+    device = embed.weight.device
+    rows = [[*ex.teacher_prompt_ids, *ex.answer_ids[:-1]] for ex in examples]
+    ids = torch.zeros(len(rows), max(len(r) for r in rows), dtype=torch.long, device=device)
+    attn = torch.zeros_like(ids)
+    where = torch.zeros_like(ids, dtype=torch.bool)
+    for b, (row, ex) in enumerate(zip(rows, examples, strict=True)):
+        ids[b, : len(row)] = torch.tensor(row, device=device)
+        attn[b, : len(row)] = 1
+        where[b, len(row) - len(ex.answer_ids) : len(row)] = True  # the last prompt token predicts answer[0]
+    return logits_at(llm, embed(ids), where, attn)
+
+
+def instruct_loss(model: Any, llm: Any, examples: Sequence[InstructExample], kl_weight: float = 0.0) -> LossOutput:
     """Loss on the answer tokens of chat prompts whose context is given as digests.
 
     Contexts may span several windows; all windows of the batch are compressed in one padded pass.
-    Rows are right-padded; padding is masked out of attention and loss.
+    Rows are right-padded; padding is masked out of attention and loss. With `kl_weight` > 0 the loss adds
+    kl_weight * KL(teacher || student) on the answer tokens, the teacher being the LLM reading the full
+    text (:func:`teacher_logits`; one more LLM forward, without gradients).
     """
     from ..windows import split_windows
 
@@ -229,4 +300,5 @@ def instruct_loss(model: Any, llm: Any, examples: Sequence[InstructExample]) -> 
         inputs[b, : r.shape[0]] = r
         targets[b, : t.shape[0]] = t
         attn[b, : r.shape[0]] = 1
-    return target_loss(llm, inputs, targets, attention_mask=attn)
+    teacher = teacher_logits(llm, examples) if kl_weight > 0 else None
+    return target_loss(llm, inputs, targets, attention_mask=attn, kl_teacher_logits=teacher, kl_weight=kl_weight)

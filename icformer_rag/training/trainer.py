@@ -223,6 +223,7 @@ class Trainer:
             [r["context"] for r in records],
             [r["prompt"] for r in records],
             [r["answer"] for r in records],
+            teacher=self.cfg.kl_weight > 0,  # the full-text prompts the KL teacher reads
         )
 
     # ------------------------------------------------------------------------------------------- steps
@@ -236,7 +237,7 @@ class Trainer:
         model = self.forward_model
         if kind == INSTRUCT:
             pick = rng.choice(len(self.instruct), size=micro)
-            return instruct_loss(model, self.llm, [self.instruct[i] for i in pick])
+            return instruct_loss(model, self.llm, [self.instruct[i] for i in pick], kl_weight=self.cfg.kl_weight)
         cont = self.cfg.lm_tokens if kind == LM else 0
         spans = torch.from_numpy(self.sampler.sample(rng, micro, length, cont)).to(self.device)
         if kind == AE:
@@ -258,6 +259,7 @@ class Trainer:
             group["lr"] = lr
         total, tokens, correct = 0.0, 0, 0
         readout_total, readout_tokens, readout_correct = 0.0, 0, 0
+        kl_total: float | None = None
         for i in range(cfg.grad_accum):
             sync = i == cfg.grad_accum - 1 or self.dist.world == 1
             ctx = self.forward_model.no_sync() if not sync and hasattr(self.forward_model, "no_sync") else nullcontext()
@@ -270,7 +272,10 @@ class Trainer:
                 readout_tokens += out.readout.num_tokens
                 readout_correct += out.readout.correct
             (loss / cfg.grad_accum).backward()
-            total += out.loss.item() / cfg.grad_accum
+            # Log the cross-entropy (`loss` may include kl_weight * kl), comparable with runs without the KL.
+            total += (out.ce if out.ce is not None else out.loss).item() / cfg.grad_accum
+            if out.kl is not None:
+                kl_total = (kl_total or 0.0) + out.kl.item() / cfg.grad_accum
             tokens += out.num_tokens
             correct += out.correct
         self._average_readout_grads()
@@ -283,13 +288,15 @@ class Trainer:
             "step": self.step,
             "kind": kind,
             "length": length,
-            "loss": total,  # the LLM's loss only, comparable with runs without the readout head
+            "loss": total,  # the LLM's cross-entropy only, comparable with runs without the readout head or KL
             "acc": correct / max(1, tokens),
             "lr": lr,
             "grad_norm": float(grad_norm),
         }
         if readout_tokens:
             record.update(readout_loss=readout_total, readout_acc=readout_correct / readout_tokens)
+        if kl_total is not None:
+            record["kl"] = kl_total  # KL(full-text teacher || digest student) per answer token
         return record
 
     def _average_readout_grads(self) -> None:
@@ -349,6 +356,9 @@ class Trainer:
         if readouts:
             line["readout_loss"] = sum(r["readout_loss"] for r in readouts) / len(readouts)
             line["readout_acc"] = sum(r["readout_acc"] for r in readouts) / len(readouts)
+        kls = [r["kl"] for r in records if "kl" in r]
+        if kls:
+            line["kl"] = sum(kls) / len(kls)
         line.update(elapsed_s=round(self.elapsed, 1), tokens_seen=self.tokens_seen)
         if torch.cuda.is_available() and self.device.type == "cuda":
             line["max_mem_gb"] = round(torch.cuda.max_memory_allocated(self.device) / 2**30, 2)
@@ -429,7 +439,6 @@ class Trainer:
             info["data_manifest_sha256"] = _sha256(manifest)
         (path / "train_info.json").write_text(json.dumps(info, indent=2) + "\n")
         return path
-
 
     def _save_readout(self, directory: Path) -> None:
         if self.readout is not None:
