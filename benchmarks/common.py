@@ -150,6 +150,21 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def time_one_call(fn: Callable[[Any], Any], x: Any, device: torch.device) -> float:
+    """Seconds that one call `fn(x)` takes: measured with CUDA events on a CUDA device (so queued GPU work
+    counts), with the wall clock elsewhere."""
+    if device.type == "cuda":
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn(x)
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end) / 1e3
+    t0 = time.perf_counter()
+    fn(x)
+    return time.perf_counter() - t0
+
+
 def time_call(fn: Callable[[Any], Any], inputs: Sequence[Any], device: torch.device, *, warmup: int = 2,
               repeats: int = 5, min_seconds: float = 0.0, max_seconds: float = float("inf")) -> dict[str, Any]:
     """Time `fn(x)` for x rotated among `inputs`: `warmup` untimed calls, then `repeats` timed calls (more, up to
@@ -166,19 +181,8 @@ def time_call(fn: Callable[[Any], Any], inputs: Sequence[Any], device: torch.dev
         while len(times) < repeats or (sum(times) < min_seconds and len(times) < 10 * repeats):
             if len(times) >= min(3, repeats) and sum(times) > max_seconds:
                 break
-            x = inputs[i % len(inputs)]
+            times.append(time_one_call(fn, inputs[i % len(inputs)], device))
             i += 1
-            if device.type == "cuda":
-                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                start.record()
-                fn(x)
-                end.record()
-                end.synchronize()
-                times.append(start.elapsed_time(end) / 1e3)
-            else:
-                t0 = time.perf_counter()
-                fn(x)
-                times.append(time.perf_counter() - t0)
     return summarize(times)
 
 
@@ -197,18 +201,7 @@ def time_interleaved(entries: Sequence[tuple[Callable[[Any], Any], Sequence[Any]
             if r >= min(3, repeats) and max(map(sum, times)) > max_seconds:
                 break
             for i, (fn, inputs) in enumerate(entries):
-                x = inputs[(warmup + r) % len(inputs)]
-                if device.type == "cuda":
-                    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                    start.record()
-                    fn(x)
-                    end.record()
-                    end.synchronize()
-                    times[i].append(start.elapsed_time(end) / 1e3)
-                else:
-                    t0 = time.perf_counter()
-                    fn(x)
-                    times[i].append(time.perf_counter() - t0)
+                times[i].append(time_one_call(fn, inputs[(warmup + r) % len(inputs)], device))
     return [summarize(t) for t in times]
 
 
