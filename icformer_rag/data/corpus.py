@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from .sources import DEFAULT_SOURCES, Document, Source, default_cache_dir, get_sources
+from .sources import DEFAULT_SOURCES, Document, Source, default_cache_dir, get_sources, sha256_file
 
 __all__ = [
     "SPLITS",
@@ -234,14 +234,6 @@ def _vocab_sha256(tokenizer: Any) -> str:
     return hashlib.sha256(json.dumps(vocab, ensure_ascii=False).encode()).hexdigest()
 
 
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 @dataclass(frozen=True)
 class Manifest:
     """What a corpus directory holds and how it was made (``manifest.json``)."""
@@ -389,7 +381,7 @@ def write_corpus(
 
     for name in (*(f"{s}{ext}" for s in SPLITS for ext in (".bin", ".idx.npy")), "docs.jsonl"):
         path = out / name
-        files[name] = {"sha256": _sha256_file(path), "bytes": path.stat().st_size}
+        files[name] = {"sha256": sha256_file(path), "bytes": path.stat().st_size}
 
     manifest = Manifest(
         config=config.to_json(),

@@ -43,6 +43,7 @@ __all__ = [
     "get_sources",
     "html_to_text",
     "groff_to_text",
+    "sha256_file",
 ]
 
 CACHE_ENV = "ICFORMER_RAG_CACHE_DIR"
@@ -83,7 +84,8 @@ def default_cache_dir() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "icformer_rag" / "sources"
 
 
-def _sha256_file(path: Path) -> str:
+def sha256_file(path: Path) -> str:
+    """Hex SHA-256 of a file's bytes, read in 1 MiB blocks."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -203,7 +205,7 @@ def fetch_artifact(spec: PackageSpec, cache_dir: Path) -> Artifact:
         downloaded, version = spec.download(Path(tmp))
         path = home / downloaded.name
         shutil.move(str(downloaded), path)
-    sha = _sha256_file(path)
+    sha = sha256_file(path)
     meta_path.write_text(json.dumps({"file": path.name, "version": version, "sha256": sha}, indent=1))
     return Artifact(spec.label, version, path.name, sha, path)
 
@@ -768,7 +770,7 @@ class LocalTextSource(Source):
 
     def fetch(self, cache_dir: Path) -> list[Artifact]:
         return [
-            Artifact(f"local:{self.name}", "", p.relative_to(self.directory).as_posix(), _sha256_file(p), p)
+            Artifact(f"local:{self.name}", "", p.relative_to(self.directory).as_posix(), sha256_file(p), p)
             for p in self._files()
         ]
 
