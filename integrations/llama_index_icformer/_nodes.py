@@ -1,8 +1,10 @@
-"""Node text -> digests, shared by the postprocessor and the ingestion transform."""
+"""Shared by the postprocessor and the ingestion transform: node text -> digests, the metadata bookkeeping,
+the LLM's compressor."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from llama_index.core.schema import BaseNode, ImageNode, MetadataMode, TextNode
 
@@ -37,3 +39,11 @@ def hide_from_llm_and_embeddings(node: BaseNode) -> None:
     """The icformer metadata is bookkeeping: keep it out of the text the LLM reads and the embedder embeds."""
     for keys in (node.excluded_llm_metadata_keys, node.excluded_embed_metadata_keys):
         keys.extend(k for k in METADATA_KEYS if k not in keys)
+
+
+def llm_compressor(llm: Any) -> ContextCompressor:
+    """The compressor of an :class:`ICFormerLLM`'s SoftPromptLM, for the `for_llm` constructors; ValueError if it
+    has none."""
+    if llm.lm.compressor is None:
+        raise ValueError("the LLM's SoftPromptLM has no compressor")
+    return llm.lm.compressor

@@ -12,7 +12,7 @@ from llama_index.core.schema import BaseNode, TransformComponent
 from icformer_rag.compressor import ContextCompressor
 from icformer_rag.store import DigestStore, digest_key
 
-from ._nodes import METADATA_KEY, compress_nodes, hide_from_llm_and_embeddings
+from ._nodes import METADATA_KEY, compress_nodes, hide_from_llm_and_embeddings, llm_compressor
 
 
 class ICFormerDigestTransform(TransformComponent):
@@ -45,9 +45,7 @@ class ICFormerDigestTransform(TransformComponent):
     @classmethod
     def for_llm(cls, llm: Any, **kwargs: Any) -> ICFormerDigestTransform:
         """A transform writing into `llm`'s digest store with its compressor."""
-        if llm.lm.compressor is None:
-            raise ValueError("the LLM's SoftPromptLM has no compressor")
-        return cls(llm.lm.compressor, llm.store, **kwargs)
+        return cls(llm_compressor(llm), llm.store, **kwargs)
 
     @classmethod
     def class_name(cls) -> str:

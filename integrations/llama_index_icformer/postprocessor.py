@@ -19,6 +19,7 @@ from ._nodes import (
     METADATA_TOKENS,
     compress_nodes,
     hide_from_llm_and_embeddings,
+    llm_compressor,
 )
 
 
@@ -49,9 +50,7 @@ class ICFormerNodePostprocessor(BaseNodePostprocessor):
     @classmethod
     def for_llm(cls, llm: Any, **kwargs: Any) -> ICFormerNodePostprocessor:
         """A postprocessor writing into `llm`'s digest store with its compressor."""
-        if llm.lm.compressor is None:
-            raise ValueError("the LLM's SoftPromptLM has no compressor")
-        return cls(llm.lm.compressor, llm.store, **kwargs)
+        return cls(llm_compressor(llm), llm.store, **kwargs)
 
     @classmethod
     def class_name(cls) -> str:
