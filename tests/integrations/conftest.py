@@ -1,5 +1,6 @@
-"""Fixtures shared by the LangChain and LlamaIndex adapter tests: the offline MiniLM embedding model, and the real
-default LLM with the shipped compressor (loaded once, CPU fp32). The sample corpus is in rag_samples.py."""
+"""Fixtures shared by the LangChain and LlamaIndex adapter tests: the offline MiniLM embedding model, the real
+default LLM with the shipped compressor (loaded once, CPU fp32), and a record of the tiny compressor's calls. The
+sample corpus is in rag_samples.py."""
 
 from __future__ import annotations
 
@@ -25,3 +26,12 @@ def default_lm() -> SoftPromptLM:
     """The real default LLM with the shipped compressor checkpoint, CPU fp32."""
     compressor, llm, tokenizer = icformer_rag.load_compressor(device="cpu", dtype="float32")
     return SoftPromptLM(llm, tokenizer, compressor)
+
+
+@pytest.fixture()
+def compress_calls(compressor, monkeypatch) -> list[list[str]]:
+    """The texts of every `compressor.compress` call during the test, one list per call (it still compresses)."""
+    calls: list[list[str]] = []
+    real = compressor.compress
+    monkeypatch.setattr(compressor, "compress", lambda texts, **kw: calls.append(list(texts)) or real(texts, **kw))
+    return calls

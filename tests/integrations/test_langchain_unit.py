@@ -68,13 +68,10 @@ def test_compress_documents_keeps_ids_and_metadata(lc_compressor, compressor):
     assert [d.page_content for d in again] == [d.page_content for d in out]
 
 
-def test_one_batched_compression_per_call_sync_and_async(lc_compressor, compressor, monkeypatch):
-    calls = []
-    real = compressor.compress
-    monkeypatch.setattr(compressor, "compress", lambda texts, **kw: calls.append(list(texts)) or real(texts, **kw))
+def test_one_batched_compression_per_call_sync_and_async(lc_compressor, compress_calls):
     lc_compressor.compress_documents(docs(TEXT_A, TEXT_B, "third"), "q")
     asyncio.run(lc_compressor.acompress_documents(docs("fourth", "fifth", TEXT_A), "q"))
-    assert calls == [[TEXT_A, TEXT_B, "third"], ["fourth", "fifth"]]
+    assert compress_calls == [[TEXT_A, TEXT_B, "third"], ["fourth", "fifth"]]
 
 
 def test_index_documents_fills_the_store_so_queries_do_no_compression(soft_lm, compressor, tmp_path, monkeypatch):

@@ -65,13 +65,10 @@ def test_postprocessor_keeps_ids_metadata_scores(post, compressor):
     assert [n.node.metadata["icformer_cache_hit"] for n in again] == [True, True]
 
 
-def test_postprocessor_one_batched_compression(post, compressor, monkeypatch):
-    calls = []
-    real = compressor.compress
-    monkeypatch.setattr(compressor, "compress", lambda texts, **kw: calls.append(list(texts)) or real(texts, **kw))
+def test_postprocessor_one_batched_compression(post, compress_calls):
     post.postprocess_nodes(scored(TEXT_A, TEXT_B, "third"))
     asyncio.run(post.apostprocess_nodes(scored("fourth", TEXT_A)))
-    assert calls == [[TEXT_A, TEXT_B, "third"], ["fourth"]]
+    assert compress_calls == [[TEXT_A, TEXT_B, "third"], ["fourth"]]
 
 
 def test_postprocessor_bad_input(post, compressor):
