@@ -1,9 +1,11 @@
-"""The sample corpus shipped with icformer-rag, as the RAG tests index it (a module, not conftest, so that test
-modules can import it whatever conftest pytest imported last)."""
+"""The sample corpus shipped with icformer-rag, as the RAG tests index it, and helpers the adapter tests share (a
+module, not conftest, so that test modules can import it whatever conftest pytest imported last)."""
 
 from __future__ import annotations
 
 import contextlib
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -70,3 +72,12 @@ def digests_read() -> Iterator[list[list[str] | None]]:
         yield seen
     finally:
         dispatcher.event_handlers.remove(handler)
+
+
+def import_error_without(hidden: str, package: str) -> str:
+    """What `import <package>` prints as its ImportError in a fresh interpreter run from integrations/ (the adapters
+    as a checkout has them) in which module `hidden` cannot be imported; empty if the import succeeds."""
+    code = (f"import sys; sys.modules[{hidden!r}] = None\n"
+            f"try:\n import {package}\nexcept ImportError as e:\n print(e)")
+    where = Path(__file__).parents[2] / "integrations"
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=where, check=True).stdout

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 import threading
-from pathlib import Path
 
 import pytest
 
@@ -21,6 +18,7 @@ from langchain_core.prompts import ChatPromptTemplate  # noqa: E402
 from langchain_core.runnables import RunnableLambda, RunnablePassthrough  # noqa: E402
 from langchain_core.vectorstores import InMemoryVectorStore  # noqa: E402
 from langchain_icformer import ChatICFormer, ICFormerCompressor  # noqa: E402
+from rag_samples import import_error_without  # noqa: E402
 
 from icformer_rag import GenerationSettings  # noqa: E402
 from icformer_rag.store import DigestStore, find_markers, key_for, marker_for  # noqa: E402
@@ -119,11 +117,7 @@ def test_compressor_bad_input(lc_compressor, compressor):
 
 
 def test_import_error_names_the_extra():
-    code = ("import sys; sys.modules['langchain_core'] = None\n"
-            "try:\n import langchain_icformer\nexcept ImportError as e:\n print(e)")
-    where = Path(__file__).parents[2] / "integrations"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=where, check=True).stdout
-    assert "pip install 'icformer-rag[langchain]'" in out
+    assert "pip install 'icformer-rag[langchain]'" in import_error_without("langchain_core", "langchain_icformer")
 
 
 # ---------------------------------------------------------------------------------------------- chat
