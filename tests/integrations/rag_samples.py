@@ -6,12 +6,15 @@ from __future__ import annotations
 import contextlib
 import subprocess
 import sys
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import icformer_rag
 
 SAMPLES = Path(icformer_rag.__file__).parent / "samples"
+T = TypeVar("T")
 
 
 def sample_paragraphs() -> list[tuple[str, str]]:
@@ -81,3 +84,25 @@ def import_error_without(hidden: str, package: str) -> str:
             f"try:\n import {package}\nexcept ImportError as e:\n print(e)")
     where = Path(__file__).parents[2] / "integrations"
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=where, check=True).stdout
+
+
+def run_in_threads(work: Callable[[int], T], n: int = 8) -> dict[int, T]:
+    """`work(i)` for i in range(n), each in its own thread, all started before any is joined: the results by i.
+    Raises the first exception a thread hit, once all are joined."""
+    results: dict[int, T] = {}
+    errors: list[BaseException] = []
+
+    def run(i: int) -> None:
+        try:
+            results[i] = work(i)
+        except BaseException as err:  # noqa: BLE001 - re-raised in the caller's thread below
+            errors.append(err)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+    return results

@@ -18,7 +18,7 @@ from langchain_core.prompts import ChatPromptTemplate  # noqa: E402
 from langchain_core.runnables import RunnableLambda, RunnablePassthrough  # noqa: E402
 from langchain_core.vectorstores import InMemoryVectorStore  # noqa: E402
 from langchain_icformer import ChatICFormer, ICFormerCompressor  # noqa: E402
-from rag_samples import import_error_without  # noqa: E402
+from rag_samples import import_error_without, run_in_threads  # noqa: E402
 
 from icformer_rag import GenerationSettings  # noqa: E402
 from icformer_rag.store import DigestStore, find_markers, key_for, marker_for  # noqa: E402
@@ -260,24 +260,14 @@ def ask_messages(compressed: list[Document], i: int) -> list:
 
 
 def test_concurrent_threads_keep_each_answer_on_its_own_documents(chat, lc_compressor):
-    results: dict[int, tuple[list[str], list[str]]] = {}
-    errors: list[BaseException] = []
+    def work(i: int) -> tuple[list[str], list[str]]:
+        compressed = lc_compressor.compress_documents(own_docs(i), "q")
+        reply = chat.invoke(ask_messages(compressed, i))
+        return ([d.metadata["icformer_digest_key"] for d in compressed],
+                reply.response_metadata["icformer_digest_keys"])
 
-    def work(i: int) -> None:
-        try:
-            compressed = lc_compressor.compress_documents(own_docs(i), "q")
-            reply = chat.invoke(ask_messages(compressed, i))
-            results[i] = ([d.metadata["icformer_digest_key"] for d in compressed],
-                          reply.response_metadata["icformer_digest_keys"])
-        except BaseException as err:  # noqa: BLE001
-            errors.append(err)
-
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors and len(results) == 8
+    results = run_in_threads(work, 8)
+    assert len(results) == 8
     fp = lc_compressor.compressor.fingerprint
     for i, (compressed_keys, read_keys) in results.items():
         assert read_keys == compressed_keys == [key_for(d.page_content, fp) for d in own_docs(i)]

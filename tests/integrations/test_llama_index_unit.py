@@ -15,7 +15,7 @@ from llama_index.core.ingestion import IngestionPipeline  # noqa: E402
 from llama_index.core.node_parser import SentenceSplitter  # noqa: E402
 from llama_index.core.schema import ImageNode, MetadataMode, NodeWithScore, QueryBundle, TextNode  # noqa: E402
 from llama_index_icformer import ICFormerDigestTransform, ICFormerLLM, ICFormerNodePostprocessor  # noqa: E402
-from rag_samples import digests_read, import_error_without  # noqa: E402
+from rag_samples import digests_read, import_error_without, run_in_threads  # noqa: E402
 
 from icformer_rag import GenerationSettings  # noqa: E402
 from icformer_rag.store import DigestStore, find_markers, key_for, marker_for  # noqa: E402
@@ -194,22 +194,10 @@ def test_concurrent_threads_and_asyncio_keep_answers_on_their_own_nodes(llm, pos
     def ask(i: int, nodes: list[NodeWithScore]) -> str:
         return "Context:\n" + "\n".join(n.node.get_content() for n in nodes) + f"\nWhen was bell {i} cast?"
 
-    results: dict[int, list[str]] = {}
-    errors: list[BaseException] = []
+    def work(i: int) -> list[str]:
+        return llm.complete(ask(i, post.postprocess_nodes(own_nodes(i)))).additional_kwargs["icformer_digest_keys"]
 
-    def work(i: int) -> None:
-        try:
-            results[i] = llm.complete(ask(i, post.postprocess_nodes(own_nodes(i)))).additional_kwargs[
-                "icformer_digest_keys"]
-        except BaseException as err:  # noqa: BLE001
-            errors.append(err)
-
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors and results == expected
+    assert run_in_threads(work, 8) == expected
 
     async def one(i: int) -> tuple[int, list[str]]:
         nodes = await post.apostprocess_nodes(own_nodes(i))
