@@ -13,6 +13,7 @@ import random
 import sys
 import tarfile
 import zipfile
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +42,7 @@ from icformer_rag.data.instruct import (
     normalize_answer,
     read_records,
     sentence_spans,
+    write_records,
 )
 from icformer_rag.data.sources import (
     LocalTextSource,
@@ -336,6 +338,45 @@ def test_distill_fills_missing_answers() -> None:
     assert [r.answer for r in distill(records[1:2], generate, overwrite=True)] == ["CTX B / When?"]
     with pytest.raises(ValueError):
         distill(records, lambda c, p: [], batch_size=2)
+
+
+def test_distill_command_writes_the_llms_full_text_answers(tmp_path: Path) -> None:
+    """`python -m icformer_rag.data distill` on a tiny random LLM folder: gold answers kept, missing ones filled
+    with exactly what the LLM generates with the full text in its prompt, into a new file; input untouched."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from icformer_rag.data.__main__ import main
+    from icformer_rag.generation import GenerationSettings, SoftPromptLM
+    from icformer_rag.llm import load_llm, load_tokenizer
+
+    tok = load_tokenizer()
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                      num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=512)
+    LlamaForCausalLM(cfg).save_pretrained(tmp_path / "llm")
+    tok.save_pretrained(tmp_path / "llm")
+    records = [
+        InstructRecord("Velmora was founded in 1723.", "Summarize the text.", None, "summarize", "d1"),
+        InstructRecord("The Osk is 40 km long.", "How long is the Osk?", "40 km", "qa_number", "d2"),
+        InstructRecord("Ada Krenn made glass.", "Give three keywords.", None, "keywords", "d3"),
+    ]
+    source = tmp_path / "instruct_train.jsonl"
+    write_records(source, records)
+    before = source.read_text()
+    args = ["distill", "--data-dir", str(tmp_path), "--llm", str(tmp_path / "llm"), "--device", "cpu"]
+    assert main([*args, "--max-new-tokens", "5", "--batch-size", "2", "--quiet"]) == 0
+    assert source.read_text() == before
+    out = read_records(tmp_path / "instruct_train.distilled.jsonl")
+    llm, tok = load_llm(tmp_path / "llm", device="cpu")
+    direct = SoftPromptLM(llm, tok).generate_batch(
+        [records[0].prompt, records[2].prompt], [[records[0].context], [records[2].context]],
+        GenerationSettings(max_new_tokens=5),
+    )
+    assert all(direct)  # (this tiny LLM answers both: nothing is dropped)
+    expected = [records[1], replace(records[0], answer=direct[0]), replace(records[2], answer=direct[1])]
+    assert out == expected
+    assert main([*args, "--out", str(source)]) == 1  # never overwrites its input
 
 
 @pytest.mark.parametrize(

@@ -1,5 +1,7 @@
 """``python -m icformer_rag.data build --out DIR``: corpus shards, QA dev set and instruction records.
 
+``python -m icformer_rag.data distill --data-dir DIR`` fills the instruction records that have no answer
+(summaries, keywords) with the frozen LLM's own full-text answers (self-distillation), into a new file.
 Also ``python -m icformer_rag.data sources`` lists the registered sources.
 """
 
@@ -12,7 +14,15 @@ from pathlib import Path
 from typing import Any
 
 from .corpus import CorpusConfig, prepare_documents, write_corpus
-from .instruct import InstructConfig, build_instruct_train, build_qa_dev, tokenizer_counter
+from .instruct import (
+    InstructConfig,
+    build_instruct_train,
+    build_qa_dev,
+    distill,
+    read_records,
+    tokenizer_counter,
+    write_records,
+)
 from .sources import DEFAULT_SOURCES, SOURCES, SourceError, get_sources
 
 
@@ -115,6 +125,40 @@ def _build(args: argparse.Namespace) -> int:
     return 0
 
 
+def _distill(args: argparse.Namespace) -> int:
+    """Self-distillation: the LLM answers each unanswered record with the full context text in its prompt
+    (the same chat layout as the full-text baseline at inference), greedy; those answers become targets."""
+    from icformer_rag.generation import GenerationSettings, SoftPromptLM
+    from icformer_rag.llm import load_llm
+
+    source = Path(args.input or Path(args.data_dir) / "instruct_train.jsonl")
+    target = Path(args.out or source.with_name(source.stem + ".distilled.jsonl"))
+    if not source.is_file():
+        raise ValueError(f"{source} not found: build the corpus first (`python -m icformer_rag.data build`)")
+    if target.resolve() == source.resolve():
+        raise ValueError("--out must differ from the input: distill writes a new file and keeps the original")
+    records = read_records(source)
+    todo = [r for r in records if r.answer is None][: args.limit or None]
+    keep = [r for r in records if r.answer is not None]
+    llm, tokenizer = load_llm(args.llm, device=args.device, dtype=args.dtype)
+    lm = SoftPromptLM(llm, tokenizer)
+    settings = GenerationSettings(max_new_tokens=args.max_new_tokens)
+
+    def generate(contexts: list[str], prompts: list[str]) -> list[str]:
+        return lm.generate_batch(prompts, [[c] for c in contexts], settings)
+
+    started = time.time()
+    filled = distill(todo, generate, batch_size=args.batch_size, progress=not args.quiet)
+    # Answered records first, in their order, then the distilled ones: the trainer draws records at random.
+    written = write_records(target, [*keep, *filled])
+    print(
+        f"{target}: {written:,} records ({len(keep):,} with gold answers, {len(filled):,} distilled, "
+        f"{len(todo) - len(filled):,} dropped for an empty answer, "
+        f"{sum(r.answer is None for r in records) - len(todo):,} left out by --limit) in {time.time() - started:.0f} s"
+    )
+    return 0
+
+
 def _list_sources(args: argparse.Namespace) -> int:
     for name, source in SOURCES.items():
         print(f"{name:12s} {source.description}")
@@ -151,6 +195,20 @@ def main(argv: list[str] | None = None) -> int:
     build.add_argument("--max-dev-records", type=int, default=1000)
     build.add_argument("--quiet", action="store_true", help="no progress bars")
     build.set_defaults(func=_build)
+    dist = sub.add_parser(
+        "distill", help="fill unanswered instruction records with the LLM's own full-text answers (new file)"
+    )
+    dist.add_argument("--data-dir", default=".data/corpus", help="corpus directory (default .data/corpus)")
+    dist.add_argument("--input", default=None, help="records to fill (default DATA_DIR/instruct_train.jsonl)")
+    dist.add_argument("--out", default=None, help="output file (default INPUT's name + .distilled.jsonl)")
+    dist.add_argument("--llm", default=None, help="LLM folder (default: the embedded default LLM)")
+    dist.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: CUDA when present)")
+    dist.add_argument("--dtype", default=None, help="LLM dtype (default: bf16 on CUDA, fp32 on CPU)")
+    dist.add_argument("--batch-size", type=int, default=32)
+    dist.add_argument("--max-new-tokens", type=int, default=96)
+    dist.add_argument("--limit", type=int, default=0, help="distill only the first N unanswered records (0 = all)")
+    dist.add_argument("--quiet", action="store_true", help="no progress bar")
+    dist.set_defaults(func=_distill)
     sub.add_parser("sources", help="list the registered sources").set_defaults(func=_list_sources)
     args = parser.parse_args(argv)
     try:
