@@ -15,6 +15,7 @@ import icformer_rag
 
 SAMPLES = Path(icformer_rag.__file__).parent / "samples"
 T = TypeVar("T")
+QUESTION = "Who founded the town of Velmora, and in what year?"  # answered by velmora.txt
 
 
 def sample_paragraphs() -> list[tuple[str, str]]:

@@ -17,13 +17,12 @@ from langchain_core.output_parsers import StrOutputParser  # noqa: E402
 from langchain_core.prompts import ChatPromptTemplate  # noqa: E402
 from langchain_core.runnables import RunnableLambda, RunnablePassthrough  # noqa: E402
 from langchain_icformer import ChatICFormer, ICFormerCompressor  # noqa: E402
-from rag_samples import sample_paragraphs  # noqa: E402
+from rag_samples import QUESTION, sample_paragraphs  # noqa: E402
 
 from icformer_rag.store import DigestStore, find_markers, key_for  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
-QUESTION = "Who founded the town of Velmora, and in what year?"
 PROMPT = ChatPromptTemplate.from_messages([
     ("system", "Answer the question using the context below."),
     ("human", "{context}\n\nQuestion: {question}"),

@@ -20,23 +20,11 @@ from llama_index.core.response_synthesizers import get_response_synthesizer  # n
 from llama_index.core.schema import NodeWithScore  # noqa: E402
 from llama_index.core.workflow import Event, StartEvent, StopEvent, Workflow, step  # noqa: E402
 from llama_index_icformer import ICFormerLLM, ICFormerNodePostprocessor  # noqa: E402
-from rag_samples import build_llama_index, digests_read  # noqa: E402
+from rag_samples import QUESTION, digests_read  # noqa: E402
 
-from icformer_rag.store import DigestStore, find_markers  # noqa: E402
+from icformer_rag.store import find_markers  # noqa: E402
 
 pytestmark = pytest.mark.slow
-
-QUESTION = "Who founded the town of Velmora, and in what year?"
-
-
-@pytest.fixture(scope="module")
-def llm(default_lm, tmp_path_factory):
-    return ICFormerLLM(default_lm, DigestStore(tmp_path_factory.mktemp("digests")), max_new_tokens=48)
-
-
-@pytest.fixture(scope="module")
-def index(llm, minilm_path):
-    return build_llama_index(llm, minilm_path)
 
 
 def test_from_default_loads_the_default_llm_and_checkpoint():
@@ -45,9 +33,9 @@ def test_from_default_loads_the_default_llm_and_checkpoint():
     assert isinstance(llm.complete("Say hello.").text, str)
 
 
-def test_query_engine_over_faiss_reads_pre_indexed_digests(index, llm):
-    engine = index.as_query_engine(
-        llm=llm, node_postprocessors=[ICFormerNodePostprocessor.for_llm(llm)], similarity_top_k=2
+def test_query_engine_over_faiss_reads_pre_indexed_digests(sample_index, llama_llm):
+    engine = sample_index.as_query_engine(
+        llm=llama_llm, node_postprocessors=[ICFormerNodePostprocessor.for_llm(llama_llm)], similarity_top_k=2
     )
     response = engine.query(QUESTION)
     assert isinstance(response.response, str) and response.response
@@ -57,9 +45,9 @@ def test_query_engine_over_faiss_reads_pre_indexed_digests(index, llm):
     assert asyncio.run(engine.aquery(QUESTION)).response == response.response
 
 
-def test_full_text_baseline_through_the_same_llm(index, llm):
+def test_full_text_baseline_through_the_same_llm(sample_index, llama_llm):
     """No postprocessor: the LLM is a plain local chat LLM and reads the nodes' text."""
-    response = index.as_query_engine(llm=llm, similarity_top_k=2).query(QUESTION)
+    response = sample_index.as_query_engine(llm=llama_llm, similarity_top_k=2).query(QUESTION)
     assert "Krenn" in response.response and "1723" in response.response
 
 
@@ -96,12 +84,12 @@ class DigestRAG(Workflow):
         return StopEvent(result=await self.synthesizer.asynthesize(ev.query, nodes=ev.nodes))
 
 
-def test_workflow_retrieve_compress_synthesize_reads_digests(index, llm):
+def test_workflow_retrieve_compress_synthesize_reads_digests(sample_index, llama_llm):
     """A Workflow RAG chain (default COMPACT synthesizer) gives the query engine's answer, from digests only."""
     workflow = DigestRAG(
-        index.as_retriever(similarity_top_k=2),
-        ICFormerNodePostprocessor.for_llm(llm),
-        get_response_synthesizer(llm=llm),
+        sample_index.as_retriever(similarity_top_k=2),
+        ICFormerNodePostprocessor.for_llm(llama_llm),
+        get_response_synthesizer(llm=llama_llm),
         timeout=600,
     )
 
@@ -117,7 +105,7 @@ def test_workflow_retrieve_compress_synthesize_reads_digests(index, llm):
     assert all(n.node.metadata["icformer_cache_hit"] and n.node.metadata["icformer_digests"] > 0 for n in sources)
     assert [find_markers(n.node.get_content()) for n in sources] == [[k] for k in keys]  # text is the marker only
     assert seen and all(s == keys for s in seen)  # every LLM call read exactly the retrieved nodes' digests
-    engine = index.as_query_engine(
-        llm=llm, node_postprocessors=[ICFormerNodePostprocessor.for_llm(llm)], similarity_top_k=2
+    engine = sample_index.as_query_engine(
+        llm=llama_llm, node_postprocessors=[ICFormerNodePostprocessor.for_llm(llama_llm)], similarity_top_k=2
     )
     assert response.response == engine.query(QUESTION).response

@@ -24,31 +24,19 @@ from llama_index.core.base.llms.types import ChatResponse  # noqa: E402
 from llama_index.core.base.response.schema import Response  # noqa: E402
 from llama_index.core.query_pipeline import InputComponent, QueryPipeline  # noqa: E402
 from llama_index.core.response_synthesizers import get_response_synthesizer  # noqa: E402
-from llama_index_icformer import ICFormerLLM, ICFormerNodePostprocessor  # noqa: E402
-from rag_samples import build_llama_index, digests_read  # noqa: E402
+from llama_index_icformer import ICFormerNodePostprocessor  # noqa: E402
+from rag_samples import QUESTION, digests_read  # noqa: E402
 
-from icformer_rag.store import DigestStore, find_markers, marker_for  # noqa: E402
+from icformer_rag.store import find_markers, marker_for  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
-QUESTION = "Who founded the town of Velmora, and in what year?"
-
 
 @pytest.fixture(scope="module")
-def llm(default_lm, tmp_path_factory):
-    return ICFormerLLM(default_lm, DigestStore(tmp_path_factory.mktemp("digests")), max_new_tokens=48)
-
-
-@pytest.fixture(scope="module")
-def index(llm, minilm_path):
-    return build_llama_index(llm, minilm_path)
-
-
-@pytest.fixture(scope="module")
-def engine_answer(index, llm) -> str:
+def engine_answer(sample_index, llama_llm) -> str:
     """The query engine's answer on the same index: what the pipeline must reproduce."""
-    engine = index.as_query_engine(
-        llm=llm, node_postprocessors=[ICFormerNodePostprocessor.for_llm(llm)], similarity_top_k=2
+    engine = sample_index.as_query_engine(
+        llm=llama_llm, node_postprocessors=[ICFormerNodePostprocessor.for_llm(llama_llm)], similarity_top_k=2
     )
     return engine.query(QUESTION).response
 
@@ -94,16 +82,16 @@ def check_run(response, intermediates, seen, engine_answer) -> list[str]:
     return keys
 
 
-def test_adapters_are_query_components(index, llm):
+def test_adapters_are_query_components(sample_index, llama_llm):
     """Each adapter turns itself into a QueryComponent with LlamaIndex's own input and output keys."""
-    post = ICFormerNodePostprocessor.for_llm(llm).as_query_component()
+    post = ICFormerNodePostprocessor.for_llm(llama_llm).as_query_component()
     assert post.input_keys.required_keys == {"nodes"} and post.output_keys.required_keys == {"nodes"}
     assert "query_str" in post.input_keys.optional_keys
-    assert llm.as_query_component().output_keys.required_keys == {"output"}
+    assert llama_llm.as_query_component().output_keys.required_keys == {"output"}
 
 
-def test_query_pipeline_run_reads_indexing_time_digests(index, llm, engine_answer):
-    pipeline = rag_pipeline(index, llm)
+def test_query_pipeline_run_reads_indexing_time_digests(sample_index, llama_llm, engine_answer):
+    pipeline = rag_pipeline(sample_index, llama_llm)
     with digests_read() as seen:
         response, intermediates = pipeline.run_with_intermediates(input=QUESTION)
     keys = check_run(response, intermediates, seen, engine_answer)
@@ -112,8 +100,8 @@ def test_query_pipeline_run_reads_indexing_time_digests(index, llm, engine_answe
     assert seen and all(s == keys for s in seen)
 
 
-def test_query_pipeline_arun_reads_indexing_time_digests(index, llm, engine_answer):
-    pipeline = rag_pipeline(index, llm)
+def test_query_pipeline_arun_reads_indexing_time_digests(sample_index, llama_llm, engine_answer):
+    pipeline = rag_pipeline(sample_index, llama_llm)
     with digests_read() as seen:
         response, intermediates = asyncio.run(pipeline.arun_with_intermediates(input=QUESTION))
     keys = check_run(response, intermediates, seen, engine_answer)
@@ -122,15 +110,15 @@ def test_query_pipeline_arun_reads_indexing_time_digests(index, llm, engine_answ
     assert seen and all(s == keys for s in seen)
 
 
-def test_prompt_to_llm_chain_reads_the_marker_as_a_digest(index, llm):
+def test_prompt_to_llm_chain_reads_the_marker_as_a_digest(sample_index, llama_llm):
     """ICFormerLLM as the LLM component of a chain: a marker in the formatted prompt is read as its digest."""
     node = (
-        ICFormerNodePostprocessor.for_llm(llm)
-        .postprocess_nodes(index.as_retriever(similarity_top_k=1).retrieve(QUESTION), query_str=QUESTION)[0]
+        ICFormerNodePostprocessor.for_llm(llama_llm)
+        .postprocess_nodes(sample_index.as_retriever(similarity_top_k=1).retrieve(QUESTION), query_str=QUESTION)[0]
         .node
     )
     key = node.metadata["icformer_digest_key"]
-    chain = QueryPipeline(chain=[PromptTemplate("Context:\n{context}\nQuestion: {question}"), llm])
+    chain = QueryPipeline(chain=[PromptTemplate("Context:\n{context}\nQuestion: {question}"), llama_llm])
     with digests_read() as seen:
         out = chain.run(context=node.get_content(), question=QUESTION)
     assert isinstance(out, ChatResponse) and out.message.content
