@@ -317,6 +317,19 @@ def test_readout_head_learns_each_digests_own_tokens(tok):
     assert out.correct / out.num_tokens > 0.5  # chance is ~1/300
     with pytest.raises(ValueError, match="cannot stand for"):
         head(model(table[windows], None, num_digests=7), windows, table)
+    # row_fraction scores only the first ceil(fraction * B) windows: the same loss as the full head on those rows.
+    half = ReadoutHead(comp.config.hidden_size, comp.config.ratio, row_fraction=0.4)
+    half.load_state_dict(head.state_dict())
+    with torch.no_grad():
+        digests = model(table[windows], None, num_digests=8)
+        part = half(digests, windows, table)
+        ref = head(digests[:2], windows[:2], table)
+    assert part.num_tokens == 2 * 30 and torch.equal(part.loss, ref.loss) and part.correct == ref.correct
+    for bad in (0.0, 1.5):
+        with pytest.raises(ValueError, match="row_fraction"):
+            ReadoutHead(8, 4, row_fraction=bad)
+        with pytest.raises(ValueError, match="readout_fraction"):
+            TrainConfig(readout_fraction=bad)
 
 
 def test_training_with_readout_logs_it_and_resumes_exactly(tok, tmp_path):

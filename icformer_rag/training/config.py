@@ -65,6 +65,13 @@ class TrainConfig:
             "is logged as 'kl'). 0 = off."
         },
     )
+    readout_fraction: float = field(
+        default=1.0,
+        metadata={
+            "help": "Share of each batch's windows the readout loss scores (0-1]. Its 49k-way scoring of every slot "
+            "costs ~15% of a step on an H100 at 1.0; once its accuracy saturates (~0.999), 0.25 keeps the signal."
+        },
+    )
     lm_tokens: int = field(default=128, metadata={"help": "Continuation tokens predicted in LM steps."})
     window_lengths: tuple[int, ...] = field(
         default=(512, 384, 256, 128), metadata={"help": "Window lengths a step draws from (one per batch)."}
@@ -108,6 +115,8 @@ class TrainConfig:
             raise ValueError("batch_size must be a multiple of grad_accum")
         if self.readout_weight < 0:
             raise ValueError("readout_weight must be >= 0")
+        if not 0 < self.readout_fraction <= 1:
+            raise ValueError("readout_fraction must be in (0, 1]")
         if self.kl_weight < 0:
             raise ValueError("kl_weight must be >= 0")
         if self.lr <= 0 or self.min_lr < 0 or self.min_lr > self.lr:

@@ -163,10 +163,11 @@ class Trainer:
         self.model = comp.model.train().requires_grad_(True)  # fp32 master weights
         self.readout: ReadoutHead | None = None
         if cfg.readout_weight > 0:
-            self.readout = ReadoutHead(comp.config.hidden_size, comp.config.ratio).to(self.device)
+            head = ReadoutHead(comp.config.hidden_size, comp.config.ratio, row_fraction=cfg.readout_fraction)
+            self.readout = head.to(self.device)
             if cfg.init_from and (Path(cfg.init_from) / READOUT_FILE).is_file():
-                head = load_file(str(Path(cfg.init_from) / READOUT_FILE), device=str(self.device))
-                self.readout.load_state_dict({k: v.float() for k, v in head.items()})
+                saved = load_file(str(Path(cfg.init_from) / READOUT_FILE), device=str(self.device))
+                self.readout.load_state_dict({k: v.float() for k, v in saved.items()})
         self.forward_model: Any = self.model
         if cfg.compile:
             self.forward_model = torch.compile(self.model)
