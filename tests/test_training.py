@@ -211,6 +211,10 @@ def test_kl_teacher_reads_the_full_text_baseline_prompt(tok):
     assert out.num_tokens == teacher.shape[0] == sum(len(ex.answer_ids) for ex in examples)
     assert out.kl is not None and out.kl > 0
     torch.testing.assert_close(out.loss.detach(), out.ce + 0.5 * out.kl)
+    # A full-text prompt longer than the LLM's positions is refused with a clear message, not a RoPE error.
+    llm.config.max_position_embeddings = len(examples[2].teacher_prompt_ids)
+    with pytest.raises(ValueError, match="exceeds the LLM's"):
+        teacher_logits(llm, examples)
 
 
 def test_target_loss_kl_is_teacher_to_student():

@@ -234,7 +234,15 @@ def teacher_logits(llm: Any, examples: Sequence[InstructExample]) -> torch.Tenso
     embed = llm.get_input_embeddings()
     device = embed.weight.device
     rows = [[*ex.teacher_prompt_ids, *ex.answer_ids[:-1]] for ex in examples]
-    ids = torch.zeros(len(rows), max(len(r) for r in rows), dtype=torch.long, device=device)
+    cfg = llm.config.get_text_config() if hasattr(llm.config, "get_text_config") else llm.config
+    limit = getattr(cfg, "max_position_embeddings", None)
+    longest = max(len(r) for r in rows)
+    if limit and longest > limit:  # the teacher reads the whole text: say so instead of failing inside RoPE
+        raise ValueError(
+            f"a full-text teacher prompt of {longest} tokens exceeds the LLM's {limit} positions: drop records "
+            "with longer contexts from the instruction file, or train without --kl-weight"
+        )
+    ids = torch.zeros(len(rows), longest, dtype=torch.long, device=device)
     attn = torch.zeros_like(ids)
     where = torch.zeros_like(ids, dtype=torch.bool)
     for b, (row, ex) in enumerate(zip(rows, examples, strict=True)):
