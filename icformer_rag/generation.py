@@ -26,6 +26,7 @@ import torch
 
 from .compressor import ContextCompressor
 from .digest import Digest
+from .llm import max_positions
 from .modeling import ICFormer
 
 DEFAULT_INSTRUCTION = "Answer the question using the context below."
@@ -171,8 +172,7 @@ class SoftPromptLM:
 
     @property
     def max_positions(self) -> int | None:
-        cfg = self.llm.config
-        return getattr(getattr(cfg, "get_text_config", lambda: cfg)(), "max_position_embeddings", None)
+        return max_positions(self.llm)
 
     # ---------------------------------------------------------------------------------- prompt building
     def _text_embeds(self, text: str, add_special_tokens: bool = False) -> torch.Tensor:

@@ -167,6 +167,12 @@ def load_default_tokenizer() -> Any:
     return load_tokenizer(None)
 
 
+def max_positions(llm: Any) -> int | None:
+    """The LLM's maximum positions (`max_position_embeddings` of its text config), or None when it has none."""
+    cfg = llm.config
+    return getattr(getattr(cfg, "get_text_config", lambda: cfg)(), "max_position_embeddings", None)
+
+
 def load_llm(
     name_or_path: str | Path | None = None,
     device: str | torch.device | None = None,

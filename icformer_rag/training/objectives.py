@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from ..generation import render_prompt
+from ..llm import max_positions
 from ..modeling import ICFormer
 from .readout import ReadoutHead, ReadoutOutput
 
@@ -234,8 +235,7 @@ def teacher_logits(llm: Any, examples: Sequence[InstructExample]) -> torch.Tenso
     embed = llm.get_input_embeddings()
     device = embed.weight.device
     rows = [[*ex.teacher_prompt_ids, *ex.answer_ids[:-1]] for ex in examples]
-    cfg = llm.config.get_text_config() if hasattr(llm.config, "get_text_config") else llm.config
-    limit = getattr(cfg, "max_position_embeddings", None)
+    limit = max_positions(llm)
     longest = max(len(r) for r in rows)
     if limit and longest > limit:  # the teacher reads the whole text: say so instead of failing inside RoPE
         raise ValueError(

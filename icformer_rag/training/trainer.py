@@ -26,6 +26,7 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from ..compressor import ContextCompressor
+from ..data.sources import sha256_file
 from ..llm import load_llm
 from .config import TrainConfig
 from .objectives import InstructExample, autoencoding_loss, instruct_loss, lm_loss, tokenize_instruct_batch
@@ -165,9 +166,8 @@ class Trainer:
         if cfg.readout_weight > 0:
             head = ReadoutHead(comp.config.hidden_size, comp.config.ratio, row_fraction=cfg.readout_fraction)
             self.readout = head.to(self.device)
-            if cfg.init_from and (Path(cfg.init_from) / READOUT_FILE).is_file():
-                saved = load_file(str(Path(cfg.init_from) / READOUT_FILE), device=str(self.device))
-                self.readout.load_state_dict({k: v.float() for k, v in saved.items()})
+            if cfg.init_from:
+                self._load_readout(Path(cfg.init_from))
         self.forward_model: Any = self.model
         if cfg.compile:
             self.forward_model = torch.compile(self.model)
@@ -404,8 +404,7 @@ class Trainer:
         state = json.loads((path / "state.json").read_text())
         weights = load_file(str(path / "model.safetensors"), device=str(self.device))
         self.model.load_state_dict(weights, strict=True)
-        if self.readout is not None and (path / READOUT_FILE).is_file():
-            self.readout.load_state_dict(load_file(str(path / READOUT_FILE), device=str(self.device)))
+        self._load_readout(path)
         opt = load_file(str(path / "optimizer.safetensors"), device=str(self.device))
         for i, p in enumerate(self.trained_parameters()):
             entries = {k.split(".", 1)[1]: v for k, v in opt.items() if k.split(".", 1)[0] == str(i)}
@@ -437,20 +436,21 @@ class Trainer:
         }
         manifest = Path(self.cfg.data_dir) / "manifest.json"
         if manifest.is_file():
-            info["data_manifest_sha256"] = _sha256(manifest)
+            info["data_manifest_sha256"] = sha256_file(manifest)
         (path / "train_info.json").write_text(json.dumps(info, indent=2) + "\n")
         return path
+
+    def _load_readout(self, directory: Path) -> None:
+        """The readout head saved beside a checkpoint, if there is one and this run uses a head (a release
+        keeps it in bf16; the head trains in fp32)."""
+        if self.readout is not None and (directory / READOUT_FILE).is_file():
+            saved = load_file(str(directory / READOUT_FILE), device=str(self.device))
+            self.readout.load_state_dict({k: v.float() for k, v in saved.items()})
 
     def _save_readout(self, directory: Path) -> None:
         if self.readout is not None:
             weights = {k: v.detach().float().cpu().contiguous() for k, v in self.readout.state_dict().items()}
             save_file(weights, str(directory / READOUT_FILE))
-
-
-def _sha256(path: Path) -> str:
-    import hashlib
-
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def train(cfg: TrainConfig) -> dict[str, Any]:
