@@ -17,6 +17,7 @@ from icformer_rag.llm import load_tokenizer
 from icformer_rag.training import TrainConfig, Trainer
 from icformer_rag.training.objectives import (
     autoencoding_loss,
+    input_dropout_mask,
     instruct_loss,
     lm_loss,
     target_loss,
@@ -294,6 +295,108 @@ def test_training_with_kl_logs_it_and_resumes_exactly(tok, tmp_path):
     # Step 1 starts from the same weights in both runs: the logged loss is the cross-entropy alone.
     assert lines[0]["loss"] == pytest.approx(plain_lines[0]["loss"], rel=1e-6)
     assert lines[-1]["loss"] != pytest.approx(plain_lines[-1]["loss"], rel=1e-6)  # the KL changed training
+
+
+def test_ae_input_dropout_blanks_what_the_llm_reads_not_the_targets(tok):
+    """Word dropout in auto-encoding: the LLM reads the blank token's embedding at the dropped teacher-forced
+    positions and the true tokens elsewhere, the targets stay the true window, the compressor sees the true
+    window, and no mask gives the plain loss exactly."""
+    from icformer_rag.compressor import ContextCompressor
+    from icformer_rag.training.objectives import target_loss
+
+    llm = tiny_llm(len(tok))
+    comp = ContextCompressor.from_llm(llm, tok, num_blocks=2, num_digest_tokens=8, window_tokens=32)
+    windows = torch.as_tensor(np.random.default_rng(0).integers(5, 300, size=(3, 32)))
+    rng = np.random.default_rng(7)
+    drop = input_dropout_mask(rng, 3, 32, 0.5, torch.device("cpu"))
+    assert drop.shape == (3, 31) and 0.3 < drop.float().mean() < 0.7
+    assert input_dropout_mask(rng, 3, 32, 0.0, torch.device("cpu")) is None
+    again = input_dropout_mask(np.random.default_rng(7), 3, 32, 0.5, torch.device("cpu"))
+    assert torch.equal(drop, again)  # a function of the step's RNG: exact resume holds
+
+    seen = []
+    hook = llm.get_decoder().register_forward_pre_hook(
+        lambda _m, _a, kw: seen.append(kw["inputs_embeds"]), with_kwargs=True
+    )
+    try:
+        with torch.no_grad():
+            plain = autoencoding_loss(comp.model, llm, windows)
+            none = autoencoding_loss(comp.model, llm, windows, input_drop=torch.zeros_like(drop))
+            dropped = autoencoding_loss(comp.model, llm, windows, input_drop=drop, blank_id=0)
+    finally:
+        hook.remove()
+    assert none.loss.item() == plain.loss.item()
+    embed = llm.get_input_embeddings().weight
+    prefix = seen[2][:, 8 + 3 :]  # after [BEGIN] 8 digests [END] [AE]
+    assert torch.equal(prefix[drop], embed[0].expand(int(drop.sum()), -1))
+    assert torch.equal(prefix[~drop], embed[windows[:, :-1]][~drop])
+    assert torch.equal(seen[2][:, : 8 + 3], seen[0][:, : 8 + 3])  # the same digests: the compressor saw the true text
+    targets = torch.full(seen[2].shape[:2], -100, dtype=torch.long)
+    targets[:, 8 + 2 :] = windows
+    assert dropped.loss.item() == pytest.approx(target_loss(llm, seen[2], targets).loss.item(), rel=1e-6)
+    assert dropped.loss.item() > plain.loss.item()
+    with pytest.raises(ValueError, match="input_drop"):
+        autoencoding_loss(comp.model, llm, windows, input_drop=drop[:, :5])
+
+
+def test_training_with_ae_input_dropout_resumes_exactly(tok, tmp_path):
+    data = write_corpus(tmp_path / "c")
+    kw = dict(max_steps=10, ae_input_dropout=0.3, ae_fraction=0.8)
+    full = Trainer(small_config(data, tmp_path / "full", **kw), llm=tiny_llm(len(tok)), tokenizer=tok)
+    full.train()
+    Trainer(small_config(data, tmp_path / "split", stop_at_step=4, **kw), llm=tiny_llm(len(tok)), tokenizer=tok).train()
+    second = Trainer(small_config(data, tmp_path / "split", **kw), llm=tiny_llm(len(tok)), tokenizer=tok)
+    assert second.step == 4 and second.blank_id == tok.unk_token_id
+    second.train()
+    for (name, a), b in zip(full.model.state_dict().items(), second.model.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+    plain = Trainer(
+        small_config(data, tmp_path / "plain", max_steps=10, ae_fraction=0.8), llm=tiny_llm(len(tok)), tokenizer=tok
+    )
+    plain.train()
+    assert any(not torch.equal(a, b) for a, b in zip(full.model.parameters(), plain.model.parameters(), strict=True))
+    with pytest.raises(ValueError, match="ae_input_dropout"):
+        TrainConfig(ae_input_dropout=1.0)
+
+
+def test_compile_llm_trains_like_eager(tok, tmp_path):
+    """compile_llm compiles every decoder block of the frozen LLM in place, and training through the compiled
+    blocks gives eager's losses, step by step (auto-encoding, LM and padded instruction batches at two window
+    lengths), and the same weights, up to float32 rounding. The sequence length changes between steps: the
+    compiled graph is reused, not recompiled per length."""
+    from icformer_rag.training.trainer import decoder_blocks
+
+    data = write_corpus(tmp_path / "c")
+    instruct = tmp_path / "instruct.jsonl"
+    instruct.write_text("".join(json.dumps(r) + "\n" for r in INSTRUCT_RECORDS))
+    kw = dict(max_steps=8, log_every=1, ae_fraction=0.4, instruct_fraction=0.3, instruct_file=str(instruct))
+    runs = {}
+    for compiled in (False, True):
+        torch._dynamo.reset()
+        torch._dynamo.utils.counters.clear()  # count only this run's compiled frames
+        trainer = Trainer(
+            small_config(data, tmp_path / str(compiled), compile_llm=compiled, **kw),
+            llm=tiny_llm(len(tok)),
+            tokenizer=tok,
+        )
+        blocks = decoder_blocks(trainer.llm)
+        assert len(blocks) == 2 and all((b._compiled_call_impl is not None) == compiled for b in blocks)
+        trainer.train()
+        lines = [json.loads(x) for x in (tmp_path / str(compiled) / "metrics.jsonl").read_text().splitlines()]
+        runs[compiled] = (lines, trainer.model.state_dict())
+        if compiled:
+            frames = torch._dynamo.utils.counters["frames"]
+            compiles = frames["ok"]
+    (eager, eager_w), (comp, comp_w) = runs[False], runs[True]
+    assert {x["kind"] for x in eager} == {"ae", "lm", "instruct"} and len({x["length"] for x in eager}) == 2
+    assert [x["loss"] for x in comp] == pytest.approx([x["loss"] for x in eager], rel=1e-4)
+    for name, w in comp_w.items():
+        torch.testing.assert_close(w, eager_w[name], rtol=1e-3, atol=1e-5)
+    # 5 (kind, window length) pairs here, each a different sequence length (instruction rows vary more):
+    # a graph per length would be 5+, a graph per block (a KV cache in the forward guards on the layer index)
+    # 4; one static graph and its dynamic-length version is 2 (+1 leeway for a masked variant).
+    shapes = {(x["kind"], x["length"]) for x in eager}
+    assert len(shapes) == 5 and 0 < compiles <= 3, (compiles, shapes)
 
 
 def test_readout_head_learns_each_digests_own_tokens(tok):
