@@ -75,9 +75,9 @@ class TrainConfig:
     ae_input_dropout: float = field(
         default=0.0,
         metadata={
-            "help": "Auto-encoding steps: share of the teacher-forced window tokens the LLM reads as a blank token "
-            "(the targets stay the true tokens), so that more predictions must come from the digests (word dropout). "
-            "The logged AE loss is then over the blanked inputs. 0 = off."
+            "help": "Auto-encoding steps: share of the teacher-forced window tokens the LLM reads as a blank (a "
+            "zero vector; the targets stay the true tokens), so that more predictions must come from the digests "
+            "(word dropout). The logged AE loss is then over the blanked inputs. 0 = off."
         },
     )
     lm_tokens: int = field(default=128, metadata={"help": "Continuation tokens predicted in LM steps."})

@@ -178,10 +178,6 @@ class Trainer:
             shard_frozen_llm(llm, torch.device(device or llm.get_input_embeddings().weight.device))
         self.llm, self.tokenizer = llm, tokenizer
         self.device = llm.get_input_embeddings().weight.device
-        # The token that a blanked auto-encoding input reads as (ae_input_dropout): one the LLM knows as "no
-        # text here", never a word of the window.
-        ids = (getattr(tokenizer, "unk_token_id", None), getattr(tokenizer, "pad_token_id", None))
-        self.blank_id = next((i for i in ids if i is not None), 0)
         torch.manual_seed(cfg.seed)
 
         if cfg.init_from:
@@ -282,7 +278,7 @@ class Trainer:
         spans = torch.from_numpy(self.sampler.sample(rng, micro, length, cont)).to(self.device)
         if kind == AE:
             drop = input_dropout_mask(rng, micro, length, self.cfg.ae_input_dropout, self.device)
-            return autoencoding_loss(model, self.llm, spans, self.readout, drop, self.blank_id)
+            return autoencoding_loss(model, self.llm, spans, self.readout, drop)
         return lm_loss(model, self.llm, spans[:, :length], spans[:, length:], readout=self.readout)
 
     def train_step(self) -> dict[str, Any]:
