@@ -11,6 +11,8 @@
 #                    LOG=name writes $W/name.log (several runs side by side)
 #   wait SECONDS     follow the training log until it ends or SECONDS pass
 #   eval ARGS...     run `python -m icformer_rag.eval ARGS` in the foreground
+#   bench ARGS...    time an AE training step, eager against --compile-llm (scripts/bench_train_step.py ARGS;
+#                    writes $OUT/bench_train_step.json)
 #   collect RUN      copy RUN's metrics, its release checkpoint (15 MB parts), eval JSONs and log tails to $OUT
 #
 # Several steps chain in one call: bash scripts/device_job.sh setup && bash scripts/device_job.sh train ...
@@ -46,6 +48,8 @@ case "$step" in
     pgrep -f icformer_rag.training >/dev/null && echo "training still running" || echo "training ended" ;;
   eval)
     python3 -m icformer_rag.eval "$@" 2>&1 | tee "$W/eval.log" ;;
+  bench)
+    python3 scripts/bench_train_step.py --json "$OUT/bench_train_step.json" "$@" 2>&1 | tee "$W/bench.log" ;;
   collect)
     run=${1:-$W/run}
     mkdir -p "$OUT/ckpt"

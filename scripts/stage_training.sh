@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Prepare what a training session on the lent GPU carries, in the git-ignored .devstage/, and print the calls.
+#
+#   bash scripts/stage_training.sh [CORPUS_DIR]     (default .data/corpus; build it first: icformer-rag data build)
+#
+# Every device call carries the tracked tree too (~30 MB with the shipped checkpoint) and at most 64 MiB in all,
+# so the default LLM's 98 MB GGUF travels in 33 MB parts (../shared/tools/stage-llm-for-device makes 50 MB ones,
+# which do not fit beside this tree) and the corpus as a .tar.gz in 33 MB parts. scripts/device_job.sh `setup`
+# joins them on the GPU machine.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+corpus=${1:-.data/corpus}
+[ -f "$corpus/train.bin" ] || { echo "no corpus in $corpus: run icformer-rag data build --out $corpus" >&2; exit 2; }
+stage=../shared/tools/stage-llm-for-device
+[ -x "$stage" ] || { echo "$stage not found (it ships beside the checkout)" >&2; exit 2; }
+"$stage" .devstage >/dev/null
+(cd .devstage/llm && cat part_* > whole.gguf && rm part_* && split -b 33000000 whole.gguf part_ && rm whole.gguf)
+rm -rf .devstage/data && mkdir -p .devstage/data
+tar czf - -C "$(dirname "$corpus")" "$(basename "$corpus")" | split -b 33000000 - .devstage/data/data_
+ls -la .devstage/llm .devstage/data .devstage/whl
+llm_parts=(.devstage/llm/part_*)
+echo
+echo "Device calls (each carry list below; the last one also needs .devstage/whl for setup):"
+for p in "${llm_parts[@]}"; do
+  echo "  carry [\"$p\"]: bash scripts/device_job.sh put $p"
+done
+echo "  carry [\".devstage/data\", \".devstage/whl\"]: bash scripts/device_job.sh put .devstage/data/data_* &&" \
+  "bash scripts/device_job.sh setup && ...   (then initdir, bench, train, wait: training_logs/README.md)"
