@@ -121,6 +121,13 @@ def register_ask(subparsers: SubParsers) -> None:
         metavar="N",
         help=f"answer length limit (default {DEFAULT_MAX_NEW_TOKENS})",
     )
+    p.add_argument(
+        "--repetition-penalty",
+        type=float,
+        default=1.0,
+        metavar="X",
+        help="above 1 discourages the answer from repeating its own tokens, e.g. 1.2 (default 1.0: off)",
+    )
     p.add_argument("--stream", action="store_true", help="print the answer as it is generated")
 
 
@@ -458,7 +465,7 @@ def run_ask(args: argparse.Namespace) -> int:
 
     if not args.question.strip():
         raise CLIError("the question is empty")
-    settings = GenerationSettings(max_new_tokens=args.max_new_tokens)
+    settings = GenerationSettings(max_new_tokens=args.max_new_tokens, repetition_penalty=args.repetition_penalty)
     files = expand_paths(args.docs, (*TEXT_SUFFIXES, DIGEST_SUFFIX)) if args.docs else sample_files()
     digest_files = [p for p in files if is_digest_file(p)]
     text_files = [p for p in files if not is_digest_file(p)]

@@ -44,17 +44,32 @@ class GenerationSettings:
     do_sample: bool = False
     temperature: float = 1.0
     top_p: float = 1.0
+    # > 1 makes tokens already generated less likely (transformers' `repetition_penalty`), greedy or sampled.
+    # Only the answer's own tokens count, never the prompt's or the documents': small LLMs such as the default
+    # 135M one tend to loop ("the town of the town of ..."), and 1.1-1.3 usually stops that. 1.0 = off.
+    repetition_penalty: float = 1.0
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:
             raise ValueError("max_new_tokens must be positive")
         if self.temperature <= 0:
             raise ValueError("temperature must be positive")
+        if not 0 < self.top_p <= 1:
+            raise ValueError("top_p must be in (0, 1]")
+        if self.repetition_penalty <= 0:
+            raise ValueError("repetition_penalty must be positive (1.0 = off)")
 
     def kwargs(self) -> dict[str, Any]:
         kw: dict[str, Any] = {"max_new_tokens": self.max_new_tokens, "do_sample": self.do_sample}
         if self.do_sample:
             kw.update(temperature=self.temperature, top_p=self.top_p)
+        if self.repetition_penalty != 1.0:
+            # Our own processor, not generate's `repetition_penalty`: the prompt is given as embeddings, so the
+            # ids generate sees are the answer's alone, and transformers (5.24) then skips each left-padded row's
+            # first (padding length) answer tokens, so batched answers were penalised unevenly.
+            from transformers import LogitsProcessorList, RepetitionPenaltyLogitsProcessor
+
+            kw["logits_processor"] = LogitsProcessorList([RepetitionPenaltyLogitsProcessor(self.repetition_penalty)])
         return kw
 
 

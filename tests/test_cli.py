@@ -139,6 +139,8 @@ def test_bad_inputs_fail_before_any_model_loads(tmp_path: Path, capsys: pytest.C
     assert "question is empty" in _one_line_error(capsys)
     assert main(["ask", "Who?", "--max-new-tokens", "0", "--full-context"]) == 2
     assert "max_new_tokens" in _one_line_error(capsys)
+    assert main(["ask", "Who?", "--repetition-penalty", "0", "--full-context"]) == 2
+    assert "repetition_penalty" in _one_line_error(capsys)
     assert main(["ask", "Who?", "--checkpoint", str(tmp_path / "none")]) == 2
     assert "no compressor checkpoint folder" in _one_line_error(capsys)
 

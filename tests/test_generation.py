@@ -126,6 +126,43 @@ def test_generation_settings_validate():
     with pytest.raises(ValueError):
         GenerationSettings(temperature=0.0)
     assert GenerationSettings().kwargs() == {"max_new_tokens": 256, "do_sample": False}
+    with pytest.raises(ValueError, match="repetition_penalty"):
+        GenerationSettings(repetition_penalty=0.0)
+    with pytest.raises(ValueError, match="top_p"):
+        GenerationSettings(top_p=1.5)
+    (processor,) = GenerationSettings(repetition_penalty=1.2).kwargs()["logits_processor"]
+    assert processor.penalty == 1.2
+
+
+def test_repetition_penalty_stops_the_answer_repeating_itself(soft_lm, compressor, monkeypatch):
+    """Greedy decoding of the tiny random LLM repeats tokens; a penalty on the answer's own tokens (the prompt
+    is embeddings, so only they count) repeats far fewer, and a batch of left-padded prompts gives each answer
+    what it gets alone (transformers' own `repetition_penalty` skipped a padded row's first answer tokens),
+    streams included."""
+    generated = []
+    plain_generate = soft_lm.llm.generate
+
+    def recording_generate(*args, **kwargs):
+        out = plain_generate(*args, **kwargs)
+        generated.extend(out.tolist())
+        return out
+
+    def repeats() -> int:
+        eos = set(soft_lm.eos_token_ids) | {soft_lm.pad_token_id}
+        rows = [[t for t in row if t not in eos] for row in generated]
+        generated.clear()
+        return sum(len(row) - len(set(row)) for row in rows)
+
+    monkeypatch.setattr(soft_lm.llm, "generate", recording_generate)
+    digest = compressor.compress([TEXT_A])[0]
+    questions, contexts = ["Who?", "When?", "Why?"], [[digest], [TEXT_B], [TEXT_A, digest]]
+    soft_lm.generate_batch(questions, contexts, GenerationSettings(max_new_tokens=32))
+    plain = repeats()
+    penalised = GenerationSettings(max_new_tokens=32, repetition_penalty=3.0)
+    answers = soft_lm.generate_batch(questions, contexts, penalised)
+    assert repeats() * 3 <= plain, plain
+    assert answers == [soft_lm.generate(q, c, penalised) for q, c in zip(questions, contexts, strict=True)]
+    assert "".join(soft_lm.stream("Who?", [digest], penalised)).strip() == answers[0]
 
 
 # ------------------------------------------------------------------------------------------ generation

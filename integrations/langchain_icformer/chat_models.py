@@ -103,6 +103,8 @@ class ChatICFormer(BaseChatModel):
     """0 decodes greedily (reproducible); above 0 samples at this temperature."""
     top_p: float = Field(default=1.0, gt=0.0, le=1.0)
     """Nucleus sampling mass (only when sampling)."""
+    repetition_penalty: float = Field(default=1.0, gt=0.0)
+    """Above 1 makes tokens the answer already holds less likely (the prompt's are never penalised); 1 = off."""
     stop: list[str] | None = None
     """Default stop strings: the answer is cut before the first one."""
     timeout: float | None = None
@@ -151,6 +153,7 @@ class ChatICFormer(BaseChatModel):
             "max_tokens": self.max_tokens,
             "temperature": self.temperature,
             "top_p": self.top_p,
+            "repetition_penalty": self.repetition_penalty,
         }
 
     def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
@@ -173,6 +176,7 @@ class ChatICFormer(BaseChatModel):
             do_sample=temperature > 0,
             temperature=temperature if temperature > 0 else 1.0,
             top_p=float(kwargs.get("top_p", self.top_p)),
+            repetition_penalty=float(kwargs.get("repetition_penalty", self.repetition_penalty)),
             max_time=kwargs.get("timeout", self.timeout),
         )
 

@@ -52,6 +52,9 @@ class ICFormerLLM(CustomLLM):
     max_new_tokens: int = Field(default=256, ge=1, description="Most new tokens per answer.")
     temperature: float = Field(default=0.0, ge=0.0, description="0 decodes greedily; above 0 samples.")
     top_p: float = Field(default=1.0, gt=0.0, le=1.0, description="Nucleus sampling mass (only when sampling).")
+    repetition_penalty: float = Field(
+        default=1.0, gt=0.0, description="Above 1 makes tokens the answer already holds less likely; 1 = off."
+    )
     context_window: int = Field(default=0, ge=0, description="Prompt + answer positions (default: the LLM's).")
     _lm: SoftPromptLM = PrivateAttr()
     _store: DigestStore = PrivateAttr()
@@ -96,9 +99,13 @@ class ICFormerLLM(CustomLLM):
     # ------------------------------------------------------------------------------------------ helpers
     def _settings(self, **kwargs: Any) -> GenerationSettings:
         temperature = float(kwargs.get("temperature", self.temperature))
-        return GenerationSettings(max_new_tokens=int(kwargs.get("max_new_tokens", self.max_new_tokens)),
-                                  do_sample=temperature > 0, temperature=temperature if temperature > 0 else 1.0,
-                                  top_p=float(kwargs.get("top_p", self.top_p)))
+        return GenerationSettings(
+            max_new_tokens=int(kwargs.get("max_new_tokens", self.max_new_tokens)),
+            do_sample=temperature > 0,
+            temperature=temperature if temperature > 0 else 1.0,
+            top_p=float(kwargs.get("top_p", self.top_p)),
+            repetition_penalty=float(kwargs.get("repetition_penalty", self.repetition_penalty)),
+        )
 
     def _prompt(self, messages: Sequence[ChatMessage]) -> ChatPrompt:
         return self._lm.build_chat_inputs([_to_chat_dict(m) for m in messages], self._store)

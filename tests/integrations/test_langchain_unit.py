@@ -135,6 +135,22 @@ def test_plain_chat_matches_soft_prompt_lm(chat, soft_lm):
     assert result.response_metadata["model_name"] == "tiny-random-llama"
 
 
+def test_repetition_penalty_from_the_field_or_the_call(chat, soft_lm):
+    """`repetition_penalty` (a field, or a per-call keyword) gives SoftPromptLM's penalised answer."""
+    conversation = [{"role": "user", "content": "Tell me about glass, sand and lime."}]
+    penalised = soft_lm.generate_chat(conversation, None, GenerationSettings(max_new_tokens=24, repetition_penalty=3.0))
+    plain = soft_lm.generate_chat(conversation, None, GenerationSettings(max_new_tokens=24))
+    assert penalised.text != plain.text
+    message = [HumanMessage("Tell me about glass, sand and lime.")]
+    field = ChatICFormer(lm=soft_lm, store=DigestStore(), max_tokens=24, repetition_penalty=3.0)
+    assert field.invoke(message).content == penalised.text
+    assert "".join(c.content for c in field.stream(message)) == penalised.text
+    assert chat.invoke(message, max_tokens=24, repetition_penalty=3.0).content == penalised.text
+    assert chat.invoke(message, max_tokens=24).content == plain.text
+    with pytest.raises(ValueError):
+        ChatICFormer(lm=soft_lm, repetition_penalty=0.0)
+
+
 def test_markers_are_read_as_digests(chat, lc_compressor, soft_lm):
     out = lc_compressor.compress_documents(docs(TEXT_A, TEXT_B), "q")
     result = chat.invoke(f"Context:\n{out[0].page_content}\n{out[1].page_content}\n\nWho?")

@@ -105,6 +105,22 @@ def test_chat_and_complete_match_soft_prompt_lm(llm, soft_lm):
     assert llm.metadata.is_chat_model and llm.metadata.context_window == 1024
 
 
+def test_repetition_penalty_from_the_field_or_the_call(llm, soft_lm):
+    """`repetition_penalty` (a field, or a per-call keyword) gives SoftPromptLM's penalised answer."""
+    conversation = [{"role": "user", "content": "Tell me about glass, sand and lime."}]
+    penalised = soft_lm.generate_chat(conversation, None, GenerationSettings(max_new_tokens=24, repetition_penalty=3.0))
+    plain = soft_lm.generate_chat(conversation, None, GenerationSettings(max_new_tokens=24))
+    assert penalised.text != plain.text
+    field = ICFormerLLM(soft_lm, DigestStore(), max_new_tokens=24, repetition_penalty=3.0)
+    assert field.complete("Tell me about glass, sand and lime.").text == penalised.text
+    message = [ChatMessage(role=MessageRole.USER, content="Tell me about glass, sand and lime.")]
+    assert list(field.stream_chat(message))[-1].message.content.strip() == penalised.text
+    assert llm.chat(message, max_new_tokens=24, repetition_penalty=3.0).message.content == penalised.text
+    assert llm.chat(message, max_new_tokens=24).message.content == plain.text
+    with pytest.raises(ValueError):
+        ICFormerLLM(soft_lm, DigestStore(), repetition_penalty=0.0)
+
+
 def test_streams_and_async_agree(llm):
     full = llm.complete("Tell me about glass.").text
     streamed = list(llm.stream_complete("Tell me about glass."))
