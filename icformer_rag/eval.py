@@ -145,14 +145,20 @@ def eval_qa(
         t = time.perf_counter()
         outputs["no_context"] += lm.generate_batch(questions, [[] for _ in group], settings)
         timings["no_context"] += time.perf_counter() - t
-    acc = {
-        m: sum(answer_in(r["answer"], o) for r, o in zip(records, outputs[m], strict=True)) / max(1, len(records))
-        for m in modes
-    }
+    correct = {m: [answer_in(r["answer"], o) for r, o in zip(records, outputs[m], strict=True)] for m in modes}
+    acc = {m: sum(correct[m]) / max(1, len(records)) for m in modes}
+    # Per question kind (year, number, who, cloze...): where digests lose against the full text says which
+    # details they drop.
+    by_kind: dict[str, dict[str, Any]] = {}
+    for kind in sorted({r.get("kind", "qa") for r in records}):
+        rows = [i for i, r in enumerate(records) if r.get("kind", "qa") == kind]
+        by_kind[kind] = {"examples": len(rows), **{m: sum(correct[m][i] for i in rows) / len(rows) for m in modes}}
     return {
         "accuracy": acc,
         "digest_over_full": acc["digests"] / acc["full_text"] if acc["full_text"] else None,
         "examples": len(records),
+        "by_kind": by_kind,
+        "correct": [{"kind": r.get("kind", "qa"), **{m: correct[m][j] for m in modes}} for j, r in enumerate(records)],
         "seconds": timings,
         "samples": [
             {"question": r["question"], "gold": r["answer"], **{m: outputs[m][j] for m in modes}}
@@ -169,7 +175,8 @@ def load_qa(path: str | Path, limit: int | None = None) -> list[dict[str, Any]]:
             r = json.loads(line)
             q = r.get("question") or r.get("prompt")
             if r.get("context") and q and r.get("answer"):
-                records.append({"context": r["context"], "question": q, "answer": r["answer"]})
+                kind = r.get("kind", "qa")
+                records.append({"context": r["context"], "question": q, "answer": r["answer"], "kind": kind})
     return records[:limit] if limit else records
 
 
@@ -185,6 +192,11 @@ def format_table(report: dict[str, Any]) -> str:
             lines.append(f"QA accuracy, {mode:<12}       {value:.3f}  (n={qa['examples']})")
         if qa["digest_over_full"] is not None:
             lines.append(f"QA digests / full text           {qa['digest_over_full']:.3f}")
+        for kind, r in qa.get("by_kind", {}).items():
+            lines.append(
+                f"  {kind:<12} (n={r['examples']:>3}) full {r['full_text']:.3f}  digests {r['digests']:.3f}  "
+                f"none {r['no_context']:.3f}"
+            )
     return "\n".join(lines)
 
 

@@ -11,6 +11,7 @@ import torch
 from test_training import tiny_llm, write_corpus  # tests/ is on sys.path (pytest rootdir import)
 
 from icformer_rag.compressor import ContextCompressor, default_checkpoint
+from icformer_rag.data.instruct import answer_in
 from icformer_rag.eval import corpus_bleu, eval_autoencoding, eval_qa, format_table, reconstruct, token_accuracy
 from icformer_rag.generation import SoftPromptLM
 from icformer_rag.llm import load_tokenizer
@@ -60,14 +61,24 @@ def test_eval_on_tiny_model(tok, tmp_path):
     lm = SoftPromptLM(llm, tok, comp)
     records = [
         {"context": "Ada Krenn founded Velmora in 1723.", "question": "Who founded Velmora?", "answer": "Ada"},
-        {"context": "The Osk is 40 km long.", "question": "How long is the Osk?", "answer": "40 km"},
+        {"context": "The Osk is 40 km long.", "question": "How long is the Osk?", "answer": "40 km", "kind": "num"},
+        {"context": "Tam drew 3 maps.", "question": "How many maps did Tam draw?", "answer": "3", "kind": "num"},
     ]
     qa = eval_qa(lm, records, batch_size=2, max_new_tokens=4, show_progress=False)
-    assert set(qa["accuracy"]) == {"full_text", "digests", "no_context"}
-    assert qa["examples"] == 2 and len(qa["samples"]) == 2
+    modes = {"full_text", "digests", "no_context"}
+    assert set(qa["accuracy"]) == modes
+    assert qa["examples"] == 3 and len(qa["samples"]) == 3
     assert all(0.0 <= v <= 1.0 for v in qa["accuracy"].values())
+    # Every record's verdict is kept, per kind too ("qa" when the record names none), and they add up.
+    assert [c["kind"] for c in qa["correct"]] == ["qa", "num", "num"]
+    for s, c, r in zip(qa["samples"], qa["correct"], records, strict=True):
+        assert all(c[m] == answer_in(r["answer"], s[m]) for m in modes)
+    assert {k: v["examples"] for k, v in qa["by_kind"].items()} == {"num": 2, "qa": 1}
+    for m in modes:
+        assert qa["by_kind"]["num"][m] == sum(c[m] for c in qa["correct"][1:]) / 2
+        assert qa["accuracy"][m] == sum(c[m] for c in qa["correct"]) / 3
     table = format_table({"autoencoding": ae, "qa": qa})
-    assert "AE BLEU-4 (32 tokens" in table and "QA accuracy, digests" in table
+    assert "AE BLEU-4 (32 tokens" in table and "QA accuracy, digests" in table and "num" in table
 
 
 @pytest.mark.slow
