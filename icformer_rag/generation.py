@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -274,12 +274,12 @@ class SoftPromptLM:
                                 pad_token_id=self.pad_token_id, **settings.kwargs())
         return [self.tokenizer.decode(row, skip_special_tokens=True).strip() for row in out]
 
-    def generate(self, question: str, contexts: Sequence[Context] = (),
+    def generate(self, question: str, contexts: Sequence[Context] | Context | None = (),
                  settings: GenerationSettings | None = None) -> str:
         """Answer one question over digests (or texts, for the baseline)."""
         return self.generate_batch([question], [_context_list(contexts)], settings)[0]
 
-    def stream(self, question: str, contexts: Sequence[Context] = (),
+    def stream(self, question: str, contexts: Sequence[Context] | Context | None = (),
                settings: GenerationSettings | None = None) -> Iterator[str]:
         """Yield the answer in text chunks as they are generated."""
         settings = settings or GenerationSettings()
@@ -422,9 +422,15 @@ class SoftPromptLM:
         return self.stream_prompt(self.build_chat_inputs(messages, digests), settings)
 
 
-def _context_list(contexts: Context | Sequence[Context]) -> list[Context]:
-    """One question's contexts as a list: a single text or Digest becomes a one-item list."""
-    return [contexts] if isinstance(contexts, (str, Digest)) else list(contexts)
+def _context_list(contexts: Context | Sequence[Context] | None) -> list[Context]:
+    """One question's contexts as a list: a single text or Digest becomes a one-item list, None no context."""
+    if contexts is None:
+        return []
+    if isinstance(contexts, (str, Digest)):
+        return [contexts]
+    if not isinstance(contexts, Iterable):
+        raise TypeError(f"contexts must be a text, a Digest or a list of them, not {type(contexts).__name__}")
+    return list(contexts)
 
 
 def _as_list(value: Any) -> list[Any]:

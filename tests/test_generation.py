@@ -118,6 +118,11 @@ def test_bad_question_and_context_types(soft_lm):
         soft_lm.generate_batch("Q?", [[TEXT_A]], SHORT)
     with pytest.raises(ValueError, match="context lists"):
         soft_lm.generate_batch(["Q1?", "Q2?"], [[TEXT_A]], SHORT)
+    with pytest.raises(TypeError, match="contexts must be a text, a Digest or a list"):
+        soft_lm.generate("Q?", 42, SHORT)
+    # None is no context at all, as an empty list is; a single text is a one-item list.
+    assert soft_lm.generate("Q?", None, SHORT) == soft_lm.generate("Q?", [], SHORT)
+    assert soft_lm.generate("Q?", TEXT_A, SHORT) == soft_lm.generate("Q?", [TEXT_A], SHORT)
 
 
 def test_generation_settings_validate():
