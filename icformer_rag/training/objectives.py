@@ -149,16 +149,17 @@ def input_dropout_mask(rng: Any, batch: int, length: int, rate: float, device: t
     Why: with the true prefix in view the frozen LLM predicts most window tokens by itself, so the
     auto-encoding loss rewards the digests mainly where the text alone is not enough (the shipped checkpoint,
     teacher-forced on 32 held-out windows: accuracy 0.03 on a window's first token, where only the digests can
-    help, against ~0.63 from token 16 on; `scripts/probe_position_accuracy.py`). Blanking part of the prefix makes more predictions depend on the digests: the word dropout
-    that keeps a strong autoregressive decoder from ignoring its latent code (Bowman et al. 2016).
+    help, against ~0.63 from token 16 on; `scripts/probe_position_accuracy.py`). Blanking part of the prefix
+    makes more predictions depend on the digests: the word dropout that keeps a strong autoregressive decoder
+    from ignoring its latent code (Bowman et al. 2016).
 
-    The blank is a zero vector, not a token: in bias-free (Llama-style) layers it gives a zero key and value
-    after the first RMSNorm, so it says "nothing here" without meaning anything. A real token can mean a lot to the frozen LLM. Measured on the
-    shipped checkpoint (CPU, 8 held-out 128-token windows, 15% blanked): with SmolLM2's unk `<|endoftext|>` as the
-    blank, the loss on the token right after a blank was 12.3 nats, and 3.4 on tokens 4 or more places past every
-    blank (no blanks: 1.65), as if each blank began a new document that no longer reads the digests; with the
-    zero vector 5.3 and 1.9 (a space, `...`, `_`, `<|im_end|>`, random tokens, the mean embedding: 5.5-6.4 and
-    1.8-2.0).
+    The blank is a zero vector, not a token: in bias-free (Llama-style) layers it gives a zero key and value after
+    the first RMSNorm, so it says "nothing here" without meaning anything. A real token can mean a lot to the frozen
+    LLM. Measured on the shipped checkpoint (CPU, 8 held-out 128-token windows, 15% blanked): with SmolLM2's unk
+    `<|endoftext|>` as the blank, the loss on the token right after a blank was 12.3 nats, and 3.4 on tokens 4 or
+    more places past every blank (no blanks: 1.65), as if each blank began a new document that no longer reads the
+    digests; with the zero vector 5.3 and 1.9 (a space, `...`, `_`, `<|im_end|>`, random tokens, the mean embedding:
+    5.5-6.4 and 1.8-2.0).
     """
     if rate <= 0:
         return None
