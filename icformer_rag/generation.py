@@ -60,13 +60,16 @@ class GenerationSettings:
             raise ValueError("repetition_penalty must be positive (1.0 = off)")
 
     def kwargs(self) -> dict[str, Any]:
+        # Every setting is passed explicitly, so these settings, not the LLM's own generation config, decide.
+        # The penalty goes through our own processor and generate's `repetition_penalty` stays off (also when
+        # the LLM's config sets one, as some instruct models' do): the prompt is given as embeddings, so the ids
+        # generate sees are the answer's alone, and transformers (5.24) then skips each left-padded row's first
+        # (padding length) answer tokens, penalising batched answers unevenly.
         kw: dict[str, Any] = {"max_new_tokens": self.max_new_tokens, "do_sample": self.do_sample}
+        kw["repetition_penalty"] = 1.0
         if self.do_sample:
             kw.update(temperature=self.temperature, top_p=self.top_p)
         if self.repetition_penalty != 1.0:
-            # Our own processor, not generate's `repetition_penalty`: the prompt is given as embeddings, so the
-            # ids generate sees are the answer's alone, and transformers (5.24) then skips each left-padded row's
-            # first (padding length) answer tokens, so batched answers were penalised unevenly.
             from transformers import LogitsProcessorList, RepetitionPenaltyLogitsProcessor
 
             kw["logits_processor"] = LogitsProcessorList([RepetitionPenaltyLogitsProcessor(self.repetition_penalty)])

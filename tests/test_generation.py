@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 
@@ -130,7 +132,7 @@ def test_generation_settings_validate():
         GenerationSettings(max_new_tokens=0)
     with pytest.raises(ValueError):
         GenerationSettings(temperature=0.0)
-    assert GenerationSettings().kwargs() == {"max_new_tokens": 256, "do_sample": False}
+    assert GenerationSettings().kwargs() == {"max_new_tokens": 256, "do_sample": False, "repetition_penalty": 1.0}
     with pytest.raises(ValueError, match="repetition_penalty"):
         GenerationSettings(repetition_penalty=0.0)
     with pytest.raises(ValueError, match="top_p"):
@@ -163,11 +165,19 @@ def test_repetition_penalty_stops_the_answer_repeating_itself(soft_lm, compresso
     questions, contexts = ["Who?", "When?", "Why?"], [[digest], [TEXT_B], [TEXT_A, digest]]
     soft_lm.generate_batch(questions, contexts, GenerationSettings(max_new_tokens=32))
     plain = repeats()
+    plain_who = soft_lm.generate("Who?", [digest], SHORT)
     penalised = GenerationSettings(max_new_tokens=32, repetition_penalty=3.0)
     answers = soft_lm.generate_batch(questions, contexts, penalised)
     assert repeats() * 3 <= plain, plain
     assert answers == [soft_lm.generate(q, c, penalised) for q, c in zip(questions, contexts, strict=True)]
     assert "".join(soft_lm.stream("Who?", [digest], penalised)).strip() == answers[0]
+    # An LLM whose own generation config asks for a penalty (some instruct models' do) changes nothing:
+    # the settings decide, and transformers' processor is never built beside ours.
+    monkeypatch.setattr(soft_lm.llm.generation_config, "repetition_penalty", 1.05)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert soft_lm.generate_batch(questions, contexts, penalised) == answers
+        assert soft_lm.generate("Who?", [digest], SHORT) == plain_who
 
 
 # ------------------------------------------------------------------------------------------ generation
