@@ -24,8 +24,10 @@ from typing import Any
 
 import torch
 
-WEIGHTS_NOTE = ("random weights: speed, memory and FLOPs do not depend on weight values (real weights are "
-                "used only where a row says so)")
+WEIGHTS_NOTE = (
+    "random weights: speed, memory and FLOPs do not depend on weight values (real weights are "
+    "used only where a row says so)"
+)
 
 
 # ------------------------------------------------------------------------------------------------ shapes
@@ -46,10 +48,17 @@ class LLMShape:
         from transformers import LlamaConfig
 
         return LlamaConfig(
-            hidden_size=self.hidden_size, num_hidden_layers=self.num_layers, num_attention_heads=self.num_heads,
-            num_key_value_heads=self.num_kv_heads, intermediate_size=self.intermediate_size,
-            vocab_size=self.vocab_size, max_position_embeddings=max(max_positions, 2048),
-            rope_theta=self.rope_theta, tie_word_embeddings=self.name == "smollm2", bos_token_id=1, eos_token_id=2,
+            hidden_size=self.hidden_size,
+            num_hidden_layers=self.num_layers,
+            num_attention_heads=self.num_heads,
+            num_key_value_heads=self.num_kv_heads,
+            intermediate_size=self.intermediate_size,
+            vocab_size=self.vocab_size,
+            max_position_embeddings=max(max_positions, 2048),
+            rope_theta=self.rope_theta,
+            tie_word_embeddings=self.name == "smollm2",
+            bos_token_id=1,
+            eos_token_id=2,
             pad_token_id=2,
         )
 
@@ -64,14 +73,29 @@ SHAPES = {
 }
 
 # xlm-roberta-large, the encoder of LLMLingua-2.
-XLMR_LARGE = dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096,
-                  vocab_size=250002, max_position_embeddings=514, type_vocab_size=1)
-XLMR_TINY = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
-                 vocab_size=1000, max_position_embeddings=514, type_vocab_size=1)
+XLMR_LARGE = dict(
+    hidden_size=1024,
+    num_hidden_layers=24,
+    num_attention_heads=16,
+    intermediate_size=4096,
+    vocab_size=250002,
+    max_position_embeddings=514,
+    type_vocab_size=1,
+)
+XLMR_TINY = dict(
+    hidden_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    intermediate_size=128,
+    vocab_size=1000,
+    max_position_embeddings=514,
+    type_vocab_size=1,
+)
 
 
-def build_llm(shape: LLMShape, device: torch.device, dtype: torch.dtype, max_positions: int = 8192,
-              seed: int = 0) -> Any:
+def build_llm(
+    shape: LLMShape, device: torch.device, dtype: torch.dtype, max_positions: int = 8192, seed: int = 0
+) -> Any:
     """A random-weight LlamaForCausalLM of `shape`, built directly on `device` (a 7B model is not built on the
     CPU first), SDPA attention, eval mode, frozen."""
     from transformers import LlamaForCausalLM
@@ -138,9 +162,13 @@ def environment(device: torch.device) -> dict[str, Any]:
         pass
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
-        info.update(gpu=props.name, gpu_memory_gb=round(props.total_memory / 2**30, 1),
-                    gpu_sms=props.multi_processor_count, cuda=torch.version.cuda,
-                    cudnn=torch.backends.cudnn.version())
+        info.update(
+            gpu=props.name,
+            gpu_memory_gb=round(props.total_memory / 2**30, 1),
+            gpu_sms=props.multi_processor_count,
+            cuda=torch.version.cuda,
+            cudnn=torch.backends.cudnn.version(),
+        )
     return info
 
 
@@ -165,8 +193,16 @@ def time_one_call(fn: Callable[[Any], Any], x: Any, device: torch.device) -> flo
     return time.perf_counter() - t0
 
 
-def time_call(fn: Callable[[Any], Any], inputs: Sequence[Any], device: torch.device, *, warmup: int = 2,
-              repeats: int = 5, min_seconds: float = 0.0, max_seconds: float = float("inf")) -> dict[str, Any]:
+def time_call(
+    fn: Callable[[Any], Any],
+    inputs: Sequence[Any],
+    device: torch.device,
+    *,
+    warmup: int = 2,
+    repeats: int = 5,
+    min_seconds: float = 0.0,
+    max_seconds: float = float("inf"),
+) -> dict[str, Any]:
     """Time `fn(x)` for x rotated among `inputs`: `warmup` untimed calls, then `repeats` timed calls (more, up to
     10x, while the total is under `min_seconds`; fewer, but at least 3, once it is over `max_seconds`).
     Returns the median and every raw time (s)."""
@@ -186,8 +222,14 @@ def time_call(fn: Callable[[Any], Any], inputs: Sequence[Any], device: torch.dev
     return summarize(times)
 
 
-def time_interleaved(entries: Sequence[tuple[Callable[[Any], Any], Sequence[Any]]], device: torch.device, *,
-                     warmup: int = 2, repeats: int = 5, max_seconds: float = float("inf")) -> list[dict[str, Any]]:
+def time_interleaved(
+    entries: Sequence[tuple[Callable[[Any], Any], Sequence[Any]]],
+    device: torch.device,
+    *,
+    warmup: int = 2,
+    repeats: int = 5,
+    max_seconds: float = float("inf"),
+) -> list[dict[str, Any]]:
     """Time several callables side by side: each repeat times one call of every entry in turn (each entry's
     inputs rotated), so that a load that changes during the run (a shared machine, clocks) reaches every
     entry alike. Stops after at least 3 rounds once any entry has used `max_seconds`. One summary per entry."""
@@ -207,9 +249,14 @@ def time_interleaved(entries: Sequence[tuple[Callable[[Any], Any], Sequence[Any]
 
 def summarize(times: Sequence[float]) -> dict[str, Any]:
     times = list(times)
-    return {"median_s": statistics.median(times), "min_s": min(times), "max_s": max(times),
-            "spread": (max(times) - min(times)) / statistics.median(times) if statistics.median(times) else 0.0,
-            "repeats": len(times), "times_s": times}
+    return {
+        "median_s": statistics.median(times),
+        "min_s": min(times),
+        "max_s": max(times),
+        "spread": (max(times) - min(times)) / statistics.median(times) if statistics.median(times) else 0.0,
+        "repeats": len(times),
+        "times_s": times,
+    }
 
 
 class Stopwatch:
@@ -263,12 +310,22 @@ def matmul_rate(device: torch.device, dtype: torch.dtype, size: int | None = Non
     """The measured matrix-multiply rate (FLOP/s) of this device and dtype: a square product on random data."""
     size = size or (8192 if device.type == "cuda" else 2048)
     gen = torch.Generator(device=device).manual_seed(0)
-    sets = [(torch.randn(size, size, device=device, dtype=dtype, generator=gen),
-             torch.randn(size, size, device=device, dtype=dtype, generator=gen)) for _ in range(2)]
+    sets = [
+        (
+            torch.randn(size, size, device=device, dtype=dtype, generator=gen),
+            torch.randn(size, size, device=device, dtype=dtype, generator=gen),
+        )
+        for _ in range(2)
+    ]
     timing = time_call(lambda ab: ab[0] @ ab[1], sets, device, warmup=3, repeats=repeats)
     flops = 2 * size**3
-    return {"size": size, "dtype": str(dtype).removeprefix("torch."), "flop_per_s": flops / timing["median_s"],
-            "tflop_per_s": flops / timing["median_s"] / 1e12, "timing": timing}
+    return {
+        "size": size,
+        "dtype": str(dtype).removeprefix("torch."),
+        "flop_per_s": flops / timing["median_s"],
+        "tflop_per_s": flops / timing["median_s"] / 1e12,
+        "timing": timing,
+    }
 
 
 # ------------------------------------------------------------------------------------------------ output
@@ -281,9 +338,13 @@ def base_parser(description: str) -> argparse.ArgumentParser:
     parser.add_argument("--out", default=None, help="folder for JSON and PNG (default benchmarks/results/<cpu|gpu>)")
     parser.add_argument("--tag", default="", help="suffix for the output file names")
     parser.add_argument("--no-plot", action="store_true", help="skip the PNG")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="CPU threads for torch (default: torch's). On a shared machine 1 can be far faster: "
-                        "OpenMP threads that wait for a busy core stall small operations")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="CPU threads for torch (default: torch's). On a shared machine 1 can be far faster: "
+        "OpenMP threads that wait for a busy core stall small operations",
+    )
     return parser
 
 
@@ -314,6 +375,7 @@ def _jsonable(value: Any) -> Any:
 
 def format_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
     """A markdown table (also readable in a terminal)."""
+
     def cell(v: Any) -> str:
         if isinstance(v, float):
             if v == 0:
@@ -330,8 +392,16 @@ def format_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
     return "\n".join(lines)
 
 
-def plot(path: Path, series: dict[str, tuple[Sequence[float], Sequence[float]]], *, title: str, xlabel: str,
-         ylabel: str, logx: bool = True, logy: bool = True) -> Path | None:
+def plot(
+    path: Path,
+    series: dict[str, tuple[Sequence[float], Sequence[float]]],
+    *,
+    title: str,
+    xlabel: str,
+    ylabel: str,
+    logx: bool = True,
+    logy: bool = True,
+) -> Path | None:
     """Line plot of named (x, y) series into a PNG (matplotlib, Agg). Returns None when matplotlib is missing."""
     try:
         import matplotlib
@@ -360,12 +430,12 @@ def plot(path: Path, series: dict[str, tuple[Sequence[float], Sequence[float]]],
     return path
 
 
-def finish(name: str, args: argparse.Namespace, device: torch.device, payload: dict[str, Any],
-           table: str) -> dict[str, Any]:
+def finish(
+    name: str, args: argparse.Namespace, device: torch.device, payload: dict[str, Any], table: str
+) -> dict[str, Any]:
     """Write `<name><tag>.json` under the output folder, print the table last; returns what was written."""
     out = output_dir(args, device)
-    payload = {"benchmark": name, "environment": environment(device), "note": WEIGHTS_NOTE, **payload,
-               "table": table}
+    payload = {"benchmark": name, "environment": environment(device), "note": WEIGHTS_NOTE, **payload, "table": table}
     path = out / f"{name}{args.tag}.json"
     payload["json_path"] = str(path)
     write_json(path, payload)

@@ -56,8 +56,12 @@ def tokenization_rate(tokenizer_path: str | None, num_docs: int, doc_tokens: int
     sw = common.Stopwatch(torch.device("cpu"))
     with sw:
         ids = tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"]
-    return {"docs": num_docs, "seconds": sw.seconds, "docs_per_s": num_docs / sw.seconds,
-            "tokens_per_s": sum(map(len, ids)) / sw.seconds}
+    return {
+        "docs": num_docs,
+        "seconds": sw.seconds,
+        "docs_per_s": num_docs / sw.seconds,
+        "tokens_per_s": sum(map(len, ids)) / sw.seconds,
+    }
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -66,10 +70,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--num-docs", type=int, default=None, help="corpus size (default GPU 10,000, CPU 200)")
     parser.add_argument("--min-tokens", type=int, default=384)
     parser.add_argument("--max-tokens", type=int, default=640)
-    parser.add_argument("--budgets", type=int, nargs="*", default=None,
-                        help=f"max_batch_tokens values (default CPU {CPU_BUDGETS}, GPU {GPU_BUDGETS})")
-    parser.add_argument("--chunk-docs", type=int, default=1000, help="documents per compress call, as an indexer "
-                        "adding documents in chunks would")
+    parser.add_argument(
+        "--budgets",
+        type=int,
+        nargs="*",
+        default=None,
+        help=f"max_batch_tokens values (default CPU {CPU_BUDGETS}, GPU {GPU_BUDGETS})",
+    )
+    parser.add_argument(
+        "--chunk-docs",
+        type=int,
+        default=1000,
+        help="documents per compress call, as an indexer adding documents in chunks would",
+    )
     parser.add_argument("--tokenizer", default=None, help="tokenizer folder for the tokenization rate")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
@@ -83,8 +96,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     shape = common.SHAPES[args.shape]
     corpus = make_corpus(args.num_docs, shape.vocab_size, args.min_tokens, args.max_tokens)
     tokens = sum(map(len, corpus))
-    print(f"indexing {args.num_docs} documents ({tokens} tokens), shape {shape.name}, {device}, "
-          f"{str(dtype).removeprefix('torch.')}; {common.WEIGHTS_NOTE}", file=sys.stderr)
+    print(
+        f"indexing {args.num_docs} documents ({tokens} tokens), shape {shape.name}, {device}, "
+        f"{str(dtype).removeprefix('torch.')}; {common.WEIGHTS_NOTE}",
+        file=sys.stderr,
+    )
 
     rows = []
     for budget in args.budgets:
@@ -94,43 +110,68 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for r in range(args.repeats):
             with common.Stopwatch(device) as sw:
                 for start in range(0, len(corpus), args.chunk_docs):
-                    comp.compress_ids(corpus[start : start + args.chunk_docs],
-                                      show_progress=not args.no_progress and r == 0)
+                    comp.compress_ids(
+                        corpus[start : start + args.chunk_docs], show_progress=not args.no_progress and r == 0
+                    )
             times.append(sw.seconds)
         timing = common.summarize(times)
         t = timing["median_s"]
         windows = sum(-(-len(d) // comp.config.window_tokens) for d in corpus)
         memory = common.peak_memory(lambda c=comp: c.compress_ids(corpus[: args.chunk_docs]), device)
-        rows.append({"max_batch_tokens": budget, "windows_per_batch": budget // comp.config.window_tokens,
-                     "seconds": t, "docs_per_s": args.num_docs / t, "tokens_per_s": tokens / t,
-                     "windows_per_s": windows / t, "timing": timing, "peak_memory_mb": memory["peak_mb"],
-                     "memory": memory})
-        print(f"  max_batch_tokens {budget:>7d}: {args.num_docs / t:10.1f} docs/s ({tokens / t:,.0f} tokens/s)",
-              file=sys.stderr, flush=True)
+        rows.append(
+            {
+                "max_batch_tokens": budget,
+                "windows_per_batch": budget // comp.config.window_tokens,
+                "seconds": t,
+                "docs_per_s": args.num_docs / t,
+                "tokens_per_s": tokens / t,
+                "windows_per_s": windows / t,
+                "timing": timing,
+                "peak_memory_mb": memory["peak_mb"],
+                "memory": memory,
+            }
+        )
+        print(
+            f"  max_batch_tokens {budget:>7d}: {args.num_docs / t:10.1f} docs/s ({tokens / t:,.0f} tokens/s)",
+            file=sys.stderr,
+            flush=True,
+        )
         del comp
         if gpu:
             torch.cuda.empty_cache()
 
     tok = tokenization_rate(args.tokenizer, args.num_docs, (args.min_tokens + args.max_tokens) // 2)
     best = max(rows, key=lambda r: r["docs_per_s"])
-    table = (f"indexing throughput, {args.num_docs} documents of {args.min_tokens}-{args.max_tokens} tokens, shape "
-             f"{shape.name}, {device}, {str(dtype).removeprefix('torch.')} (random weights)\n")
-    table += common.format_table(rows, ["max_batch_tokens", "windows_per_batch", "seconds", "docs_per_s",
-                                        "tokens_per_s", "peak_memory_mb"])
+    table = (
+        f"indexing throughput, {args.num_docs} documents of {args.min_tokens}-{args.max_tokens} tokens, shape "
+        f"{shape.name}, {device}, {str(dtype).removeprefix('torch.')} (random weights)\n"
+    )
+    table += common.format_table(
+        rows, ["max_batch_tokens", "windows_per_batch", "seconds", "docs_per_s", "tokens_per_s", "peak_memory_mb"]
+    )
     if tok and "docs_per_s" in tok:
         table += f"\ntokenization (CPU, batched): {tok['docs_per_s']:,.0f} docs/s, {tok['tokens_per_s']:,.0f} tokens/s"
     plots = []
     if not args.no_plot:
-        p = common.plot(common.output_dir(args, device) / f"indexing_{shape.name}{args.tag}.png",
-                        {"IC-Former": ([r["windows_per_batch"] for r in rows], [r["docs_per_s"] for r in rows])},
-                        title=f"indexing throughput, {shape.name} ({device.type})", xlabel="windows per batch",
-                        ylabel="documents / s")
+        p = common.plot(
+            common.output_dir(args, device) / f"indexing_{shape.name}{args.tag}.png",
+            {"IC-Former": ([r["windows_per_batch"] for r in rows], [r["docs_per_s"] for r in rows])},
+            title=f"indexing throughput, {shape.name} ({device.type})",
+            xlabel="windows per batch",
+            ylabel="documents / s",
+        )
         if p:
             plots.append(str(p))
-    payload = {"shape": shape.__dict__, "dtype": str(dtype).removeprefix("torch."), "args": vars(args),
-               "corpus_tokens": tokens, "rows": rows, "best": {"max_batch_tokens": best["max_batch_tokens"],
-                                                               "docs_per_s": best["docs_per_s"]},
-               "tokenization": tok, "plots": plots}
+    payload = {
+        "shape": shape.__dict__,
+        "dtype": str(dtype).removeprefix("torch."),
+        "args": vars(args),
+        "corpus_tokens": tokens,
+        "rows": rows,
+        "best": {"max_batch_tokens": best["max_batch_tokens"], "docs_per_s": best["docs_per_s"]},
+        "tokenization": tok,
+        "plots": plots,
+    }
     return common.finish(f"indexing_{shape.name}", args, device, payload, table)
 
 

@@ -30,11 +30,23 @@ CPU_DOCS = (8,)
 GPU_DOCS = (4, 8, 16, 32)
 MODES = ("full", "query", "precomputed")
 
-_WORDS = ("river harbour council railway engineer archive village merchant bridge observatory lighthouse "
-          "winter harvest festival charter glass copper mill canal ferry telescope market school library "
-          "garden tower station museum quarry orchard guild mayor founder survey storm flood treaty").split()
-_NAMES = ("Ada Krenn", "Tomas Veil", "Mira Solberg", "Jonah Pike", "Elsa Marrow", "Ivo Hart", "Lena Quist",
-          "Otto Brand", "Nadia Fenn", "Pavel Oran")
+_WORDS = (
+    "river harbour council railway engineer archive village merchant bridge observatory lighthouse "
+    "winter harvest festival charter glass copper mill canal ferry telescope market school library "
+    "garden tower station museum quarry orchard guild mayor founder survey storm flood treaty"
+).split()
+_NAMES = (
+    "Ada Krenn",
+    "Tomas Veil",
+    "Mira Solberg",
+    "Jonah Pike",
+    "Elsa Marrow",
+    "Ivo Hart",
+    "Lena Quist",
+    "Otto Brand",
+    "Nadia Fenn",
+    "Pavel Oran",
+)
 _PLACES = ("Velmora", "Port Alder", "Saltmarsh", "Brennic", "Harrowgate", "Lindqvist", "Oskarsby", "Tarn Hollow")
 
 
@@ -50,7 +62,8 @@ def make_documents(tokenizer: Any, num_docs: int, doc_tokens: int, seed: int = 0
             sentences.append(
                 f"In {rng.randint(1600, 2020)}, {rng.choice(_NAMES)} built the {rng.choice(_WORDS)} of {place} "
                 f"near the old {rng.choice(_WORDS)}, and {rng.randint(2, 900)} people came to see the "
-                f"{rng.choice(_WORDS)} and the {rng.choice(_WORDS)}.")
+                f"{rng.choice(_WORDS)} and the {rng.choice(_WORDS)}."
+            )
             ids = tokenizer(" ".join(sentences), add_special_tokens=False)["input_ids"]
             if len(ids) >= doc_tokens:
                 break
@@ -80,8 +93,13 @@ def load_models(args: Any, device: torch.device, dtype: torch.dtype) -> tuple[An
         torch.manual_seed(1)
         model = ICFormer(config)
     model = model.to(device=device, dtype=dtype).eval().requires_grad_(False)
-    compressor = ContextCompressor(model, llm.get_input_embeddings(), tokenizer, fingerprint="benchmark-random",
-                                   max_batch_tokens=args.max_batch_tokens)
+    compressor = ContextCompressor(
+        model,
+        llm.get_input_embeddings(),
+        tokenizer,
+        fingerprint="benchmark-random",
+        max_batch_tokens=args.max_batch_tokens,
+    )
     return llm, tokenizer, compressor, "random (shape only)"
 
 
@@ -91,8 +109,9 @@ class Pipeline:
     def __init__(self, lm: Any, compressor: Any, device: torch.device, new_tokens: int) -> None:
         self.lm, self.compressor, self.device, self.new_tokens = lm, compressor, device, new_tokens
 
-    def prompt(self, mode: str, question: str, docs: list[str], digests: list[Any] | None,
-               stages: dict[str, float]) -> torch.Tensor:
+    def prompt(
+        self, mode: str, question: str, docs: list[str], digests: list[Any] | None, stages: dict[str, float]
+    ) -> torch.Tensor:
         if mode == "query":
             with common.Stopwatch(self.device) as sw:
                 digests = self.compressor.compress(docs)
@@ -125,9 +144,15 @@ class Pipeline:
             embeds = self.prompt(mode, question, docs, digests, stages)
             mask = torch.ones(1, embeds.shape[0], dtype=torch.long, device=self.device)
             with common.Stopwatch(self.device) as sw:
-                out = self.lm.llm.generate(inputs_embeds=embeds[None], attention_mask=mask, do_sample=False,
-                                           max_new_tokens=self.new_tokens, min_new_tokens=self.new_tokens,
-                                           eos_token_id=self.lm.eos_token_ids, pad_token_id=self.lm.pad_token_id)
+                out = self.lm.llm.generate(
+                    inputs_embeds=embeds[None],
+                    attention_mask=mask,
+                    do_sample=False,
+                    max_new_tokens=self.new_tokens,
+                    min_new_tokens=self.new_tokens,
+                    eos_token_id=self.lm.eos_token_ids,
+                    pad_token_id=self.lm.pad_token_id,
+                )
             stages["generate_s"] = sw.seconds
         stages["total_s"] = total.seconds
         stages["new_tokens"] = int(out.shape[1])
@@ -141,14 +166,27 @@ def _median_stages(samples: list[dict[str, float]]) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = common.base_parser(__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default="smollm2", choices=("smollm2", "smollm2-random", "llama2-7b", "tiny"),
-                        help="smollm2: the real default LLM; the others: random weights of that shape")
+    parser.add_argument(
+        "--model",
+        default="smollm2",
+        choices=("smollm2", "smollm2-random", "llama2-7b", "tiny"),
+        help="smollm2: the real default LLM; the others: random weights of that shape",
+    )
     parser.add_argument("--llm-path", default=None, help="with --model smollm2: a local LLM folder (default: embedded)")
     parser.add_argument("--checkpoint", default=None, help="with --model smollm2: compressor (default: shipped)")
-    parser.add_argument("--tokenizer", default=None, help="tokenizer folder for random-weight models (default: the "
-                        "default LLM's; `python -m benchmarks.stage_tokenizer DIR` writes one to carry to a GPU)")
-    parser.add_argument("--docs", type=int, nargs="*", default=None,
-                        help=f"documents per question (default CPU {CPU_DOCS}, GPU {GPU_DOCS})")
+    parser.add_argument(
+        "--tokenizer",
+        default=None,
+        help="tokenizer folder for random-weight models (default: the "
+        "default LLM's; `python -m benchmarks.stage_tokenizer DIR` writes one to carry to a GPU)",
+    )
+    parser.add_argument(
+        "--docs",
+        type=int,
+        nargs="*",
+        default=None,
+        help=f"documents per question (default CPU {CPU_DOCS}, GPU {GPU_DOCS})",
+    )
     parser.add_argument("--doc-tokens", type=int, default=512, help="tokens per document")
     parser.add_argument("--new-tokens", type=int, default=None, help="tokens generated for the total time")
     parser.add_argument("--total-repeats", type=int, default=None, help="repeats of the total (generate) timing")
@@ -160,8 +198,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     device, dtype = common.resolve(args.device, args.dtype)
     gpu = device.type == "cuda"
     if args.model == "llama2-7b" and not gpu:
-        print("rag_latency: the 7B shape runs on a GPU only (a 7B model in fp32 on this CPU would take minutes "
-              "per prefill); skipped", file=sys.stderr)
+        print(
+            "rag_latency: the 7B shape runs on a GPU only (a 7B model in fp32 on this CPU would take minutes "
+            "per prefill); skipped",
+            file=sys.stderr,
+        )
         return {"skipped": "7B shape needs a GPU"}
     args.docs = args.docs if args.docs is not None else list(GPU_DOCS if gpu else CPU_DOCS)
     args.repeats = args.repeats or (10 if gpu else 3)
@@ -175,8 +216,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     lm = SoftPromptLM(llm, tokenizer, compressor)
     pipe = Pipeline(lm, compressor, device, args.new_tokens)
     max_pos = lm.max_positions
-    questions = ["Who built the observatory, and in what year?", "How many people came to see the canal?",
-                 "What did the founder build near the old mill?"]
+    questions = [
+        "Who built the observatory, and in what year?",
+        "How many people came to see the canal?",
+        "What did the founder build near the old mill?",
+    ]
     print(f"model {args.model} ({weights}), {device}, {str(dtype).removeprefix('torch.')}", file=sys.stderr)
 
     rows: list[dict[str, Any]] = []
@@ -191,25 +235,41 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for mode in MODES:
             positions = lm.build_inputs(questions[0], sets[0] if mode == "full" else digest_sets[0]).shape[0]
             if max_pos and positions + args.new_tokens > max_pos:
-                rows.append({"docs": k, "mode": mode, "prompt_positions": positions,
-                             "skipped": f"prompt of {positions} positions exceeds the LLM's {max_pos}"})
+                rows.append(
+                    {
+                        "docs": k,
+                        "mode": mode,
+                        "prompt_positions": positions,
+                        "skipped": f"prompt of {positions} positions exceeds the LLM's {max_pos}",
+                    }
+                )
                 print(f"  {k:2d} docs {mode:11s}: skipped ({positions} positions > {max_pos})", file=sys.stderr)
                 continue
             modes.append(mode)
         if not modes:
             continue
-        run = [(questions[i % len(questions)], sets[i % len(sets)], digest_sets[i % len(sets)])
-               for i in range(args.warmup + args.repeats)]
+        run = [
+            (questions[i % len(questions)], sets[i % len(sets)], digest_sets[i % len(sets)])
+            for i in range(args.warmup + args.repeats)
+        ]
         ttft: dict[str, list[dict[str, float]]] = {m: [] for m in modes}
         for i, x in enumerate(run):
             for mode in modes:
                 sample = pipe.ttft(mode, *x)
                 if i >= args.warmup:
                     ttft[mode].append(sample)
-        embeds_sets = {m: [lm.build_inputs(q, d if m == "full" else g) for q, d, g in run[: len(questions)]]
-                       for m in modes}
-        prefill_dev = dict(zip(modes, common.time_interleaved([(pipe.prefill, embeds_sets[m]) for m in modes],
-                                                              device, warmup=1, repeats=args.repeats), strict=True))
+        embeds_sets = {
+            m: [lm.build_inputs(q, d if m == "full" else g) for q, d, g in run[: len(questions)]] for m in modes
+        }
+        prefill_dev = dict(
+            zip(
+                modes,
+                common.time_interleaved(
+                    [(pipe.prefill, embeds_sets[m]) for m in modes], device, warmup=1, repeats=args.repeats
+                ),
+                strict=True,
+            )
+        )
         totals: dict[str, list[dict[str, float]]] = {m: [] for m in modes}
         for i in range(1 + args.total_repeats):  # the first round warms generate up
             for mode in modes:
@@ -221,21 +281,31 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             tot = _median_stages(totals[mode])
             decode_s = max(tot["generate_s"] - med["prefill_s"], 0.0)
             row = {
-                "docs": k, "mode": mode, "doc_tokens": args.doc_tokens,
+                "docs": k,
+                "mode": mode,
+                "doc_tokens": args.doc_tokens,
                 "prompt_positions": int(med["prompt_positions"]),
-                "ttft_s": med["ttft_s"], "ttft": common.summarize([s["ttft_s"] for s in ttft[mode]]),
+                "ttft_s": med["ttft_s"],
+                "ttft": common.summarize([s["ttft_s"] for s in ttft[mode]]),
                 "stages_median_s": {k2: v for k2, v in med.items() if k2.endswith("_s")},
-                "prefill_forward": prefill_dev[mode], "total_s": tot["total_s"],
-                "total": common.summarize([s["total_s"] for s in totals[mode]]), "generate_s": tot["generate_s"],
+                "prefill_forward": prefill_dev[mode],
+                "total_s": tot["total_s"],
+                "total": common.summarize([s["total_s"] for s in totals[mode]]),
+                "generate_s": tot["generate_s"],
                 "new_tokens": args.new_tokens,
                 "decode_tokens_per_s": (args.new_tokens - 1) / decode_s if decode_s else None,
-                "raw_ttft_samples": ttft[mode], "raw_total_samples": totals[mode],
+                "raw_ttft_samples": ttft[mode],
+                "raw_total_samples": totals[mode],
             }
             if mode != "full":
                 row["indexing_s_all_sets"] = index_sw.seconds
             rows.append(row)
-            print(f"  {k:2d} docs {mode:11s}: TTFT {row['ttft_s']:.3f} s (spread {row['ttft']['spread']:.2f}), "
-                  f"total {row['total_s']:.3f} s, {row['prompt_positions']} positions", file=sys.stderr, flush=True)
+            print(
+                f"  {k:2d} docs {mode:11s}: TTFT {row['ttft_s']:.3f} s (spread {row['ttft']['spread']:.2f}), "
+                f"total {row['total_s']:.3f} s, {row['prompt_positions']} positions",
+                file=sys.stderr,
+                flush=True,
+            )
 
     table_rows = []
     ratios = []
@@ -246,10 +316,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             skipped = next((x for x in rows if x["docs"] == k and x["mode"] == mode and "skipped" in x), None)
             entry = {"docs": k, "mode": mode}
             if r:
-                entry.update({"positions": r["prompt_positions"], "TTFT s": r["ttft_s"],
-                              "TTFT spread": r["ttft"]["spread"],
-                              "compress s": r["stages_median_s"].get("compress_s"),
-                              "prefill s": r["stages_median_s"]["prefill_s"], "total s": r["total_s"]})
+                entry.update(
+                    {
+                        "positions": r["prompt_positions"],
+                        "TTFT s": r["ttft_s"],
+                        "TTFT spread": r["ttft"]["spread"],
+                        "compress s": r["stages_median_s"].get("compress_s"),
+                        "prefill s": r["stages_median_s"]["prefill_s"],
+                        "total s": r["total_s"],
+                    }
+                )
                 if "full" in by and mode != "full":
                     entry["full/this TTFT"] = by["full"]["ttft_s"] / r["ttft_s"]
                     entry["full/this total"] = by["full"]["total_s"] / r["total_s"]
@@ -257,10 +333,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 entry.update({"positions": skipped["prompt_positions"], "TTFT s": "exceeds context"})
             table_rows.append(entry)
         if "full" in by:
-            ratios.append({"docs": k, **{f"ttft_ratio_full_over_{m}": by["full"]["ttft_s"] / by[m]["ttft_s"]
-                                         for m in ("query", "precomputed") if m in by},
-                           **{f"total_ratio_full_over_{m}": by["full"]["total_s"] / by[m]["total_s"]
-                              for m in ("query", "precomputed") if m in by}})
+            ratios.append(
+                {
+                    "docs": k,
+                    **{
+                        f"ttft_ratio_full_over_{m}": by["full"]["ttft_s"] / by[m]["ttft_s"]
+                        for m in ("query", "precomputed")
+                        if m in by
+                    },
+                    **{
+                        f"total_ratio_full_over_{m}": by["full"]["total_s"] / by[m]["total_s"]
+                        for m in ("query", "precomputed")
+                        if m in by
+                    },
+                }
+            )
 
     checks = []
     goals = {("smollm2", "cpu", 8): (5.0, 4.0), ("llama2-7b", "cuda", 16): (4.0, 3.7)}
@@ -269,16 +356,38 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if goal:
             for m, g in zip(("precomputed", "query"), goal, strict=True):
                 v = rat.get(f"ttft_ratio_full_over_{m}")
-                checks.append({"target": f"{rat['docs']} docs, TTFT full / {m}", "goal": f">= {g}x", "measured": v,
-                               "met": None if v is None else v >= g})
-    table = (f"RAG latency, {args.model} ({weights}), {device}, {str(dtype).removeprefix('torch.')}, "
-             f"{args.doc_tokens}-token documents, {args.new_tokens} new tokens\n")
-    table += common.format_table(table_rows, ["docs", "mode", "positions", "TTFT s", "TTFT spread", "compress s",
-                                              "prefill s", "total s", "full/this TTFT", "full/this total"])
+                checks.append(
+                    {
+                        "target": f"{rat['docs']} docs, TTFT full / {m}",
+                        "goal": f">= {g}x",
+                        "measured": v,
+                        "met": None if v is None else v >= g,
+                    }
+                )
+    table = (
+        f"RAG latency, {args.model} ({weights}), {device}, {str(dtype).removeprefix('torch.')}, "
+        f"{args.doc_tokens}-token documents, {args.new_tokens} new tokens\n"
+    )
+    table += common.format_table(
+        table_rows,
+        [
+            "docs",
+            "mode",
+            "positions",
+            "TTFT s",
+            "TTFT spread",
+            "compress s",
+            "prefill s",
+            "total s",
+            "full/this TTFT",
+            "full/this total",
+        ],
+    )
     if checks:
         table += "\n\n" + common.format_table(
             [{**c, "met": {True: "yes", False: "NO", None: "?"}[c["met"]]} for c in checks],
-            ["target", "goal", "measured", "met"])
+            ["target", "goal", "measured", "met"],
+        )
 
     out = common.output_dir(args, device)
     plots = []
@@ -287,16 +396,28 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for mode in MODES:
             pts = sorted((r["docs"], r["ttft_s"]) for r in rows if r["mode"] == mode and "ttft_s" in r)
             series[mode] = ([p[0] for p in pts], [p[1] for p in pts])
-        p = common.plot(out / f"rag_latency_{args.model}{args.tag}.png", series,
-                        title=f"time to first token, {args.model} ({device.type}, {str(dtype).removeprefix('torch.')})",
-                        xlabel="documents of ~512 tokens", ylabel="TTFT (s)")
+        p = common.plot(
+            out / f"rag_latency_{args.model}{args.tag}.png",
+            series,
+            title=f"time to first token, {args.model} ({device.type}, {str(dtype).removeprefix('torch.')})",
+            xlabel="documents of ~512 tokens",
+            ylabel="TTFT (s)",
+        )
         if p:
             plots.append(str(p))
-    payload = {"model": args.model, "weights": weights, "dtype": str(dtype).removeprefix("torch."),
-               "llm_parameters": sum(p.numel() for p in llm.parameters()),
-               "icformer_config": {k: v for k, v in compressor.config.to_dict().items() if k != "llm"},
-               "args": vars(args), "questions": questions, "rows": rows, "ratios": ratios, "targets": checks,
-               "plots": plots}
+    payload = {
+        "model": args.model,
+        "weights": weights,
+        "dtype": str(dtype).removeprefix("torch."),
+        "llm_parameters": sum(p.numel() for p in llm.parameters()),
+        "icformer_config": {k: v for k, v in compressor.config.to_dict().items() if k != "llm"},
+        "args": vars(args),
+        "questions": questions,
+        "rows": rows,
+        "ratios": ratios,
+        "targets": checks,
+        "plots": plots,
+    }
     return common.finish(f"rag_latency_{args.model}", args, device, payload, table)
 
 

@@ -23,18 +23,58 @@ def suites(out: list[str], tokenizer: list[str]) -> dict[str, list[tuple[str, Ca
     smoke_common = ["--threads", "1", "--repeats", "1", "--warmup", "0", *out]
     return {
         "smoke": [
-            ("compression", compression.main,
-             ["--shape", "tiny", "--sizes", "32", "64", "--batches", "1", "2", *smoke_common]),
-            ("rag", rag_latency.main,
-             ["--model", "tiny", "--docs", "2", "--doc-tokens", "64", "--new-tokens", "2", "--total-repeats", "1",
-              *tokenizer, *smoke_common]),
-            ("indexing", indexing.main,
-             ["--shape", "tiny", "--num-docs", "12", "--min-tokens", "20", "--max-tokens", "70", "--budgets", "64",
-              "128", "--chunk-docs", "6", "--no-progress", *tokenizer, *smoke_common]),
+            (
+                "compression",
+                compression.main,
+                ["--shape", "tiny", "--sizes", "32", "64", "--batches", "1", "2", *smoke_common],
+            ),
+            (
+                "rag",
+                rag_latency.main,
+                [
+                    "--model",
+                    "tiny",
+                    "--docs",
+                    "2",
+                    "--doc-tokens",
+                    "64",
+                    "--new-tokens",
+                    "2",
+                    "--total-repeats",
+                    "1",
+                    *tokenizer,
+                    *smoke_common,
+                ],
+            ),
+            (
+                "indexing",
+                indexing.main,
+                [
+                    "--shape",
+                    "tiny",
+                    "--num-docs",
+                    "12",
+                    "--min-tokens",
+                    "20",
+                    "--max-tokens",
+                    "70",
+                    "--budgets",
+                    "64",
+                    "128",
+                    "--chunk-docs",
+                    "6",
+                    "--no-progress",
+                    *tokenizer,
+                    *smoke_common,
+                ],
+            ),
         ],
         "cpu": [
-            ("compression", compression.main, ["--shape", "smollm2", "--sizes", "512", "2048", "--batches", "1", "8",
-                                               *out]),
+            (
+                "compression",
+                compression.main,
+                ["--shape", "smollm2", "--sizes", "512", "2048", "--batches", "1", "8", *out],
+            ),
             ("rag", rag_latency.main, ["--model", "smollm2", "--docs", "4", "8", *out]),
             ("indexing", indexing.main, ["--shape", "smollm2", "--num-docs", "200", *out]),
         ],
@@ -51,8 +91,9 @@ def suites(out: list[str], tokenizer: list[str]) -> dict[str, list[tuple[str, Ca
 
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--suite", choices=("cpu", "gpu", "smoke"), default=None,
-                        help="default: gpu when CUDA is available, else cpu")
+    parser.add_argument(
+        "--suite", choices=("cpu", "gpu", "smoke"), default=None, help="default: gpu when CUDA is available, else cpu"
+    )
     parser.add_argument("--only", default="compression,rag,indexing", help="comma-separated parts to run")
     parser.add_argument("--out", default=None, help="folder for every JSON and PNG")
     parser.add_argument("--tokenizer", default=None, help="tokenizer folder for random-weight LLMs")

@@ -46,13 +46,18 @@ def rag_table(runs: list[dict[str, Any]]) -> str:
             if full and mode != "full":
                 c["ratio"].append(full["ttft_s"] / r["ttft_s"])
                 c["total_ratio"].append(full["total_s"] / r["total_s"])
-    lines = ["| docs | mode | prompt positions | TTFT s | compress s | prefill s | total s | TTFT full/this | "
-             "total full/this |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| docs | mode | prompt positions | TTFT s | compress s | prefill s | total s | TTFT full/this | "
+        "total full/this |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     order = ["full", "query", "precomputed"]
     for (k, mode), c in sorted(cells.items(), key=lambda kv: (kv[0][0], order.index(kv[0][1]))):
-        lines.append(f"| {k} | {mode} | {int(statistics.median(c['positions']))} | {_fmt(c['ttft'])} | "
-                     f"{_fmt(c['compress'])} | {_fmt(c['prefill'])} | {_fmt(c['total'])} | {_fmt(c['ratio'])} | "
-                     f"{_fmt(c['total_ratio'])} |")
+        lines.append(
+            f"| {k} | {mode} | {int(statistics.median(c['positions']))} | {_fmt(c['ttft'])} | "
+            f"{_fmt(c['compress'])} | {_fmt(c['prefill'])} | {_fmt(c['total'])} | {_fmt(c['ratio'])} | "
+            f"{_fmt(c['total_ratio'])} |"
+        )
     return "\n".join(lines)
 
 
@@ -69,15 +74,19 @@ def compression_table(runs: list[dict[str, Any]]) -> str:
                 cell[f"{other}_ratio"].append(c.get(f"{other}_time_ratio"))
                 cell[f"{other}_flops"].append(c.get(f"{other}_flop_ratio"))
             cell["frac"].append(c.get("icformer_fraction_of_matmul_rate"))
-    lines = ["| experiment | n tokens | windows | IC-Former ms | IC-Former us/token | ICAE-style ms | ICAE/IC-Former "
-             "time | ICAE/IC-Former FLOPs | prefill ms | prefill/IC-Former time | prefill/IC-Former FLOPs | "
-             "LLMLingua-2-style ms | IC-Former share of matmul rate |", "|" + "---|" * 13]
+    lines = [
+        "| experiment | n tokens | windows | IC-Former ms | IC-Former us/token | ICAE-style ms | ICAE/IC-Former "
+        "time | ICAE/IC-Former FLOPs | prefill ms | prefill/IC-Former time | prefill/IC-Former FLOPs | "
+        "LLMLingua-2-style ms | IC-Former share of matmul rate |",
+        "|" + "---|" * 13,
+    ]
     for (mode, n), c in sorted(cells.items(), key=lambda kv: (kv[0][0] != "length", kv[0][1])):
         lines.append(
             f"| {'one document' if mode == 'length' else 'batch of 1-window docs'} | {n} | {c['windows'][0]} | "
             f"{_fmt(c['icf_ms'])} | {_fmt(c['icf_us'])} | {_fmt(c['icae_ms'])} | {_fmt(c['icae_ratio'])} | "
             f"{_fmt(c['icae_flops'])} | {_fmt(c['prefill_ms'])} | {_fmt(c['prefill_ratio'])} | "
-            f"{_fmt(c['prefill_flops'])} | {_fmt(c['lingua_ms'])} | {_fmt(c['frac'])} |")
+            f"{_fmt(c['prefill_flops'])} | {_fmt(c['lingua_ms'])} | {_fmt(c['frac'])} |"
+        )
     return "\n".join(lines)
 
 

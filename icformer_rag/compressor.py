@@ -39,8 +39,13 @@ def llm_signature(llm: Any, name: str | None = None) -> LLMSignature:
     as_bf16 = table.detach().to(torch.bfloat16).cpu().contiguous().view(torch.int16).numpy()
     digest = hashlib.sha256(as_bf16.tobytes()).hexdigest()
     name = name or getattr(llm, "name_or_path", "") or getattr(llm.config, "_name_or_path", "")
-    return LLMSignature(name=str(name), hidden_size=hidden, vocab_size=vocab, embedding_sha256=digest,
-                        embedding_probe=[round(v, 6) for v in probe])
+    return LLMSignature(
+        name=str(name),
+        hidden_size=hidden,
+        vocab_size=vocab,
+        embedding_sha256=digest,
+        embedding_probe=[round(v, 6) for v in probe],
+    )
 
 
 def default_checkpoint() -> Path | None:
@@ -170,8 +175,11 @@ class ContextCompressor:
             if path is None:
                 if not allow_untrained:
                     raise FileNotFoundError("this install ships no trained compressor checkpoint")
-                warnings.warn("no trained compressor checkpoint ships with this install: using an UNTRAINED "
-                              "compressor, whose digests are noise", stacklevel=2)
+                warnings.warn(
+                    "no trained compressor checkpoint ships with this install: using an UNTRAINED "
+                    "compressor, whose digests are noise",
+                    stacklevel=2,
+                )
                 return cls.from_llm(llm, tokenizer, dtype=dtype, max_batch_tokens=max_batch_tokens)
         path = Path(path)
         if not (path / WEIGHTS_NAME).is_file():

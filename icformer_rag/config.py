@@ -111,8 +111,14 @@ class ICFormerConfig:
     def __post_init__(self) -> None:
         if isinstance(self.llm, dict):
             self.llm = LLMSignature(**self.llm)
-        for name in ("hidden_size", "num_blocks", "num_heads", "intermediate_size", "num_digest_tokens",
-                     "window_tokens"):
+        for name in (
+            "hidden_size",
+            "num_blocks",
+            "num_heads",
+            "intermediate_size",
+            "num_digest_tokens",
+            "window_tokens",
+        ):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"ICFormerConfig.{name} must be a positive integer, got {value!r}")

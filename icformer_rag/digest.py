@@ -50,8 +50,13 @@ class Digest:
         return self.num_tokens / max(1, len(self))
 
     def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> Digest:
-        return Digest(self.embeddings.to(device=device, dtype=dtype), self.num_tokens, self.content_hash,
-                      self.fingerprint, list(self.window_digests))
+        return Digest(
+            self.embeddings.to(device=device, dtype=dtype),
+            self.num_tokens,
+            self.content_hash,
+            self.fingerprint,
+            list(self.window_digests),
+        )
 
     def save(self, path: str | Path) -> Path:
         """Write one safetensors file: the vectors, and the rest as string metadata."""

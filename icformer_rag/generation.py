@@ -133,8 +133,9 @@ def _counting_streamer(tokenizer: Any) -> Any:
     return CountingStreamer(tokenizer, skip_prompt=False, skip_special_tokens=True)
 
 
-def render_prompt(tokenizer: Any, question: str, num_contexts: int, instruction: str | None = None,
-                  system: str | None = None) -> list[str | int]:
+def render_prompt(
+    tokenizer: Any, question: str, num_contexts: int, instruction: str | None = None, system: str | None = None
+) -> list[str | int]:
     """The chat prompt as text pieces with context indices between them (ints mark where context i goes)."""
     # A marker typed by the user would be taken for a context slot.
     for what, value in (("question", question), ("instruction", instruction), ("system prompt", system)):
@@ -168,8 +169,14 @@ class SoftPromptLM:
         instruction: the text before the contexts.
     """
 
-    def __init__(self, llm: Any, tokenizer: Any, compressor: ContextCompressor | None = None,
-                 instruction: str = DEFAULT_INSTRUCTION, system: str | None = None) -> None:
+    def __init__(
+        self,
+        llm: Any,
+        tokenizer: Any,
+        compressor: ContextCompressor | None = None,
+        instruction: str = DEFAULT_INSTRUCTION,
+        system: str | None = None,
+    ) -> None:
         if getattr(tokenizer, "chat_template", None) is None:
             raise ValueError("the tokenizer has no chat template; use a chat/instruct model")
         self.llm = llm
@@ -212,15 +219,18 @@ class SoftPromptLM:
             )
         special = self.compressor.model.special_embeddings
         dtype = self._embed.weight.dtype
-        return torch.cat((
-            special[ICFormer.SPECIAL_BEGIN : ICFormer.SPECIAL_BEGIN + 1].to(self.device, dtype),
-            digest.embeddings.to(self.device, dtype),
-            special[ICFormer.SPECIAL_END : ICFormer.SPECIAL_END + 1].to(self.device, dtype),
-        ))
+        return torch.cat(
+            (
+                special[ICFormer.SPECIAL_BEGIN : ICFormer.SPECIAL_BEGIN + 1].to(self.device, dtype),
+                digest.embeddings.to(self.device, dtype),
+                special[ICFormer.SPECIAL_END : ICFormer.SPECIAL_END + 1].to(self.device, dtype),
+            )
+        )
 
     @torch.no_grad()
-    def build_inputs(self, question: str, contexts: Sequence[Context] = (),
-                     instruction: str | None = None) -> torch.Tensor:
+    def build_inputs(
+        self, question: str, contexts: Sequence[Context] = (), instruction: str | None = None
+    ) -> torch.Tensor:
         """Prompt embeddings (T, C) for one question over digests and/or texts."""
         if not isinstance(question, str):
             raise TypeError(f"question must be a str, got {type(question).__name__}")
@@ -255,8 +265,9 @@ class SoftPromptLM:
                 f"{limit} positions: pass fewer or shorter documents"
             )
 
-    def _batch(self, questions: Sequence[str], contexts: Sequence[Sequence[Context]],
-               settings: GenerationSettings) -> tuple[torch.Tensor, torch.Tensor]:
+    def _batch(
+        self, questions: Sequence[str], contexts: Sequence[Sequence[Context]], settings: GenerationSettings
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         if isinstance(questions, str):
             raise TypeError("generate_batch() takes a list of questions")
         if len(questions) != len(contexts):
@@ -266,31 +277,53 @@ class SoftPromptLM:
 
     # -------------------------------------------------------------------------------------- generation
     @torch.no_grad()
-    def generate_batch(self, questions: Sequence[str], contexts: Sequence[Sequence[Context]],
-                       settings: GenerationSettings | None = None) -> list[str]:
+    def generate_batch(
+        self,
+        questions: Sequence[str],
+        contexts: Sequence[Sequence[Context]],
+        settings: GenerationSettings | None = None,
+    ) -> list[str]:
         """Answer several questions, each over its own contexts, in one batched generate call."""
         settings = settings or GenerationSettings()
         if not questions:
             return []
         embeds, mask = self._batch(questions, contexts, settings)
-        out = self.llm.generate(inputs_embeds=embeds, attention_mask=mask, eos_token_id=self.eos_token_ids,
-                                pad_token_id=self.pad_token_id, **settings.kwargs())
+        out = self.llm.generate(
+            inputs_embeds=embeds,
+            attention_mask=mask,
+            eos_token_id=self.eos_token_ids,
+            pad_token_id=self.pad_token_id,
+            **settings.kwargs(),
+        )
         return [self.tokenizer.decode(row, skip_special_tokens=True).strip() for row in out]
 
-    def generate(self, question: str, contexts: Sequence[Context] | Context | None = (),
-                 settings: GenerationSettings | None = None) -> str:
+    def generate(
+        self,
+        question: str,
+        contexts: Sequence[Context] | Context | None = (),
+        settings: GenerationSettings | None = None,
+    ) -> str:
         """Answer one question over digests (or texts, for the baseline)."""
         return self.generate_batch([question], [_context_list(contexts)], settings)[0]
 
-    def stream(self, question: str, contexts: Sequence[Context] | Context | None = (),
-               settings: GenerationSettings | None = None) -> Iterator[str]:
+    def stream(
+        self,
+        question: str,
+        contexts: Sequence[Context] | Context | None = (),
+        settings: GenerationSettings | None = None,
+    ) -> Iterator[str]:
         """Yield the answer in text chunks as they are generated."""
         settings = settings or GenerationSettings()
         embeds, mask = self._batch([question], [_context_list(contexts)], settings)
         yield from self._stream_embeds(embeds, mask, settings)
 
-    def _stream_embeds(self, embeds: torch.Tensor, mask: torch.Tensor, settings: GenerationSettings,
-                       token_counts: list[int] | None = None) -> Iterator[str]:
+    def _stream_embeds(
+        self,
+        embeds: torch.Tensor,
+        mask: torch.Tensor,
+        settings: GenerationSettings,
+        token_counts: list[int] | None = None,
+    ) -> Iterator[str]:
         """Generate in a worker thread and yield text chunks; errors resurface in the caller's thread. When
         the stream ends, the number of generated tokens is appended to `token_counts` (if given)."""
         streamer = _counting_streamer(self.tokenizer)
@@ -299,9 +332,14 @@ class SoftPromptLM:
         def run() -> None:
             try:
                 with torch.no_grad():
-                    self.llm.generate(inputs_embeds=embeds, attention_mask=mask, streamer=streamer,
-                                      eos_token_id=self.eos_token_ids, pad_token_id=self.pad_token_id,
-                                      **settings.kwargs())
+                    self.llm.generate(
+                        inputs_embeds=embeds,
+                        attention_mask=mask,
+                        streamer=streamer,
+                        eos_token_id=self.eos_token_ids,
+                        pad_token_id=self.pad_token_id,
+                        **settings.kwargs(),
+                    )
             except BaseException as err:  # surfaced in the caller's thread below
                 errors.append(err)
                 streamer.end()
@@ -315,8 +353,13 @@ class SoftPromptLM:
         if token_counts is not None:
             token_counts.append(streamer.num_tokens)
 
-    def answer(self, question: str, documents: Sequence[str], full_context: bool = False,
-               settings: GenerationSettings | None = None) -> str:
+    def answer(
+        self,
+        question: str,
+        documents: Sequence[str],
+        full_context: bool = False,
+        settings: GenerationSettings | None = None,
+    ) -> str:
         """Compress `documents` (unless `full_context`) and answer `question` over them."""
         if isinstance(documents, str):
             documents = [documents]
@@ -326,11 +369,9 @@ class SoftPromptLM:
             raise ValueError("answer() from digests needs a compressor")
         return self.generate(question, self.compressor.compress(list(documents)), settings)
 
-
     # ------------------------------------------------------------------------- chat messages with markers
     @torch.no_grad()
-    def build_chat_inputs(self, messages: Sequence[dict[str, str]],
-                          digests: DigestSource | None = None) -> ChatPrompt:
+    def build_chat_inputs(self, messages: Sequence[dict[str, str]], digests: DigestSource | None = None) -> ChatPrompt:
         """Prompt embeddings for chat `messages` whose contents may hold digest markers (``⟦icf:<key>⟧``).
 
         The chat template is applied once, to the messages as given (markers included, as plain text); the
@@ -356,13 +397,16 @@ class SoftPromptLM:
                 continue
             digest = digests.get(p[0])
             if digest is None:
-                raise ValueError(f"no digest for marker {marker_for(p[0])} in the digest store: compress its "
-                                 "document into this store first (or pass the store that holds it)")
+                raise ValueError(
+                    f"no digest for marker {marker_for(p[0])} in the digest store: compress its "
+                    "document into this store first (or pass the store that holds it)"
+                )
             parts.append(self._digest_embeds(digest))
         return ChatPrompt(torch.cat(parts), keys)
 
-    def _pad_left(self, rows: Sequence[torch.Tensor],
-                  settings: GenerationSettings) -> tuple[torch.Tensor, torch.Tensor]:
+    def _pad_left(
+        self, rows: Sequence[torch.Tensor], settings: GenerationSettings
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Prompt embedding rows (positions x hidden) as one left-padded batch and its attention mask, after
         checking that the longest row leaves room for `settings.max_new_tokens`."""
         longest = max(r.shape[0] for r in rows)
@@ -375,52 +419,72 @@ class SoftPromptLM:
         return embeds, mask
 
     @torch.no_grad()
-    def generate_prompts(self, prompts: Sequence[ChatPrompt],
-                         settings: GenerationSettings | None = None) -> list[ChatResult]:
+    def generate_prompts(
+        self, prompts: Sequence[ChatPrompt], settings: GenerationSettings | None = None
+    ) -> list[ChatResult]:
         """Answer several built chat prompts in one batched generate call."""
         settings = settings or GenerationSettings()
         if not prompts:
             return []
         embeds, mask = self._pad_left([p.embeds for p in prompts], settings)
-        out = self.llm.generate(inputs_embeds=embeds, attention_mask=mask, eos_token_id=self.eos_token_ids,
-                                pad_token_id=self.pad_token_id, **settings.kwargs())
+        out = self.llm.generate(
+            inputs_embeds=embeds,
+            attention_mask=mask,
+            eos_token_id=self.eos_token_ids,
+            pad_token_id=self.pad_token_id,
+            **settings.kwargs(),
+        )
         eos = set(self.eos_token_ids)
         results = []
         for prompt, row in zip(prompts, out.tolist(), strict=True):
             # A row that ended early is padded after its end-of-turn token: count up to and including it.
             end = next((i + 1 for i, t in enumerate(row) if t in eos), None)
-            results.append(ChatResult(
-                text=self.tokenizer.decode(row[: end or len(row)], skip_special_tokens=True).strip(),
-                prompt_tokens=prompt.num_positions,
-                completion_tokens=end or len(row),
-                digest_keys=list(prompt.digest_keys),
-                finish_reason="stop" if end else "length",
-            ))
+            results.append(
+                ChatResult(
+                    text=self.tokenizer.decode(row[: end or len(row)], skip_special_tokens=True).strip(),
+                    prompt_tokens=prompt.num_positions,
+                    completion_tokens=end or len(row),
+                    digest_keys=list(prompt.digest_keys),
+                    finish_reason="stop" if end else "length",
+                )
+            )
         return results
 
-    def generate_chat_batch(self, conversations: Sequence[Sequence[dict[str, str]]],
-                            digests: DigestSource | None = None,
-                            settings: GenerationSettings | None = None) -> list[ChatResult]:
+    def generate_chat_batch(
+        self,
+        conversations: Sequence[Sequence[dict[str, str]]],
+        digests: DigestSource | None = None,
+        settings: GenerationSettings | None = None,
+    ) -> list[ChatResult]:
         """Answer several chat conversations (markers allowed) in one batched generate call."""
         if isinstance(conversations, (str, dict)) or not isinstance(conversations, Sequence):
             raise TypeError("generate_chat_batch() takes a list of conversations (lists of messages)")
         return self.generate_prompts([self.build_chat_inputs(c, digests) for c in conversations], settings)
 
-    def generate_chat(self, messages: Sequence[dict[str, str]], digests: DigestSource | None = None,
-                      settings: GenerationSettings | None = None) -> ChatResult:
+    def generate_chat(
+        self,
+        messages: Sequence[dict[str, str]],
+        digests: DigestSource | None = None,
+        settings: GenerationSettings | None = None,
+    ) -> ChatResult:
         """Answer one chat conversation whose messages may hold digest markers."""
         return self.generate_chat_batch([messages], digests, settings)[0]
 
-    def stream_prompt(self, prompt: ChatPrompt, settings: GenerationSettings | None = None,
-                      token_counts: list[int] | None = None) -> Iterator[str]:
+    def stream_prompt(
+        self, prompt: ChatPrompt, settings: GenerationSettings | None = None, token_counts: list[int] | None = None
+    ) -> Iterator[str]:
         """Yield the answer to a built chat prompt in text chunks as they are generated. When the stream
         ends, the number of generated tokens is appended to `token_counts` (if given)."""
         settings = settings or GenerationSettings()
         embeds, mask = self._pad_left([prompt.embeds], settings)
         yield from self._stream_embeds(embeds, mask, settings, token_counts)
 
-    def stream_chat(self, messages: Sequence[dict[str, str]], digests: DigestSource | None = None,
-                    settings: GenerationSettings | None = None) -> Iterator[str]:
+    def stream_chat(
+        self,
+        messages: Sequence[dict[str, str]],
+        digests: DigestSource | None = None,
+        settings: GenerationSettings | None = None,
+    ) -> Iterator[str]:
         """Yield the answer to chat `messages` (markers allowed) in text chunks as they are generated."""
         return self.stream_prompt(self.build_chat_inputs(messages, digests), settings)
 

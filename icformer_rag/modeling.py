@@ -194,8 +194,7 @@ class ICFormer(nn.Module):
             # The paper's layout, digest j at n + j: the offset to its tokens depends on the window length n.
             dig_pos = real.sum(-1, keepdim=True) + j  # (B, M)
         q_cos_sin = rope_cos_sin(dig_pos, self.config.head_dim, self.config.rope_theta, dtype)
-        kv_cos_sin = rope_cos_sin(torch.cat((ctx_pos, dig_pos), 1), self.config.head_dim,
-                                  self.config.rope_theta, dtype)
+        kv_cos_sin = rope_cos_sin(torch.cat((ctx_pos, dig_pos), 1), self.config.head_dim, self.config.rope_theta, dtype)
 
         # Digest j sees every real context token and digests 0..j.
         causal = torch.ones(M, M, dtype=torch.bool, device=device).tril()

@@ -90,8 +90,9 @@ class DigestStore:
     renamed into place, so readers only ever see complete files.
     """
 
-    def __init__(self, folder: str | Path | None = None, *, device: str | torch.device = "cpu",
-                 max_cached: int | None = 4096) -> None:
+    def __init__(
+        self, folder: str | Path | None = None, *, device: str | torch.device = "cpu", max_cached: int | None = 4096
+    ) -> None:
         if max_cached is not None and max_cached < 1:
             raise ValueError("max_cached must be positive or None")
         self.folder = Path(folder) if folder is not None else None
@@ -167,8 +168,9 @@ class DigestStore:
                 self._cache.popitem(last=False)
 
     # -------------------------------------------------------------------------------------- compression
-    def compress_cached(self, compressor: ContextCompressor, texts: Sequence[str],
-                        show_progress: bool = False) -> tuple[list[Digest], list[bool]]:
+    def compress_cached(
+        self, compressor: ContextCompressor, texts: Sequence[str], show_progress: bool = False
+    ) -> tuple[list[Digest], list[bool]]:
         """Digests of `texts` by `compressor`, in order, and whether each came from the store.
 
         Only the misses are compressed, all in one batched call (a text repeated in `texts` once), and

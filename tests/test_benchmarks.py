@@ -48,8 +48,9 @@ def test_time_call_rotates_inputs_and_reports_raw_times():
 def test_time_call_stops_early_past_max_seconds():
     import time
 
-    timing = common.time_call(lambda _: time.sleep(0.01), [0], torch.device("cpu"), warmup=0, repeats=50,
-                              max_seconds=0.02)
+    timing = common.time_call(
+        lambda _: time.sleep(0.01), [0], torch.device("cpu"), warmup=0, repeats=50, max_seconds=0.02
+    )
     assert timing["repeats"] == 3
 
 
@@ -71,15 +72,42 @@ def test_smollm2_shape_matches_the_default_llm_config():
         pytest.skip("the default LLM is not converted on this machine")
     cfg = json.loads(path.read_text())
     shape = common.SHAPES["smollm2"]
-    assert (shape.hidden_size, shape.num_layers, shape.num_heads, shape.num_kv_heads, shape.intermediate_size,
-            shape.vocab_size) == (cfg["hidden_size"], cfg["num_hidden_layers"], cfg["num_attention_heads"],
-                                  cfg["num_key_value_heads"], cfg["intermediate_size"], cfg["vocab_size"])
+    assert (
+        shape.hidden_size,
+        shape.num_layers,
+        shape.num_heads,
+        shape.num_kv_heads,
+        shape.intermediate_size,
+        shape.vocab_size,
+    ) == (
+        cfg["hidden_size"],
+        cfg["num_hidden_layers"],
+        cfg["num_attention_heads"],
+        cfg["num_key_value_heads"],
+        cfg["intermediate_size"],
+        cfg["vocab_size"],
+    )
     assert shape.rope_theta == cfg["rope_parameters"]["rope_theta"]
 
 
 def test_compression_smoke(tmp_path, capsys):
-    payload = compression.main(["--shape", "tiny", "--sizes", "32", "64", "--batches", "1", "2",
-                                "--methods", ",".join(sorted(METHODS)), "--out", str(tmp_path), *SMOKE])
+    payload = compression.main(
+        [
+            "--shape",
+            "tiny",
+            "--sizes",
+            "32",
+            "64",
+            "--batches",
+            "1",
+            "2",
+            "--methods",
+            ",".join(sorted(METHODS)),
+            "--out",
+            str(tmp_path),
+            *SMOKE,
+        ]
+    )
     data = _load(payload)
     rows = data["rows"]
     assert {r["method"] for r in rows} == METHODS
@@ -112,8 +140,23 @@ def test_compression_rejects_sizes_off_the_window(tmp_path):
 
 
 def test_rag_latency_smoke(tmp_path, capsys, tokenizer):
-    payload = rag_latency.main(["--model", "tiny", "--docs", "2", "--doc-tokens", "64", "--new-tokens", "2",
-                                "--total-repeats", "1", "--out", str(tmp_path), *SMOKE])
+    payload = rag_latency.main(
+        [
+            "--model",
+            "tiny",
+            "--docs",
+            "2",
+            "--doc-tokens",
+            "64",
+            "--new-tokens",
+            "2",
+            "--total-repeats",
+            "1",
+            "--out",
+            str(tmp_path),
+            *SMOKE,
+        ]
+    )
     data = _load(payload)
     rows = {r["mode"]: r for r in data["rows"]}
     assert set(rows) == {"full", "query", "precomputed"}
@@ -144,9 +187,27 @@ def test_make_documents_have_the_asked_length(tokenizer):
 
 
 def test_indexing_smoke(tmp_path, capsys):
-    payload = indexing.main(["--shape", "tiny", "--num-docs", "12", "--min-tokens", "20", "--max-tokens", "70",
-                             "--budgets", "64", "128", "--chunk-docs", "6", "--no-progress", "--out", str(tmp_path),
-                             *SMOKE])
+    payload = indexing.main(
+        [
+            "--shape",
+            "tiny",
+            "--num-docs",
+            "12",
+            "--min-tokens",
+            "20",
+            "--max-tokens",
+            "70",
+            "--budgets",
+            "64",
+            "128",
+            "--chunk-docs",
+            "6",
+            "--no-progress",
+            "--out",
+            str(tmp_path),
+            *SMOKE,
+        ]
+    )
     data = _load(payload)
     assert [r["max_batch_tokens"] for r in data["rows"]] == [64, 128]
     for r in data["rows"]:

@@ -90,9 +90,7 @@ def _write_docs(folder: Path, n_docs: int = 30) -> list[str]:
     folder.mkdir(parents=True, exist_ok=True)
     texts = []
     for i in range(n_docs):
-        paragraphs = [
-            " ".join(_sentence(rng) for _ in range(rng.randint(1, 8))) for _ in range(rng.randint(1, 5))
-        ]
+        paragraphs = [" ".join(_sentence(rng) for _ in range(rng.randint(1, 8))) for _ in range(rng.randint(1, 5))]
         text = "\n\n".join(paragraphs)
         (folder / f"doc_{i:03d}.txt").write_text(text, encoding="utf-8")
         texts.append(text)
@@ -266,10 +264,7 @@ def test_config_validation() -> None:
 
 
 def test_extractive_questions() -> None:
-    qs = {
-        k: (q, a)
-        for k, q, a in extractive_questions("The town was founded in 1723 by Ada Krenn, a glassmaker.")
-    }
+    qs = {k: (q, a) for k, q, a in extractive_questions("The town was founded in 1723 by Ada Krenn, a glassmaker.")}
     assert qs["qa_year"] == ("The town was founded in what year by Ada Krenn, a glassmaker?", "1723")
     assert qs["qa_who"] == ("The town was founded in 1723 by whom, a glassmaker?", "Ada Krenn")
     qs = {k: (q, a) for k, q, a in extractive_questions("The city has 3,000 inhabitants and a port.")}
@@ -352,8 +347,15 @@ def test_distill_command_writes_the_llms_full_text_answers(tmp_path: Path) -> No
 
     tok = load_tokenizer()
     torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                      num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=512)
+    cfg = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=512,
+    )
     LlamaForCausalLM(cfg).save_pretrained(tmp_path / "llm")
     tok.save_pretrained(tmp_path / "llm")
     records = [
@@ -370,7 +372,8 @@ def test_distill_command_writes_the_llms_full_text_answers(tmp_path: Path) -> No
     out = read_records(tmp_path / "instruct_train.distilled.jsonl")
     llm, tok = load_llm(tmp_path / "llm", device="cpu")
     direct = SoftPromptLM(llm, tok).generate_batch(
-        [records[0].prompt, records[2].prompt], [[records[0].context], [records[2].context]],
+        [records[0].prompt, records[2].prompt],
+        [[records[0].context], [records[2].context]],
         GenerationSettings(max_new_tokens=5),
     )
     assert all(direct)  # (this tiny LLM answers both: nothing is dropped)
@@ -468,18 +471,14 @@ def test_package_readers(tmp_path: Path) -> None:
         ("wiki/Zeta", "Zeta", "Z text."),
     ]
 
-    moby = (
-        "CHAPTER 1. Loomings.\n\nCall me\nIshmael.\n\nSecond para.\nCHAPTER 2. The Carpet-Bag.\n\nText two.\n"
-    )
+    moby = "CHAPTER 1. Loomings.\n\nCall me\nIshmael.\n\nSecond para.\nCHAPTER 2. The Carpet-Bag.\n\nText two.\n"
     npm = _tar({"package/sotu/data/1791_george_washington_n.txt": "Second speech.",
                 "package/sotu/data/1790_george_washington_n.txt": "First speech.",
                 "package/sotu/data/1790_george_washington_n.json": "{}",
                 "package/moby-dick/data/data.txt": moby})  # fmt: skip
     _place(tmp_path, SotuSource.spec.label, "datasets.tgz", npm)
     sotu = list(SotuSource().documents(tmp_path))
-    assert [d.title for d in sotu] == [
-        f"State of the Union address, {y} (George Washington)" for y in (1790, 1791)
-    ]
+    assert [d.title for d in sotu] == [f"State of the Union address, {y} (George Washington)" for y in (1790, 1791)]
     assert [d.text for d in sotu] == ["First speech.", "Second speech."]
     chapters = list(MobyDickSource().documents(tmp_path))
     assert [d.doc_id for d in chapters] == ["moby/chapter-001", "moby/chapter-002"]

@@ -86,8 +86,11 @@ def test_config_rejects_bad_values(overrides, match):
 
 
 def test_config_from_old_checkpoint_keeps_the_layout_it_was_trained_with():
-    old = {k: v for k, v in tiny_config().to_dict().items()
-           if k not in ("digest_positions", "chunk_queries", "local_heads")}
+    old = {
+        k: v
+        for k, v in tiny_config().to_dict().items()
+        if k not in ("digest_positions", "chunk_queries", "local_heads")
+    }
     cfg = ICFormerConfig.from_dict(old)
     assert (cfg.digest_positions, cfg.chunk_queries, cfg.local_heads) == ("after", False, 0)
     assert ICFormerConfig().digest_positions == "spread"  # new compressors use the spread layout

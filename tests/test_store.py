@@ -84,7 +84,8 @@ def test_foreign_or_stale_entries_are_never_returned(compressor, tiny_llm, token
     # A file whose content does not match its name (copied over, tampered) is a miss.
     key_b = key_for(TEXT_B, compressor.fingerprint)
     (tmp_path / f"{key_for(TEXT_A, compressor.fingerprint)}.digest.safetensors").rename(
-        tmp_path / f"{key_b}.digest.safetensors")
+        tmp_path / f"{key_b}.digest.safetensors"
+    )
     fresh = DigestStore(tmp_path)
     assert fresh.get(key_b) is None
     (tmp_path / f"{key_b}.digest.safetensors").write_bytes(b"not a digest")  # a corrupt file: a miss
@@ -123,8 +124,9 @@ def test_concurrent_compress_cached_from_threads(compressor, tmp_path):
     for t in threads:
         t.join()
     for i, digests in results.items():
-        assert [digest_key(d) for d in digests] == [key_for(t, compressor.fingerprint)
-                                                     for t in (texts[i], texts[(i + 1) % 12], texts[i])]
+        assert [digest_key(d) for d in digests] == [
+            key_for(t, compressor.fingerprint) for t in (texts[i], texts[(i + 1) % 12], texts[i])
+        ]
     assert len(store) == 12
 
 
@@ -133,8 +135,10 @@ def test_build_chat_inputs_splices_digests_in_place_of_markers(soft_lm, compress
     store = DigestStore()
     digests, _ = store.compress_cached(compressor, [TEXT_A, TEXT_B])
     ka, kb = (digest_key(d) for d in digests)
-    messages = [{"role": "system", "content": "Be brief."},
-                {"role": "user", "content": f"Context:\n{marker_for(ka)}\n{marker_for(kb)}\n\nWho?"}]
+    messages = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": f"Context:\n{marker_for(ka)}\n{marker_for(kb)}\n\nWho?"},
+    ]
     prompt = soft_lm.build_chat_inputs(messages, store)
     assert prompt.digest_keys == [ka, kb]
     text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
@@ -184,8 +188,11 @@ def test_generate_chat_batch_equals_one_by_one_and_stream(soft_lm, compressor):
     store = DigestStore()
     digests, _ = store.compress_cached(compressor, [TEXT_A, TEXT_B])
     ka, kb = (digest_key(d) for d in digests)
-    convs = [chat(f"{marker_for(ka)}\nWho?"), chat(f"{marker_for(kb)} {marker_for(ka)}\nWhat is glass made of?"),
-             chat("No context at all, just a longer question about glass?")]
+    convs = [
+        chat(f"{marker_for(ka)}\nWho?"),
+        chat(f"{marker_for(kb)} {marker_for(ka)}\nWhat is glass made of?"),
+        chat("No context at all, just a longer question about glass?"),
+    ]
     batched = soft_lm.generate_chat_batch(convs, store, SHORT)
     alone = [soft_lm.generate_chat(c, store, SHORT) for c in convs]
     assert [r.text for r in batched] == [r.text for r in alone]

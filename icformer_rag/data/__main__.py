@@ -42,9 +42,7 @@ def _load_tokenizer(name_or_path: str | None) -> Any:
 def _table(rows: list[list[str]]) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = [
-        "  ".join(
-            c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))
-        )
+        "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
         for r in rows
     ]
     lines.insert(1, "  ".join("-" * w for w in widths))
@@ -169,25 +167,17 @@ def main(argv: list[str] | None = None) -> int:
     """Command-line entry point."""
     parser = argparse.ArgumentParser(prog="python -m icformer_rag.data", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    build = sub.add_parser(
-        "build", help="fetch sources, write corpus shards, qa_dev.jsonl, instruct_train.jsonl"
-    )
+    build = sub.add_parser("build", help="fetch sources, write corpus shards, qa_dev.jsonl, instruct_train.jsonl")
     build.add_argument("--out", required=True, help="output directory")
     build.add_argument(
         "--sources", default=",".join(DEFAULT_SOURCES), help=f"comma-separated, from: {', '.join(SOURCES)}"
     )
-    build.add_argument(
-        "--tokenizer", default=None, help="tokenizer folder or name (default: the default LLM's)"
-    )
-    build.add_argument(
-        "--cache-dir", default=None, help="download cache (default ~/.cache/icformer_rag/sources)"
-    )
+    build.add_argument("--tokenizer", default=None, help="tokenizer folder or name (default: the default LLM's)")
+    build.add_argument("--cache-dir", default=None, help="download cache (default ~/.cache/icformer_rag/sources)")
     build.add_argument("--seed", type=int, default=0)
     build.add_argument("--heldout-fraction", type=float, default=CorpusConfig.heldout_fraction)
     build.add_argument("--window-tokens", type=int, default=CorpusConfig.window_tokens)
-    build.add_argument(
-        "--max-train-tokens", type=int, default=CorpusConfig.max_train_tokens, help="0 = no cap"
-    )
+    build.add_argument("--max-train-tokens", type=int, default=CorpusConfig.max_train_tokens, help="0 = no cap")
     build.add_argument(
         "--max-tokens-per-source", type=int, default=CorpusConfig.max_tokens_per_source, help="0 = no cap"
     )

@@ -355,9 +355,7 @@ def write_corpus(
                 nxt = len(rows) + 1 if j + 1 < len(lengths[i]) else -1
                 rows.append((offset, n, i, nxt))
                 offset += n
-        total = {
-            k: sum(c[k] for c in counts[name].values()) for k in ("docs", "windows", "tokens", "tail_tokens")
-        }
+        total = {k: sum(c[k] for c in counts[name].values()) for k in ("docs", "windows", "tokens", "tail_tokens")}
         counts[name]["total"] = total
         flat = np.concatenate(chunks) if chunks else np.zeros(0, dtype=dtype)
         flat.astype(dtype, copy=False).tofile(out / f"{name}.bin")

@@ -118,9 +118,7 @@ def normalize_answer(text: str) -> str:
     Punctuation is removed, not replaced by a space, so "3,000" and "3000" match.
     """
     text = unicodedata.normalize("NFKC", text).lower()
-    text = "".join(
-        ch for ch in text if ch not in string.punctuation and not unicodedata.category(ch).startswith("P")
-    )
+    text = "".join(ch for ch in text if ch not in string.punctuation and not unicodedata.category(ch).startswith("P"))
     return " ".join(_ARTICLES.sub(" ", text).split())
 
 
@@ -290,16 +288,12 @@ def extractive_questions(sentence: str) -> list[tuple[str, str, str]]:
     """
     out: list[tuple[str, str, str]] = []
     for m in _DATE.finditer(sentence):
-        out.append(
-            ("qa_date", _as_question(sentence, m.start(), m.end(), f"{m.group(1)} what date"), m.group(2))
-        )
+        out.append(("qa_date", _as_question(sentence, m.start(), m.end(), f"{m.group(1)} what date"), m.group(2)))
     dated = {m.group(2) for m in _DATE.finditer(sentence)}
     for m in _YEAR.finditer(sentence):
         if any(m.group(2) in d for d in dated):
             continue
-        out.append(
-            ("qa_year", _as_question(sentence, m.start(), m.end(), f"{m.group(1)} what year"), m.group(2))
-        )
+        out.append(("qa_year", _as_question(sentence, m.start(), m.end(), f"{m.group(1)} what year"), m.group(2)))
     for m in _COUNT.finditer(sentence):
         number = m.group(1)
         if re.fullmatch(r"1\d{3}|20\d{2}", number):  # a year, not a count
@@ -403,8 +397,7 @@ def _round_robin(docs: Iterable[Document], seed: int) -> list[Document]:
     for d in docs:
         by_source.setdefault(d.source, []).append(d)
     queues = [
-        sorted(v, key=lambda d: (split_score(d.doc_id, seed + 1), d.doc_id))
-        for _, v in sorted(by_source.items())
+        sorted(v, key=lambda d: (split_score(d.doc_id, seed + 1), d.doc_id)) for _, v in sorted(by_source.items())
     ]
     out: list[Document] = []
     for i in range(max((len(q) for q in queues), default=0)):

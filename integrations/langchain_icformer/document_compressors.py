@@ -96,7 +96,12 @@ class ICFormerCompressor(BaseDocumentCompressor):
         out = []
         for doc, digest, hit in zip(documents, digests, hits, strict=True):
             key = digest_key(digest)
-            metadata = {**doc.metadata, METADATA_KEY: key, METADATA_HIT: hit, METADATA_TOKENS: digest.num_tokens,
-                        METADATA_DIGESTS: len(digest)}
+            metadata = {
+                **doc.metadata,
+                METADATA_KEY: key,
+                METADATA_HIT: hit,
+                METADATA_TOKENS: digest.num_tokens,
+                METADATA_DIGESTS: len(digest),
+            }
             out.append(Document(page_content=marker_for(key), metadata=metadata, id=doc.id))
         return out

@@ -29,8 +29,9 @@ def node_texts(nodes: Sequence[BaseNode]) -> list[str]:
     return texts
 
 
-def compress_nodes(compressor: ContextCompressor, store: DigestStore,
-                   nodes: Sequence[BaseNode]) -> tuple[list[Digest], list[bool]]:
+def compress_nodes(
+    compressor: ContextCompressor, store: DigestStore, nodes: Sequence[BaseNode]
+) -> tuple[list[Digest], list[bool]]:
     """Digests of the nodes' texts (one batched compression of the misses) and whether each was in the store."""
     return store.compress_cached(compressor, node_texts(nodes))
 

@@ -69,9 +69,16 @@ class ICFormerLLM(CustomLLM):
             self.context_window = int(lm.max_positions or 2048)
 
     @classmethod
-    def from_default(cls, checkpoint: str | Path | None = None, llm_name_or_path: str | Path | None = None, *,
-                     device: str | None = None, dtype: str | None = None, store: DigestStore | None = None,
-                     **kwargs: Any) -> ICFormerLLM:
+    def from_default(
+        cls,
+        checkpoint: str | Path | None = None,
+        llm_name_or_path: str | Path | None = None,
+        *,
+        device: str | None = None,
+        dtype: str | None = None,
+        store: DigestStore | None = None,
+        **kwargs: Any,
+    ) -> ICFormerLLM:
         """Load the default LLM (SmolLM2-135M-Instruct) and the shipped compressor checkpoint, or any local
         LLM with a compressor checkpoint trained for it (see :func:`icformer_rag.load_compressor`)."""
         from icformer_rag import load_compressor
@@ -93,8 +100,12 @@ class ICFormerLLM(CustomLLM):
 
     @property
     def metadata(self) -> LLMMetadata:
-        return LLMMetadata(context_window=self.context_window, num_output=self.max_new_tokens,
-                           is_chat_model=True, model_name=self.model_name)
+        return LLMMetadata(
+            context_window=self.context_window,
+            num_output=self.max_new_tokens,
+            is_chat_model=True,
+            model_name=self.model_name,
+        )
 
     # ------------------------------------------------------------------------------------------ helpers
     def _settings(self, **kwargs: Any) -> GenerationSettings:
@@ -112,9 +123,12 @@ class ICFormerLLM(CustomLLM):
 
     @staticmethod
     def _usage(prompt: ChatPrompt, completion_tokens: int) -> dict[str, Any]:
-        return {"prompt_tokens": prompt.num_positions, "completion_tokens": completion_tokens,
-                "total_tokens": prompt.num_positions + completion_tokens,
-                "icformer_digest_keys": list(prompt.digest_keys)}
+        return {
+            "prompt_tokens": prompt.num_positions,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt.num_positions + completion_tokens,
+            "icformer_digest_keys": list(prompt.digest_keys),
+        }
 
     def _stream(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
         prompt = self._prompt(messages)
@@ -127,17 +141,20 @@ class ICFormerLLM(CustomLLM):
             text += delta
             yield ChatResponse(message=ChatMessage(role=MessageRole.ASSISTANT, content=text), delta=delta)
         usage = self._usage(prompt, counts[0] if counts else 0)
-        yield ChatResponse(message=ChatMessage(role=MessageRole.ASSISTANT, content=text), delta="",
-                           additional_kwargs=usage)
+        yield ChatResponse(
+            message=ChatMessage(role=MessageRole.ASSISTANT, content=text), delta="", additional_kwargs=usage
+        )
 
     # --------------------------------------------------------------------------------------------- chat
     @llm_chat_callback()
     def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
         prompt = self._prompt(messages)
         result = self._lm.generate_prompts([prompt], self._settings(**kwargs))[0]
-        return ChatResponse(message=ChatMessage(role=MessageRole.ASSISTANT, content=result.text),
-                            additional_kwargs=self._usage(prompt, result.completion_tokens),
-                            raw={"finish_reason": result.finish_reason})
+        return ChatResponse(
+            message=ChatMessage(role=MessageRole.ASSISTANT, content=result.text),
+            additional_kwargs=self._usage(prompt, result.completion_tokens),
+            raw={"finish_reason": result.finish_reason},
+        )
 
     @llm_chat_callback()
     def stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
@@ -155,15 +172,17 @@ class ICFormerLLM(CustomLLM):
     @llm_completion_callback()
     def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
         response = self.chat([ChatMessage(role=MessageRole.USER, content=prompt)], **kwargs)
-        return CompletionResponse(text=response.message.content or "", additional_kwargs=response.additional_kwargs,
-                                  raw=response.raw)
+        return CompletionResponse(
+            text=response.message.content or "", additional_kwargs=response.additional_kwargs, raw=response.raw
+        )
 
     @llm_completion_callback()
     def stream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponseGen:
         def gen() -> CompletionResponseGen:
             for r in self._stream([ChatMessage(role=MessageRole.USER, content=prompt)], **kwargs):
-                yield CompletionResponse(text=r.message.content or "", delta=r.delta,
-                                         additional_kwargs=r.additional_kwargs)
+                yield CompletionResponse(
+                    text=r.message.content or "", delta=r.delta, additional_kwargs=r.additional_kwargs
+                )
 
         return gen()
 
@@ -172,8 +191,7 @@ class ICFormerLLM(CustomLLM):
         return await asyncio.to_thread(self.complete, prompt, formatted, **kwargs)
 
     @llm_completion_callback()
-    async def astream_complete(self, prompt: str, formatted: bool = False,
-                               **kwargs: Any) -> CompletionResponseAsyncGen:
+    async def astream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponseAsyncGen:
         return _in_thread(self.stream_complete(prompt, formatted, **kwargs))
 
 

@@ -77,8 +77,13 @@ class ICFormerNodePostprocessor(BaseNodePostprocessor):
         for item, digest, hit in zip(nodes, digests, hits, strict=True):
             key = digest_key(digest)
             node = item.node.model_copy(deep=False)
-            node.metadata = {**item.node.metadata, METADATA_KEY: key, METADATA_HIT: hit,
-                             METADATA_TOKENS: digest.num_tokens, METADATA_DIGESTS: len(digest)}
+            node.metadata = {
+                **item.node.metadata,
+                METADATA_KEY: key,
+                METADATA_HIT: hit,
+                METADATA_TOKENS: digest.num_tokens,
+                METADATA_DIGESTS: len(digest),
+            }
             node.excluded_llm_metadata_keys = list(item.node.excluded_llm_metadata_keys)
             node.excluded_embed_metadata_keys = list(item.node.excluded_embed_metadata_keys)
             hide_from_llm_and_embeddings(node)

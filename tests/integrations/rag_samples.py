@@ -81,8 +81,7 @@ def digests_read() -> Iterator[list[list[str] | None]]:
 def import_error_without(hidden: str, package: str) -> str:
     """What `import <package>` prints as its ImportError in a fresh interpreter run from integrations/ (the adapters
     as a checkout has them) in which module `hidden` cannot be imported; empty if the import succeeds."""
-    code = (f"import sys; sys.modules[{hidden!r}] = None\n"
-            f"try:\n import {package}\nexcept ImportError as e:\n print(e)")
+    code = f"import sys; sys.modules[{hidden!r}] = None\ntry:\n import {package}\nexcept ImportError as e:\n print(e)"
     where = Path(__file__).parents[2] / "integrations"
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=where, check=True).stdout
 

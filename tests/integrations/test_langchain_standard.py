@@ -23,15 +23,25 @@ from icformer_rag.llm import load_tokenizer  # noqa: E402
 @functools.cache
 def tiny_lm() -> SoftPromptLM:
     tokenizer = load_tokenizer()
-    config = LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                         num_key_value_heads=2, vocab_size=len(tokenizer), max_position_embeddings=1024,
-                         tie_word_embeddings=True, bos_token_id=1, eos_token_id=2)
+    config = LlamaConfig(
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=len(tokenizer),
+        max_position_embeddings=1024,
+        tie_word_embeddings=True,
+        bos_token_id=1,
+        eos_token_id=2,
+    )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         llm = LlamaForCausalLM(config).eval().requires_grad_(False)
     llm.name_or_path = "tiny-random-llama"
-    compressor = ContextCompressor.from_llm(llm, tokenizer, num_blocks=1, num_digest_tokens=8, window_tokens=32,
-                                            intermediate_size=64)
+    compressor = ContextCompressor.from_llm(
+        llm, tokenizer, num_blocks=1, num_digest_tokens=8, window_tokens=32, intermediate_size=64
+    )
     return SoftPromptLM(llm, tokenizer, compressor)
 
 

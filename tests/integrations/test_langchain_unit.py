@@ -105,7 +105,8 @@ def test_compressor_bad_input(lc_compressor, compressor):
     assert long_doc.metadata["icformer_tokens"] == n_tokens
     assert long_doc.metadata["icformer_digests"] == sum(
         compressor.config.digests_for(min(compressor.config.window_tokens, n_tokens - s))
-        for s in range(0, n_tokens, compressor.config.window_tokens))
+        for s in range(0, n_tokens, compressor.config.window_tokens)
+    )
     # Metadata that is not JSON-serializable is carried through as the same objects.
     odd = {"lock": threading.Lock(), "func": len, "set": {1, 2}}
     out = lc_compressor.compress_documents([Document(page_content=TEXT_B, metadata=odd)], "q")[0]
@@ -124,13 +125,17 @@ def test_import_error_names_the_extra():
 def test_plain_chat_matches_soft_prompt_lm(chat, soft_lm):
     messages = [SystemMessage("Be brief."), HumanMessage("Hello, who are you?")]
     result = chat.invoke(messages)
-    expected = soft_lm.generate_chat([{"role": "system", "content": "Be brief."},
-                                      {"role": "user", "content": "Hello, who are you?"}],
-                                     None, GenerationSettings(max_new_tokens=6))
+    expected = soft_lm.generate_chat(
+        [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello, who are you?"}],
+        None,
+        GenerationSettings(max_new_tokens=6),
+    )
     assert isinstance(result, AIMessage) and result.content == expected.text
-    assert result.usage_metadata == {"input_tokens": expected.prompt_tokens,
-                                     "output_tokens": expected.completion_tokens,
-                                     "total_tokens": expected.prompt_tokens + expected.completion_tokens}
+    assert result.usage_metadata == {
+        "input_tokens": expected.prompt_tokens,
+        "output_tokens": expected.completion_tokens,
+        "total_tokens": expected.prompt_tokens + expected.completion_tokens,
+    }
     assert result.response_metadata["icformer_digest_keys"] == []
     assert result.response_metadata["model_name"] == "tiny-random-llama"
 
@@ -230,14 +235,18 @@ def test_message_content_blocks(chat):
 
 # ------------------------------------------------------------------------------------------ pipelines
 def build_chain(chat: ChatICFormer, compressor: ICFormerCompressor, texts: list[str]):
-    store = InMemoryVectorStore.from_texts(texts, DeterministicFakeEmbedding(size=32),
-                                           metadatas=[{"n": i} for i in range(len(texts))])
+    store = InMemoryVectorStore.from_texts(
+        texts, DeterministicFakeEmbedding(size=32), metadatas=[{"n": i} for i in range(len(texts))]
+    )
     retriever = store.as_retriever(search_kwargs={"k": 2})
-    compress = RunnableLambda(lambda ds: compressor.compress_documents(ds, ""),
-                              afunc=lambda ds: compressor.acompress_documents(ds, ""))
+    compress = RunnableLambda(
+        lambda ds: compressor.compress_documents(ds, ""), afunc=lambda ds: compressor.acompress_documents(ds, "")
+    )
     return (
         {"context": retriever | compress | format_docs, "question": RunnablePassthrough()}
-        | PROMPT | chat | StrOutputParser()
+        | PROMPT
+        | chat
+        | StrOutputParser()
     ), retriever
 
 
@@ -248,8 +257,13 @@ def test_lcel_chain_from_langchain_core_pieces(chat, lc_compressor):
     retrieved = retriever.invoke("Who founded Velmora?")
     keys = [key_for(d.page_content, lc_compressor.compressor.fingerprint) for d in retrieved]
     # The same chain up to the prompt shows the markers the chat model turned into digests.
-    prompt_value = ({"context": retriever | RunnableLambda(lambda ds: lc_compressor.compress_documents(ds, ""))
-                     | format_docs, "question": RunnablePassthrough()} | PROMPT).invoke("Who founded Velmora?")
+    prompt_value = (
+        {
+            "context": retriever | RunnableLambda(lambda ds: lc_compressor.compress_documents(ds, "")) | format_docs,
+            "question": RunnablePassthrough(),
+        }
+        | PROMPT
+    ).invoke("Who founded Velmora?")
     assert find_markers(prompt_value.to_messages()[1].content) == keys
     assert answer == chat.invoke(prompt_value).content
 
@@ -257,8 +271,9 @@ def test_lcel_chain_from_langchain_core_pieces(chat, lc_compressor):
 def test_contextual_compression_retriever(chat, lc_compressor):
     retrievers = pytest.importorskip("langchain_classic.retrievers")
     store = InMemoryVectorStore.from_texts([TEXT_A, TEXT_B], DeterministicFakeEmbedding(size=32))
-    retriever = retrievers.ContextualCompressionRetriever(base_compressor=lc_compressor,
-                                                          base_retriever=store.as_retriever(search_kwargs={"k": 2}))
+    retriever = retrievers.ContextualCompressionRetriever(
+        base_compressor=lc_compressor, base_retriever=store.as_retriever(search_kwargs={"k": 2})
+    )
     found = retriever.invoke("Who founded Velmora?")
     assert len(found) == 2 and all(find_markers(d.page_content) for d in found)
     chain = {"context": retriever | format_docs, "question": RunnablePassthrough()} | PROMPT | chat | StrOutputParser()
@@ -279,8 +294,10 @@ def test_concurrent_threads_keep_each_answer_on_its_own_documents(chat, lc_compr
     def work(i: int) -> tuple[list[str], list[str]]:
         compressed = lc_compressor.compress_documents(own_docs(i), "q")
         reply = chat.invoke(ask_messages(compressed, i))
-        return ([d.metadata["icformer_digest_key"] for d in compressed],
-                reply.response_metadata["icformer_digest_keys"])
+        return (
+            [d.metadata["icformer_digest_key"] for d in compressed],
+            reply.response_metadata["icformer_digest_keys"],
+        )
 
     results = run_in_threads(work, 8)
     assert len(results) == 8

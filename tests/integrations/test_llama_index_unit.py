@@ -41,8 +41,10 @@ def embed_model(minilm_path):
 
 
 def scored(*texts: str) -> list[NodeWithScore]:
-    return [NodeWithScore(node=TextNode(text=t, id_=f"node-{i}", metadata={"source": f"doc{i}"}), score=1.0 - i / 10)
-            for i, t in enumerate(texts)]
+    return [
+        NodeWithScore(node=TextNode(text=t, id_=f"node-{i}", metadata={"source": f"doc{i}"}), score=1.0 - i / 10)
+        for i, t in enumerate(texts)
+    ]
 
 
 # --------------------------------------------------------------------------------------- postprocessor
@@ -95,8 +97,9 @@ def test_import_error_names_the_extra():
 
 # ------------------------------------------------------------------------------------------------- LLM
 def test_chat_and_complete_match_soft_prompt_lm(llm, soft_lm):
-    expected = soft_lm.generate_chat([{"role": "user", "content": "Hello there"}], None,
-                                     GenerationSettings(max_new_tokens=6))
+    expected = soft_lm.generate_chat(
+        [{"role": "user", "content": "Hello there"}], None, GenerationSettings(max_new_tokens=6)
+    )
     assert llm.complete("Hello there").text == expected.text
     response = llm.chat([ChatMessage(role=MessageRole.USER, content="Hello there")])
     assert response.message.content == expected.text
@@ -126,8 +129,10 @@ def test_streams_and_async_agree(llm):
     streamed = list(llm.stream_complete("Tell me about glass."))
     assert len(streamed) > 2 and streamed[-1].text == "".join(r.delta for r in streamed)
     assert streamed[-1].text.strip() == full and streamed[-1].additional_kwargs["completion_tokens"] >= 1
-    messages = [ChatMessage(role=MessageRole.SYSTEM, content="Be brief."),
-                ChatMessage(role=MessageRole.USER, content="Tell me about glass.")]
+    messages = [
+        ChatMessage(role=MessageRole.SYSTEM, content="Be brief."),
+        ChatMessage(role=MessageRole.USER, content="Tell me about glass."),
+    ]
     chat_full = llm.chat(messages).message.content
     assert list(llm.stream_chat(messages))[-1].message.content.strip() == chat_full
 
@@ -162,14 +167,21 @@ def test_markers_read_as_digests_and_missing_ones_named(llm, post):
 
 
 # ------------------------------------------------------------------------------------------- pipelines
-def test_ingestion_transform_fills_the_store_so_queries_do_no_compression(llm, embed_model, compressor, tmp_path,
-                                                                         monkeypatch):
+def test_ingestion_transform_fills_the_store_so_queries_do_no_compression(
+    llm, embed_model, compressor, tmp_path, monkeypatch
+):
     store = DigestStore(tmp_path / "digests")
     indexing_llm = ICFormerLLM(llm.lm, store, max_new_tokens=6)
-    pipeline = IngestionPipeline(transformations=[SentenceSplitter(chunk_size=64, chunk_overlap=0),
-                                                  ICFormerDigestTransform.for_llm(indexing_llm), embed_model])
-    nodes = pipeline.run(documents=[Document(text=TEXT_A, metadata={"source": "a"}),
-                                    Document(text=TEXT_B, metadata={"source": "b"})])
+    pipeline = IngestionPipeline(
+        transformations=[
+            SentenceSplitter(chunk_size=64, chunk_overlap=0),
+            ICFormerDigestTransform.for_llm(indexing_llm),
+            embed_model,
+        ]
+    )
+    nodes = pipeline.run(
+        documents=[Document(text=TEXT_A, metadata={"source": "a"}), Document(text=TEXT_B, metadata={"source": "b"})]
+    )
     assert all(n.metadata["icformer_digest_key"] in store for n in nodes)
     assert all("icformer" not in n.get_content(metadata_mode=MetadataMode.EMBED) for n in nodes)
     index = VectorStoreIndex(nodes, embed_model=embed_model)
@@ -185,8 +197,9 @@ def test_ingestion_transform_fills_the_store_so_queries_do_no_compression(llm, e
 
 
 def test_query_engine_reads_the_digests_of_the_retrieved_nodes(llm, post, embed_model):
-    index = VectorStoreIndex([TextNode(text=t, id_=f"n{i}") for i, t in enumerate([TEXT_A, TEXT_B, "Rivers."])],
-                             embed_model=embed_model)
+    index = VectorStoreIndex(
+        [TextNode(text=t, id_=f"n{i}") for i, t in enumerate([TEXT_A, TEXT_B, "Rivers."])], embed_model=embed_model
+    )
     engine = index.as_query_engine(llm=llm, node_postprocessors=[post], similarity_top_k=2)
     with digests_read() as seen:  # what each chat call read
         response = engine.query("Who founded Velmora?")
