@@ -59,6 +59,29 @@ class GenerationSettings:
         if self.repetition_penalty <= 0:
             raise ValueError("repetition_penalty must be positive (1.0 = off)")
 
+    @classmethod
+    def from_temperature(
+        cls,
+        max_new_tokens: int,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        repetition_penalty: float = 1.0,
+        **extra: Any,
+    ) -> GenerationSettings:
+        """Settings the way chat APIs (LangChain, LlamaIndex) state them: temperature 0 decodes greedily,
+        above 0 samples at that temperature. `extra` goes to the constructor of `cls`."""
+        temperature = float(temperature)
+        if temperature < 0:
+            raise ValueError("temperature must be >= 0 (0 decodes greedily)")
+        return cls(
+            max_new_tokens=int(max_new_tokens),
+            do_sample=temperature > 0,
+            temperature=temperature if temperature > 0 else 1.0,
+            top_p=float(top_p),
+            repetition_penalty=float(repetition_penalty),
+            **extra,
+        )
+
     def kwargs(self) -> dict[str, Any]:
         # Every setting is passed explicitly, so these settings, not the LLM's own generation config, decide.
         # The penalty goes through our own processor and generate's `repetition_penalty` stays off (also when

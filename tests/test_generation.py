@@ -139,6 +139,12 @@ def test_generation_settings_validate():
         GenerationSettings(top_p=1.5)
     (processor,) = GenerationSettings(repetition_penalty=1.2).kwargs()["logits_processor"]
     assert processor.penalty == 1.2
+    # The chat APIs' convention: temperature 0 is greedy, above 0 samples at it.
+    assert GenerationSettings.from_temperature(8) == GenerationSettings(max_new_tokens=8)
+    sampled = GenerationSettings.from_temperature(8, 0.7, 0.9, 1.1)
+    assert sampled == GenerationSettings(8, do_sample=True, temperature=0.7, top_p=0.9, repetition_penalty=1.1)
+    with pytest.raises(ValueError, match="temperature"):
+        GenerationSettings.from_temperature(8, -0.1)
 
 
 def test_repetition_penalty_stops_the_answer_repeating_itself(soft_lm, compressor, monkeypatch):

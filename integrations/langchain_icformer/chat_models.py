@@ -170,13 +170,11 @@ class ChatICFormer(BaseChatModel):
 
     # ------------------------------------------------------------------------------------------ helpers
     def _settings(self, **kwargs: Any) -> GenerationSettings:
-        temperature = float(kwargs.get("temperature", self.temperature))
-        return _Settings(
-            max_new_tokens=int(kwargs.get("max_tokens", self.max_tokens)),
-            do_sample=temperature > 0,
-            temperature=temperature if temperature > 0 else 1.0,
-            top_p=float(kwargs.get("top_p", self.top_p)),
-            repetition_penalty=float(kwargs.get("repetition_penalty", self.repetition_penalty)),
+        return _Settings.from_temperature(
+            kwargs.get("max_tokens", self.max_tokens),
+            kwargs.get("temperature", self.temperature),
+            kwargs.get("top_p", self.top_p),
+            kwargs.get("repetition_penalty", self.repetition_penalty),
             max_time=kwargs.get("timeout", self.timeout),
         )
 

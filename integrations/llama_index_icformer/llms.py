@@ -109,13 +109,11 @@ class ICFormerLLM(CustomLLM):
 
     # ------------------------------------------------------------------------------------------ helpers
     def _settings(self, **kwargs: Any) -> GenerationSettings:
-        temperature = float(kwargs.get("temperature", self.temperature))
-        return GenerationSettings(
-            max_new_tokens=int(kwargs.get("max_new_tokens", self.max_new_tokens)),
-            do_sample=temperature > 0,
-            temperature=temperature if temperature > 0 else 1.0,
-            top_p=float(kwargs.get("top_p", self.top_p)),
-            repetition_penalty=float(kwargs.get("repetition_penalty", self.repetition_penalty)),
+        return GenerationSettings.from_temperature(
+            kwargs.get("max_new_tokens", self.max_new_tokens),
+            kwargs.get("temperature", self.temperature),
+            kwargs.get("top_p", self.top_p),
+            kwargs.get("repetition_penalty", self.repetition_penalty),
         )
 
     def _prompt(self, messages: Sequence[ChatMessage]) -> ChatPrompt:
