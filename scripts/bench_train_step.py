@@ -15,37 +15,32 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import statistics
-import time
 from contextlib import nullcontext
 
 import torch
 
+from benchmarks.common import summarize, synchronize, time_one_call
 from icformer_rag import load_compressor
 from icformer_rag.training.objectives import autoencoding_loss
 from icformer_rag.training.trainer import compile_frozen_llm
 
 
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def time_steps(model, llm, args, device, count: int) -> list[float]:
+    """Seconds of `count` training steps, each on new random windows, timed as the benchmarks time a call
+    (CUDA events on a GPU). Not `benchmarks.common.time_call`: that runs under inference mode, and a step
+    needs its backward."""
     vocab = llm.get_input_embeddings().num_embeddings
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
-    times = []
-    for _ in range(count):
-        ids = torch.randint(100, vocab, (args.batch, args.length), device=device)
-        sync(device)
-        start = time.perf_counter()
+
+    def step(ids: torch.Tensor) -> None:
         with autocast:
             out = autoencoding_loss(model, llm, ids)
         out.loss.backward()
-        sync(device)
-        times.append(time.perf_counter() - start)
         model.zero_grad(set_to_none=True)
-    return times
+
+    inputs = [torch.randint(100, vocab, (args.batch, args.length), device=device) for _ in range(count)]
+    synchronize(device)
+    return [time_one_call(step, ids, device) for ids in inputs]
 
 
 def main() -> None:
@@ -70,21 +65,21 @@ def main() -> None:
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         warm = time_steps(model, llm, args, device, args.warmup)
-        times = time_steps(model, llm, args, device, args.steps)
-        median = statistics.median(times)
+        timing = summarize(time_steps(model, llm, args, device, args.steps))
+        median = timing["median_s"]
         if variant == "compiled":
             compile_s = max(0.0, sum(warm) - median * len(warm))
         rows.append(
             {
                 "variant": variant,
                 "median_step_s": median,
-                "min_step_s": min(times),
-                "max_step_s": max(times),
+                "min_step_s": timing["min_s"],
+                "max_step_s": timing["max_s"],
                 "target_tokens_per_s": args.batch * args.length / median,
                 "warmup_s": sum(warm),
                 "compile_s_estimate": compile_s,
                 "peak_gb": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None,
-                "times_s": times,
+                "times_s": timing["times_s"],
             }
         )
     speedup = rows[0]["median_step_s"] / rows[1]["median_step_s"]
