@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from icformer_rag.compressor import ContextCompressor, load_compressor
-from icformer_rag.modeling import ICFormer
+from icformer_rag.training.objectives import autoencoding_inputs, logits_at
 
 BUCKETS = ((0, 1), (1, 4), (4, 16), (16, 64), (64, None))
 
@@ -36,21 +36,14 @@ def heldout_windows(data_dir: str, count: int, length: int) -> torch.Tensor:
 
 @torch.no_grad()
 def position_stats(comp: ContextCompressor, llm, ids: torch.Tensor, batch: int = 8) -> dict[str, list[float]]:
-    """Per window position: accuracy and loss of the teacher-forced reconstruction, averaged over windows."""
+    """Per window position: accuracy and loss of the teacher-forced reconstruction (the training layout,
+    :func:`autoencoding_inputs`), averaged over windows."""
     model = comp.model.eval()
-    embed = llm.get_input_embeddings()
-    special = model.special_embeddings
     hits, losses = [], []
     for start in range(0, len(ids), batch):
         w = ids[start : start + batch]
-        B, n = w.shape
-        ctx = embed(w)
-        digests = model(ctx, None, num_digests=model.config.digests_for(n)).to(ctx.dtype)
-        marks = [special[i].to(ctx.dtype).expand(B, 1, -1) for i in (ICFormer.SPECIAL_BEGIN, ICFormer.SPECIAL_END)]
-        ae = special[ICFormer.SPECIAL_AE].to(ctx.dtype).expand(B, 1, -1)
-        inputs = torch.cat((marks[0], digests, marks[1], ae, ctx[:, :-1]), dim=1)
-        hidden = llm.get_decoder()(inputs_embeds=inputs, use_cache=False).last_hidden_state[:, -n:]
-        logits = llm.get_output_embeddings()(hidden).float()  # (B, n, V): position t predicts w_t
+        inputs, targets, _ = autoencoding_inputs(model, llm, w)
+        logits = logits_at(llm, inputs, targets != -100).float().view(*w.shape, -1)  # (B, n, V): t predicts w_t
         hits.append((logits.argmax(-1) == w).float())
         losses.append(F.cross_entropy(logits.transpose(1, 2), w, reduction="none"))
     acc, loss = torch.cat(hits).mean(0), torch.cat(losses).mean(0)

@@ -98,19 +98,16 @@ def _readout(readout: ReadoutHead | None, digests: torch.Tensor, window_ids: tor
     return None if readout is None else readout(digests, window_ids, llm.get_input_embeddings().weight)
 
 
-def autoencoding_loss(
-    model: Any,
-    llm: Any,
-    window_ids: torch.Tensor,
-    readout: ReadoutHead | None = None,
-    input_drop: torch.Tensor | None = None,
-) -> LossOutput:
-    """The LLM reconstructs each window (B, n) from its digests after the learned AE token.
+def autoencoding_inputs(
+    model: Any, llm: Any, window_ids: torch.Tensor, input_drop: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The auto-encoding layout of windows (B, n): the LLM's input embeddings `[BEGIN] digests [END] [AE] w_0
+    ... w_{n-2}`, their targets (-100 where none; the AE token predicts w_0, w_t predicts w_{t+1}) and the raw
+    digests (B, m, C) in the compressor's dtype.
 
-    With a `readout` head, also returns its loss on the same digests (see :mod:`.readout`); the caller
-    weights and adds it. `input_drop` (B, n - 1) bool marks teacher-forced tokens the LLM reads as a blank, a
-    zero vector, instead (word dropout: the targets stay the true tokens, so a prediction after a blank has to
-    come from the digests; see :func:`input_dropout_mask`). The compressor always sees the true window.
+    `input_drop` (B, n - 1) bool marks teacher-forced tokens the LLM reads as a blank, a zero vector, instead
+    (word dropout: the targets stay the true tokens, so a prediction after a blank has to come from the
+    digests; see :func:`input_dropout_mask`). The compressor always sees the true window.
     """
     B, n = window_ids.shape
     embed = llm.get_input_embeddings()
@@ -118,7 +115,6 @@ def autoencoding_loss(
     ctx = embed(window_ids)  # (B, n, C)
     m = core(model).config.digests_for(n)
     raw = model(ctx, None, num_digests=m)  # (B, m, C)
-    digests = raw.to(dtype)
     prefix = ctx[:, :-1]  # the last window token is only ever a target
     if input_drop is not None:
         if input_drop.shape != prefix.shape[:2]:
@@ -127,7 +123,7 @@ def autoencoding_loss(
     inputs = torch.cat(
         (
             _special(model, ICFormer.SPECIAL_BEGIN, B, dtype),
-            digests,
+            raw.to(dtype),
             _special(model, ICFormer.SPECIAL_END, B, dtype),
             _special(model, ICFormer.SPECIAL_AE, B, dtype),
             prefix,
@@ -135,7 +131,24 @@ def autoencoding_loss(
         dim=1,
     )  # (B, m + 3 + n - 1, C)
     targets = torch.full(inputs.shape[:2], -100, dtype=torch.long, device=window_ids.device)
-    targets[:, m + 2 :] = window_ids  # the AE token predicts w_0, w_t predicts w_{t+1}
+    targets[:, m + 2 :] = window_ids
+    return inputs, targets, raw
+
+
+def autoencoding_loss(
+    model: Any,
+    llm: Any,
+    window_ids: torch.Tensor,
+    readout: ReadoutHead | None = None,
+    input_drop: torch.Tensor | None = None,
+) -> LossOutput:
+    """The LLM reconstructs each window (B, n) from its digests after the learned AE token
+    (:func:`autoencoding_inputs`, with its optional word dropout `input_drop`).
+
+    With a `readout` head, also returns its loss on the same digests (see :mod:`.readout`); the caller
+    weights and adds it.
+    """
+    inputs, targets, raw = autoencoding_inputs(model, llm, window_ids, input_drop)
     out = target_loss(llm, inputs, targets)
     out.readout = _readout(readout, raw, window_ids, llm)
     return out
