@@ -45,8 +45,8 @@ class GenerationSettings:
     temperature: float = 1.0
     top_p: float = 1.0
     # > 1 makes tokens already generated less likely (transformers' `repetition_penalty`), greedy or sampled.
-    # Only the answer's own tokens count, never the prompt's or the documents': small LLMs such as the default
-    # 135M one tend to loop ("the town of the town of ..."), and 1.1-1.3 usually stops that. 1.0 = off.
+    # Only the answer's own tokens count, never the prompt's or the documents'. For small LLMs that loop, such as
+    # the default 135M one; try 1.1-1.3. 1.0 = off.
     repetition_penalty: float = 1.0
 
     def __post_init__(self) -> None:
