@@ -115,53 +115,88 @@ def eval_autoencoding(
     return results
 
 
+QA_MODES = ("full_text", "digests", "no_context")
+BASELINE_MODES = ("full_text", "no_context")  # answers that do not depend on the compressor
+
+
+def qa_answers(
+    lm: SoftPromptLM,
+    records: Sequence[dict[str, Any]],
+    mode: str,
+    batch_size: int = 16,
+    max_new_tokens: int = 48,
+    show_progress: bool = True,
+) -> tuple[list[str], float]:
+    """Greedy answers to the records' questions in one mode of :data:`QA_MODES`, and the seconds it took
+    (compression included for "digests")."""
+    if mode not in QA_MODES:
+        raise ValueError(f"mode must be one of {QA_MODES}, got {mode!r}")
+    if mode == "digests" and lm.compressor is None:
+        raise ValueError("QA from digests needs a SoftPromptLM with a compressor")
+    settings = GenerationSettings(max_new_tokens=max_new_tokens)
+    answers: list[str] = []
+    seconds = 0.0
+    for i in tqdm(range(0, len(records), batch_size), desc=f"qa {mode}", disable=not show_progress):
+        group = records[i : i + batch_size]
+        t = time.perf_counter()
+        if mode == "full_text":
+            contexts: list[list[Any]] = [[r["context"]] for r in group]
+        elif mode == "digests":
+            contexts = [[d] for d in lm.compressor.compress([r["context"] for r in group])]
+        else:
+            contexts = [[] for _ in group]
+        answers += lm.generate_batch([r["question"] for r in group], contexts, settings)
+        seconds += time.perf_counter() - t
+    return answers, seconds
+
+
 def eval_qa(
     lm: SoftPromptLM,
     records: Sequence[dict[str, Any]],
     batch_size: int = 16,
     max_new_tokens: int = 48,
     show_progress: bool = True,
+    baselines: dict[str, tuple[list[str], float]] | None = None,
 ) -> dict[str, Any]:
-    """QA accuracy (gold answer contained in the normalized output) with full text, digests, no context."""
+    """QA accuracy (gold answer contained in the normalized output) with full text, digests, no context.
+
+    `baselines` maps "full_text" / "no_context" to answers already generated for these records (from
+    :func:`qa_answers` with the same LLM and settings): several checkpoints evaluated in one run share them,
+    since neither depends on the compressor.
+    """
     from .data.instruct import answer_in
 
     if lm.compressor is None:
         raise ValueError("eval_qa needs a SoftPromptLM with a compressor")
-    settings = GenerationSettings(max_new_tokens=max_new_tokens)
-    modes = ("full_text", "digests", "no_context")
-    outputs: dict[str, list[str]] = {m: [] for m in modes}
-    timings = dict.fromkeys(modes, 0.0)
-    for i in tqdm(range(0, len(records), batch_size), desc="qa eval", disable=not show_progress):
-        group = records[i : i + batch_size]
-        questions = [r["question"] for r in group]
-        contexts = [r["context"] for r in group]
-        t = time.perf_counter()
-        outputs["full_text"] += lm.generate_batch(questions, [[c] for c in contexts], settings)
-        timings["full_text"] += time.perf_counter() - t
-        t = time.perf_counter()
-        digests = lm.compressor.compress(contexts)
-        outputs["digests"] += lm.generate_batch(questions, [[d] for d in digests], settings)
-        timings["digests"] += time.perf_counter() - t
-        t = time.perf_counter()
-        outputs["no_context"] += lm.generate_batch(questions, [[] for _ in group], settings)
-        timings["no_context"] += time.perf_counter() - t
-    correct = {m: [answer_in(r["answer"], o) for r, o in zip(records, outputs[m], strict=True)] for m in modes}
-    acc = {m: sum(correct[m]) / max(1, len(records)) for m in modes}
+    answered = dict(baselines or {})
+    for mode, (answers, _) in answered.items():
+        if mode not in BASELINE_MODES or len(answers) != len(records):
+            raise ValueError(f"baselines: expected {BASELINE_MODES} with {len(records)} answers each, got {mode!r}")
+    for mode in QA_MODES:
+        if mode not in answered:
+            answered[mode] = qa_answers(lm, records, mode, batch_size, max_new_tokens, show_progress)
+    outputs = {m: answered[m][0] for m in QA_MODES}
+    timings = {m: answered[m][1] for m in QA_MODES}
+    correct = {m: [answer_in(r["answer"], o) for r, o in zip(records, outputs[m], strict=True)] for m in QA_MODES}
+    acc = {m: sum(correct[m]) / max(1, len(records)) for m in QA_MODES}
     # Per question kind (year, number, who, cloze...): where digests lose against the full text says which
     # details they drop.
     by_kind: dict[str, dict[str, Any]] = {}
     for kind in sorted({r.get("kind", "qa") for r in records}):
         rows = [i for i, r in enumerate(records) if r.get("kind", "qa") == kind]
-        by_kind[kind] = {"examples": len(rows), **{m: sum(correct[m][i] for i in rows) / len(rows) for m in modes}}
+        by_kind[kind] = {"examples": len(rows), **{m: sum(correct[m][i] for i in rows) / len(rows) for m in QA_MODES}}
     return {
         "accuracy": acc,
         "digest_over_full": acc["digests"] / acc["full_text"] if acc["full_text"] else None,
         "examples": len(records),
         "by_kind": by_kind,
-        "correct": [{"kind": r.get("kind", "qa"), **{m: correct[m][j] for m in modes}} for j, r in enumerate(records)],
+        "correct": [
+            {"kind": r.get("kind", "qa"), **{m: correct[m][j] for m in QA_MODES}} for j, r in enumerate(records)
+        ],
         "seconds": timings,
+        "baselines_shared": sorted(baselines) if baselines else [],
         "samples": [
-            {"question": r["question"], "gold": r["answer"], **{m: outputs[m][j] for m in modes}}
+            {"question": r["question"], "gold": r["answer"], **{m: outputs[m][j] for m in QA_MODES}}
             for j, r in enumerate(records[:10])
         ],
     }
@@ -201,7 +236,13 @@ def format_table(report: dict[str, Any]) -> str:
 
 
 def add_eval_arguments(parser: Any) -> None:
-    parser.add_argument("--checkpoint", default=None, help="compressor checkpoint (default: the shipped one)")
+    parser.add_argument(
+        "--checkpoint",
+        nargs="+",
+        default=None,
+        help="compressor checkpoint(s) (default: the shipped one); several are evaluated in one run that "
+        "generates the full-text and no-context QA answers once for all of them",
+    )
     parser.add_argument("--llm", default=None, help="LLM name or path (default: the embedded SmolLM2)")
     parser.add_argument("--device", default=None)
     parser.add_argument("--dtype", default=None)
@@ -215,21 +256,14 @@ def add_eval_arguments(parser: Any) -> None:
     parser.add_argument("--out", default=None, help="write the JSON report here")
 
 
-def run_eval(args: Any) -> dict[str, Any]:
-    """Evaluate per `args` (see add_eval_arguments); prints a table, returns (and writes) the report."""
+def _evaluate_one(
+    compressor: ContextCompressor, llm: Any, tokenizer: Any, args: Any, label: str, qa: dict[str, Any] | None
+) -> dict[str, Any]:
+    """One checkpoint's report; `qa` holds the QA records and the shared baseline answers, if any."""
     import platform
 
-    from .llm import load_llm
-
-    if not args.data_dir and not args.qa:
-        raise ValueError("give --data-dir (auto-encoding eval) and/or --qa (QA eval)")
-    llm, tokenizer = load_llm(args.llm, device=args.device, dtype=args.dtype)
-    if args.untrained:
-        compressor = ContextCompressor.from_llm(llm, tokenizer)
-    else:
-        compressor = ContextCompressor.from_pretrained(args.checkpoint, llm, tokenizer, allow_untrained=False)
     report: dict[str, Any] = {
-        "checkpoint": str(args.checkpoint) if not args.untrained else "untrained",
+        "checkpoint": label,
         "fingerprint": compressor.fingerprint,
         "llm": compressor.config.llm.describe(),
         "device": str(compressor.device),
@@ -243,15 +277,56 @@ def run_eval(args: Any) -> dict[str, Any]:
         report["autoencoding"] = eval_autoencoding(
             compressor, llm, args.data_dir, args.ae_windows, args.ae_lengths, batch_size=args.batch_size * 2
         )
-    if args.qa:
+    if qa is not None:
         lm = SoftPromptLM(llm, tokenizer, compressor)
-        report["qa"] = eval_qa(lm, load_qa(args.qa, args.qa_limit), batch_size=args.batch_size)
+        report["qa"] = eval_qa(lm, qa["records"], batch_size=args.batch_size, baselines=qa["baselines"])
     report["seconds"] = round(time.perf_counter() - t, 1)
-    print(format_table(report))
+    return report
+
+
+def run_eval(args: Any) -> dict[str, Any]:
+    """Evaluate per `args` (see add_eval_arguments); prints a table, returns (and writes) the report.
+
+    With several `--checkpoint`s the report is `{"checkpoints": [one report each]}`
+    and the full-text / no-context QA answers, which do not depend on the compressor, are generated once.
+    """
+    from .llm import load_llm
+
+    if not args.data_dir and not args.qa:
+        raise ValueError("give --data-dir (auto-encoding eval) and/or --qa (QA eval)")
+    checkpoints = args.checkpoint
+    if isinstance(checkpoints, (str, Path)) or checkpoints is None:
+        checkpoints = [checkpoints]
+    if args.untrained and checkpoints != [None]:
+        raise ValueError("--untrained evaluates a fresh compressor: give no --checkpoint with it")
+    for c in checkpoints:
+        if c is not None and not Path(c).exists():
+            raise FileNotFoundError(f"no checkpoint at {c}")
+    llm, tokenizer = load_llm(args.llm, device=args.device, dtype=args.dtype)
+    qa = None
+    if args.qa:
+        records = load_qa(args.qa, args.qa_limit)
+        baselines = {}
+        if len(checkpoints) > 1:
+            plain = SoftPromptLM(llm, tokenizer)
+            baselines = {m: qa_answers(plain, records, m, args.batch_size) for m in BASELINE_MODES}
+        qa = {"records": records, "baselines": baselines}
+    reports = []
+    for c in checkpoints:
+        if args.untrained:
+            compressor = ContextCompressor.from_llm(llm, tokenizer)
+        else:
+            compressor = ContextCompressor.from_pretrained(c, llm, tokenizer, allow_untrained=False)
+        report = _evaluate_one(compressor, llm, tokenizer, args, "untrained" if args.untrained else str(c), qa)
+        if len(checkpoints) > 1:
+            print(f"== {report['checkpoint']}")
+        print(format_table(report))
+        reports.append(report)
+    result = reports[0] if len(reports) == 1 else {"checkpoints": reports}
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
-    return report
+        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    return result
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -81,6 +81,66 @@ def test_eval_on_tiny_model(tok, tmp_path):
     assert "AE BLEU-4 (32 tokens" in table and "QA accuracy, digests" in table and "num" in table
 
 
+def _eval_args(*argv: str):
+    import argparse
+
+    from icformer_rag.eval import add_eval_arguments
+
+    parser = argparse.ArgumentParser()
+    add_eval_arguments(parser)
+    return parser.parse_args(list(argv))
+
+
+def test_eval_of_several_checkpoints_shares_the_baselines(tok, llm_factory, compressor_kwargs, tmp_path):
+    """`icformer-rag eval --checkpoint A B` generates the full-text and no-context answers once and gives
+    each checkpoint the report a run of its own gives it."""
+    from icformer_rag.eval import run_eval
+
+    llm = llm_factory(len(tok))
+    llm.save_pretrained(tmp_path / "llm")
+    tok.save_pretrained(tmp_path / "llm")
+    ckpts = []
+    for seed in (1, 2):
+        c = ContextCompressor.from_llm(llm, tok, seed=seed, **compressor_kwargs)
+        c.save_pretrained(tmp_path / f"c{seed}")
+        ckpts.append(str(tmp_path / f"c{seed}"))
+    data = write_corpus(tmp_path / "corpus")
+    qa = tmp_path / "qa.jsonl"
+    rows = [
+        {"context": "Ada Krenn founded Velmora in 1723.", "question": "Who founded Velmora?", "answer": "Ada"},
+        {"context": "The Osk is 40 km long.", "question": "How long is the Osk?", "answer": "40 km", "kind": "num"},
+        {"context": "Tam drew 3 maps.", "question": "How many maps did Tam draw?", "answer": "3", "kind": "num"},
+    ]
+    qa.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    common = ["--llm", str(tmp_path / "llm"), "--device", "cpu", "--data-dir", str(data), "--ae-windows", "2"]
+    common += ["--ae-lengths", "16", "--qa", str(qa), "--batch-size", "2"]
+    out = tmp_path / "both.json"
+    both = run_eval(_eval_args(*common, "--checkpoint", *ckpts, "--out", str(out)))
+    assert json.loads(out.read_text()) == both
+    assert [r["checkpoint"] for r in both["checkpoints"]] == ckpts
+    for ckpt, shared in zip(ckpts, both["checkpoints"], strict=True):
+        alone = run_eval(_eval_args(*common, "--checkpoint", ckpt))
+        assert alone["qa"]["baselines_shared"] == []
+        assert shared["qa"]["baselines_shared"] == ["full_text", "no_context"]
+        assert shared["fingerprint"] == alone["fingerprint"]
+        assert shared["autoencoding"] == alone["autoencoding"]
+        for key in ("accuracy", "correct", "samples", "by_kind"):
+            assert shared["qa"][key] == alone["qa"][key], key
+    # The two checkpoints differ, so their digest answers are their own, not one shared copy.
+    assert both["checkpoints"][0]["fingerprint"] != both["checkpoints"][1]["fingerprint"]
+
+
+def test_eval_refuses_bad_checkpoint_arguments(tmp_path):
+    from icformer_rag.eval import run_eval
+
+    with pytest.raises(FileNotFoundError, match="no checkpoint at"):
+        run_eval(_eval_args("--checkpoint", str(tmp_path / "nope"), "--qa", "x.jsonl"))
+    with pytest.raises(ValueError, match="--untrained"):
+        run_eval(_eval_args("--untrained", "--checkpoint", str(tmp_path), "--qa", "x.jsonl"))
+    with pytest.raises(ValueError, match="--data-dir"):
+        run_eval(_eval_args("--checkpoint", str(tmp_path)))
+
+
 @pytest.mark.slow
 def test_shipped_checkpoint_beats_fresh_compressor(default_llm):
     """The shipped checkpoint loads against the default LLM and reconstructs passages it never saw (the
