@@ -72,6 +72,17 @@ def test_help_and_version_exit_zero(capsys: pytest.CaptureFixture[str]) -> None:
     assert main([]) == 2  # no subcommand: argparse's usage error
 
 
+def test_every_subcommand_help_exits_zero(capsys: pytest.CaptureFixture[str]) -> None:
+    """argparse %-formats help texts: a literal percent sign in one (a training option said "~15% of") once broke
+    `icformer-rag train --help` with a TypeError."""
+    parser = build_parser()
+    subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    assert {"train", "eval", "data", "ask", "compress"} <= set(subparsers.choices)
+    for name in subparsers.choices:
+        assert main([name, "--help"]) == 0, name
+        assert "usage" in capsys.readouterr().out, name
+
+
 def test_samples_ship_with_the_package() -> None:
     files = sample_files()
     assert 4 <= len(files) <= 6

@@ -19,7 +19,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         name = "--" + f.name.replace("_", "-")
         hint = hints[f.name]
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
-        help_text = f"{f.metadata.get('help', '')} (default: {default})"
+        # argparse %-formats help strings: a literal "15% of" would read as a "% o" conversion and break --help.
+        help_text = f"{f.metadata.get('help', '')} (default: {default})".replace("%", "%%")
         if hint is bool:
             parser.add_argument(name, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
         elif typing.get_origin(hint) is tuple:
