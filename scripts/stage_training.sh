@@ -2,6 +2,8 @@
 # Prepare what a training session on the lent GPU carries, in the git-ignored .devstage/, and print the calls.
 #
 #   bash scripts/stage_training.sh [CORPUS_DIR]     (default .data/corpus; build it first: icformer-rag data build)
+#   INIT=COMMIT:PATH bash scripts/stage_training.sh  also stages a release checkpoint kept only in git history
+#                    (e.g. INIT=ad46839:training_logs/run7/release) into .devstage/init, for one more call
 #
 # Every device call carries the tracked tree too (~30 MB with the shipped checkpoint) and at most 64 MiB in all,
 # so the default LLM's 98 MB GGUF travels in 33 MB parts (../shared/tools/stage-llm-for-device makes 50 MB ones,
@@ -17,6 +19,14 @@ stage=../shared/tools/stage-llm-for-device
 (cd .devstage/llm && cat part_* > whole.gguf && rm part_* && split -b 33000000 whole.gguf part_ && rm whole.gguf)
 rm -rf .devstage/data && mkdir -p .devstage/data
 tar czf - -C "$(dirname "$corpus")" "$(basename "$corpus")" | split -b 33000000 - .devstage/data/data_
+rm -rf .devstage/init
+if [ -n "${INIT:-}" ]; then
+  # A checkpoint that is not the shipped one stays out of the tree (every call carries the tree): it lives in
+  # a commit and travels on its own call.
+  mkdir -p .devstage/init/release
+  git archive "$INIT" | tar xf - -C .devstage/init/release  # COMMIT:PATH names a tree: its files, at the root
+  ls -la .devstage/init/release
+fi
 ls -la .devstage/llm .devstage/data .devstage/whl
 llm_parts=(.devstage/llm/part_*)
 echo
@@ -24,5 +34,9 @@ echo "Device calls (each carry list below; the last one also needs .devstage/whl
 for p in "${llm_parts[@]}"; do
   echo "  carry [\"$p\"]: bash scripts/device_job.sh put $p"
 done
+if [ -n "${INIT:-}" ]; then
+  echo "  carry [\".devstage/init\"]: bash scripts/device_job.sh put .devstage/init/release"
+  echo "    (then: bash scripts/device_job.sh initdir /tmp/m/release /tmp/m/release/readout.safetensors)"
+fi
 echo "  carry [\".devstage/data\", \".devstage/whl\"]: bash scripts/device_job.sh put .devstage/data/data_* &&" \
   "bash scripts/device_job.sh setup && ...   (then initdir, bench, train, wait: training_logs/README.md)"
