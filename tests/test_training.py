@@ -359,17 +359,77 @@ def test_training_with_ae_input_dropout_resumes_exactly(tok, tmp_path):
         TrainConfig(ae_input_dropout=1.0)
 
 
-def test_compile_llm_trains_like_eager(tok, tmp_path):
+def test_ae_self_feed_shows_the_llm_its_own_predictions(tok):
+    """Parallel scheduled sampling: where the mask says so, the LLM reads its own greedy prediction of a window
+    token (made from the digests and the true prefix) instead of the token; the targets stay the true window."""
+    from icformer_rag.compressor import ContextCompressor
+    from icformer_rag.training.objectives import autoencoding_inputs, logits_at, self_fed_prefix
+
+    llm = tiny_llm(len(tok))
+    comp = ContextCompressor.from_llm(llm, tok, num_blocks=2, num_digest_tokens=8, window_tokens=32)
+    windows = torch.as_tensor(np.random.default_rng(0).integers(5, 300, size=(3, 32)))
+    feed = input_dropout_mask(np.random.default_rng(7), 3, 32, 0.5, torch.device("cpu"))
+    assert self_fed_prefix(comp.model, llm, windows, None) is None
+    with torch.no_grad():
+        inputs, targets, _ = autoencoding_inputs(comp.model, llm, windows)
+        predicted = logits_at(llm, inputs, targets != -100).argmax(-1).view(3, 32)
+    prefix = self_fed_prefix(comp.model, llm, windows, feed)
+    assert prefix.shape == (3, 31) and not prefix.requires_grad
+    assert torch.equal(prefix[feed], predicted[:, :-1][feed])
+    assert torch.equal(prefix[~feed], windows[:, :-1][~feed])
+    assert (prefix != windows[:, :-1]).any()  # the untrained model's guesses differ from the text
+    assert torch.equal(self_fed_prefix(comp.model, llm, windows, torch.zeros_like(feed)), windows[:, :-1])
+
+    with torch.no_grad():
+        plain = autoencoding_loss(comp.model, llm, windows)
+        same = autoencoding_loss(comp.model, llm, windows, prefix_ids=windows[:, :-1])
+        fed = autoencoding_loss(comp.model, llm, windows, prefix_ids=prefix)
+        fed_inputs, fed_targets, _ = autoencoding_inputs(comp.model, llm, windows, prefix_ids=prefix)
+    assert same.loss.item() == plain.loss.item()
+    assert fed.loss.item() != plain.loss.item()
+    assert torch.equal(fed_targets, targets)  # still the true window
+    embed = llm.get_input_embeddings().weight
+    assert torch.equal(fed_inputs[:, 8 + 3 :], embed[prefix])  # after [BEGIN] 8 digests [END] [AE]
+    assert torch.equal(fed_inputs[:, : 8 + 3], inputs[:, : 8 + 3])  # the compressor saw the true text
+    with pytest.raises(ValueError, match="prefix_ids"):
+        autoencoding_inputs(comp.model, llm, windows, prefix_ids=prefix[:, :5])
+
+
+def test_training_with_ae_self_feed_resumes_exactly(tok, tmp_path):
+    data = write_corpus(tmp_path / "c")
+    kw = dict(max_steps=8, ae_self_feed=0.5, ae_fraction=0.8)
+    full = Trainer(small_config(data, tmp_path / "full", **kw), llm=tiny_llm(len(tok)), tokenizer=tok)
+    full.train()
+    Trainer(small_config(data, tmp_path / "split", stop_at_step=3, **kw), llm=tiny_llm(len(tok)), tokenizer=tok).train()
+    second = Trainer(small_config(data, tmp_path / "split", **kw), llm=tiny_llm(len(tok)), tokenizer=tok)
+    assert second.step == 3
+    second.train()
+    for (name, a), b in zip(full.model.state_dict().items(), second.model.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+    plain = Trainer(
+        small_config(data, tmp_path / "plain", max_steps=8, ae_fraction=0.8), llm=tiny_llm(len(tok)), tokenizer=tok
+    )
+    plain.train()
+    assert any(not torch.equal(a, b) for a, b in zip(full.model.parameters(), plain.model.parameters(), strict=True))
+    for bad in (-0.1, 1.5):
+        with pytest.raises(ValueError, match="ae_self_feed"):
+            TrainConfig(ae_self_feed=bad)
+
+
+@pytest.mark.parametrize("self_feed", [0.0, 0.5])
+def test_compile_llm_trains_like_eager(tok, tmp_path, self_feed):
     """compile_llm compiles every decoder block of the frozen LLM in place, and training through the compiled
     blocks gives eager's losses, step by step (auto-encoding, LM and padded instruction batches at two window
     lengths), and the same weights, up to float32 rounding. The sequence length changes between steps: the
-    compiled graph is reused, not recompiled per length."""
+    compiled graph is reused, not recompiled per length. With `ae_self_feed` the extra forward without gradients
+    goes through the same compiled blocks."""
     from icformer_rag.training.trainer import decoder_blocks
 
     data = write_corpus(tmp_path / "c")
     instruct = tmp_path / "instruct.jsonl"
     instruct.write_text("".join(json.dumps(r) + "\n" for r in INSTRUCT_RECORDS))
     kw = dict(max_steps=8, log_every=1, ae_fraction=0.4, instruct_fraction=0.3, instruct_file=str(instruct))
+    kw["ae_self_feed"] = self_feed
     runs = {}
     for compiled in (False, True):
         torch._dynamo.reset()

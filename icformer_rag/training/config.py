@@ -80,6 +80,15 @@ class TrainConfig:
             "(word dropout). The logged AE loss is then over the blanked inputs. 0 = off."
         },
     )
+    ae_self_feed: float = field(
+        default=0.0,
+        metadata={
+            "help": "Auto-encoding steps: share of the teacher-forced window tokens replaced by the LLM's own greedy "
+            "prediction of them (from the digests and the true prefix, one extra forward without gradients; the "
+            "targets stay the true tokens), so the digests learn to pull a reconstruction back after a slip "
+            "(parallel scheduled sampling). 0 = off."
+        },
+    )
     lm_tokens: int = field(default=128, metadata={"help": "Continuation tokens predicted in LM steps."})
     window_lengths: tuple[int, ...] = field(
         default=(512, 384, 256, 128), metadata={"help": "Window lengths a step draws from (one per batch)."}
@@ -134,6 +143,8 @@ class TrainConfig:
             raise ValueError("readout_fraction must be in (0, 1]")
         if not 0 <= self.ae_input_dropout < 1:
             raise ValueError("ae_input_dropout must be in [0, 1)")
+        if not 0 <= self.ae_self_feed <= 1:
+            raise ValueError("ae_self_feed must be in [0, 1]")
         if self.kl_weight < 0:
             raise ValueError("kl_weight must be >= 0")
         if self.lr <= 0 or self.min_lr < 0 or self.min_lr > self.lr:

@@ -35,6 +35,7 @@ from .objectives import (
     input_dropout_mask,
     instruct_loss,
     lm_loss,
+    self_fed_prefix,
     tokenize_instruct_batch,
 )
 from .readout import ReadoutHead
@@ -278,7 +279,9 @@ class Trainer:
         spans = torch.from_numpy(self.sampler.sample(rng, micro, length, cont)).to(self.device)
         if kind == AE:
             drop = input_dropout_mask(rng, micro, length, self.cfg.ae_input_dropout, self.device)
-            return autoencoding_loss(model, self.llm, spans, self.readout, drop)
+            feed = input_dropout_mask(rng, micro, length, self.cfg.ae_self_feed, self.device)
+            prefix = self_fed_prefix(model, self.llm, spans, feed)
+            return autoencoding_loss(model, self.llm, spans, self.readout, drop, prefix)
         return lm_loss(model, self.llm, spans[:, :length], spans[:, length:], readout=self.readout)
 
     def train_step(self) -> dict[str, Any]:
