@@ -247,7 +247,9 @@ def add_eval_arguments(parser: Any) -> None:
     parser.add_argument("--device", default=None)
     parser.add_argument("--dtype", default=None)
     parser.add_argument("--data-dir", default=None, help="corpus dir: auto-encoding eval on its held-out split")
-    parser.add_argument("--ae-windows", type=int, default=64, help="held-out windows per length")
+    parser.add_argument(
+        "--ae-windows", type=int, default=64, help="held-out windows per length (leave out --data-dir for QA only)"
+    )
     parser.add_argument("--ae-lengths", type=int, nargs="+", default=[512])
     parser.add_argument("--qa", default=None, help="QA dev JSONL (context, question, answer)")
     parser.add_argument("--qa-limit", type=int, default=None)
@@ -294,6 +296,9 @@ def run_eval(args: Any) -> dict[str, Any]:
 
     if not args.data_dir and not args.qa:
         raise ValueError("give --data-dir (auto-encoding eval) and/or --qa (QA eval)")
+    if args.data_dir and args.ae_windows < 1:
+        # Found on the GPU: --ae-windows 0 died deep in the sampler with "need at least one array to stack".
+        raise ValueError(f"--ae-windows must be >= 1, got {args.ae_windows}; for a QA-only eval leave out --data-dir")
     checkpoints = args.checkpoint
     if isinstance(checkpoints, (str, Path)) or checkpoints is None:
         checkpoints = [checkpoints]

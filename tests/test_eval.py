@@ -139,6 +139,8 @@ def test_eval_refuses_bad_checkpoint_arguments(tmp_path):
         run_eval(_eval_args("--untrained", "--checkpoint", str(tmp_path), "--qa", "x.jsonl"))
     with pytest.raises(ValueError, match="--data-dir"):
         run_eval(_eval_args("--checkpoint", str(tmp_path)))
+    with pytest.raises(ValueError, match="--ae-windows must be >= 1.*QA-only"):
+        run_eval(_eval_args("--data-dir", str(tmp_path), "--ae-windows", "0", "--qa", "x.jsonl"))
 
 
 @pytest.mark.slow
