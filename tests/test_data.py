@@ -298,6 +298,39 @@ def test_records_are_deterministic_and_grounded(corpus: dict) -> None:
         assert len(r.context) // 4 + 1 <= 2 * cfg.max_context_tokens  # whole sentences, bounded
 
 
+def test_more_passages_and_questions_make_more_grounded_records(corpus: dict) -> None:
+    """`data build --passages-per-doc / --questions-per-passage` (session 6: run 8 had seen each of the 20,000
+    default records ~15 times) reach the training records, and the extra records are as grounded."""
+    from icformer_rag.data.__main__ import build_parser, instruct_config_from_args
+
+    args = build_parser().parse_args(
+        [
+            "build",
+            "--out",
+            "x",
+            "--passages-per-doc",
+            "6",
+            "--questions-per-passage",
+            "4",
+            "--max-instruct-records",
+            "0",
+        ]
+    )
+    cfg = instruct_config_from_args(args)
+    assert (cfg.passages_per_doc, cfg.questions_per_passage, cfg.max_records) == (6, 4, None)
+    default = instruct_config_from_args(build_parser().parse_args(["build", "--out", "x"]))
+    assert default == InstructConfig()
+    docs = list(corpus["source"].documents(Path()))
+    small = replace(default, max_context_tokens=60, min_context_tokens=10, max_records=None)
+    big = replace(cfg, max_context_tokens=60, min_context_tokens=10)
+    few, many = make_records(docs, small), make_records(docs, big)
+    assert sum(r.kind.startswith("qa_") for r in many) > sum(r.kind.startswith("qa_") for r in few)
+    assert len(many) > len(few)
+    for r in many:
+        if r.kind.startswith("qa_"):
+            assert r.answer and r.answer in r.context and not answer_in(r.answer, r.prompt)
+
+
 def test_qa_dev_uses_heldout_documents_only(corpus: dict, tmp_path: Path) -> None:
     documents = list(corpus["source"].documents(Path()))
     prepared = prepare_documents(documents, SMALL)

@@ -49,6 +49,20 @@ def _table(rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
+def instruct_config_from_args(args: argparse.Namespace) -> InstructConfig:
+    """The training records' config from `data build`'s flags.
+
+    Only the training records take --passages-per-doc / --questions-per-passage: the QA dev set keeps the
+    defaults, so dev sets built with different flags stay comparable.
+    """
+    return InstructConfig(
+        seed=args.seed,
+        max_records=args.max_instruct_records or None,
+        passages_per_doc=args.passages_per_doc,
+        questions_per_passage=args.questions_per_passage,
+    )
+
+
 def _build(args: argparse.Namespace) -> int:
     started = time.time()
     names = tuple(s.strip() for s in args.sources.split(",") if s.strip())
@@ -73,7 +87,7 @@ def _build(args: argparse.Namespace) -> int:
     manifest = write_corpus(out, prepared, tokenizer, config, infos, progress=not args.quiet)
 
     count = tokenizer_counter(tokenizer)
-    instruct_config = InstructConfig(seed=args.seed, max_records=args.max_instruct_records)
+    instruct_config = instruct_config_from_args(args)
     dev = build_qa_dev(
         prepared.heldout,
         out / "qa_dev.jsonl",
@@ -163,8 +177,8 @@ def _list_sources(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Command-line entry point."""
+def build_parser() -> argparse.ArgumentParser:
+    """The `icformer-rag data` parser (build, distill, sources)."""
     parser = argparse.ArgumentParser(prog="python -m icformer_rag.data", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     build = sub.add_parser("build", help="fetch sources, write corpus shards, qa_dev.jsonl, instruct_train.jsonl")
@@ -181,7 +195,21 @@ def main(argv: list[str] | None = None) -> int:
     build.add_argument(
         "--max-tokens-per-source", type=int, default=CorpusConfig.max_tokens_per_source, help="0 = no cap"
     )
-    build.add_argument("--max-instruct-records", type=int, default=InstructConfig.max_records)
+    build.add_argument(
+        "--max-instruct-records", type=int, default=InstructConfig.max_records, help="training records; 0 = no cap"
+    )
+    build.add_argument(
+        "--passages-per-doc",
+        type=int,
+        default=InstructConfig.passages_per_doc,
+        help="training records: passages used per document (the QA dev set keeps the default)",
+    )
+    build.add_argument(
+        "--questions-per-passage",
+        type=int,
+        default=InstructConfig.questions_per_passage,
+        help="training records: extractive questions per passage (the QA dev set keeps the default)",
+    )
     build.add_argument("--max-dev-records", type=int, default=1000)
     build.add_argument("--quiet", action="store_true", help="no progress bars")
     build.set_defaults(func=_build)
@@ -200,7 +228,12 @@ def main(argv: list[str] | None = None) -> int:
     dist.add_argument("--quiet", action="store_true", help="no progress bar")
     dist.set_defaults(func=_distill)
     sub.add_parser("sources", help="list the registered sources").set_defaults(func=_list_sources)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point."""
+    args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
     except (SourceError, ValueError) as e:
