@@ -45,6 +45,8 @@ case "$step" in
     deadline=$(( $(date +%s) + ${1:-60} ))
     while [ "$(date +%s)" -lt "$deadline" ] && pgrep -f icformer_rag.training >/dev/null; do sleep 10; done
     for log in "$W"/*.log; do [ "$log" = "$W/eval.log" ] || { echo "== $log"; tail -c 3000 "$log" | tr '\r' '\n' | tail -4; }; done
+    # With --no-progress the log stays quiet while training runs; the last metrics line says where it is.
+    for m in "$W"/*/metrics.jsonl; do [ -f "$m" ] && { echo "== $m"; tail -n 1 "$m" | cut -c1-240; }; done
     pgrep -f icformer_rag.training >/dev/null && echo "training still running" || echo "training ended" ;;
   eval)
     python3 -m icformer_rag.eval "$@" 2>&1 | tee "$W/eval.log" ;;
