@@ -38,5 +38,12 @@ if [ -n "${INIT:-}" ]; then
   echo "  carry [\".devstage/init\"]: bash scripts/device_job.sh put .devstage/init/release"
   echo "    (then: bash scripts/device_job.sh initdir /tmp/m/release /tmp/m/release/readout.safetensors)"
 fi
-echo "  carry [\".devstage/data\", \".devstage/whl\"]: bash scripts/device_job.sh put .devstage/data/data_* &&" \
-  "bash scripts/device_job.sh setup && ...   (then initdir, bench, train, wait: training_logs/README.md)"
+# A corpus of more than one part (e.g. with the larger instruction set) cannot travel beside the tree in one
+# call: every part but the last gets a call of its own; the last travels with the wheel and runs setup.
+data_parts=(.devstage/data/data_*)
+last=${data_parts[-1]}
+for p in "${data_parts[@]}"; do
+  [ "$p" = "$last" ] || echo "  carry [\"$p\"]: bash scripts/device_job.sh put $p"
+done
+echo "  carry [\"$last\", \".devstage/whl\"]: bash scripts/device_job.sh put $last &&" \
+  "bash scripts/device_job.sh setup && ...   (then initdir, train, wait: training_logs/README.md)"
