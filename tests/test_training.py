@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import socket
@@ -285,6 +286,8 @@ def test_training_with_kl_logs_it_and_resumes_exactly(tok, tmp_path):
     plain = Trainer(small_config(data, tmp_path / "plain", **kw), llm=tiny_llm(len(tok)), tokenizer=tok)
     plain.train()
     assert plain.instruct[0].teacher_prompt_ids is None  # no full-text prompts tokenized without the KL
+    info = json.loads((tmp_path / "plain" / "release" / "train_info.json").read_text())
+    assert info["instruct_file_sha256"] == hashlib.sha256(instruct.read_bytes()).hexdigest()
 
     lines = [json.loads(x) for x in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]
     plain_lines = [json.loads(x) for x in (tmp_path / "plain" / "metrics.jsonl").read_text().splitlines()]

@@ -476,6 +476,9 @@ class Trainer:
         manifest = Path(self.cfg.data_dir) / "manifest.json"
         if manifest.is_file():
             info["data_manifest_sha256"] = sha256_file(manifest)
+        if self.cfg.instruct_file and Path(self.cfg.instruct_file).is_file():
+            # The corpus manifest does not cover the instruction records, which `data build` flags change.
+            info["instruct_file_sha256"] = sha256_file(self.cfg.instruct_file)
         (path / "train_info.json").write_text(json.dumps(info, indent=2) + "\n")
         return path
 
