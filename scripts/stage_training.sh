@@ -6,19 +6,26 @@
 #                    (e.g. INIT=ad46839:training_logs/run7/release) into .devstage/init, for one more call
 #
 # Every device call carries the tracked tree too (~30 MB with the shipped checkpoint) and at most 64 MiB in all,
-# so the default LLM's 98 MB GGUF travels in 33 MB parts (../shared/tools/stage-llm-for-device makes 50 MB ones,
-# which do not fit beside this tree) and the corpus as a .tar.gz in 33 MB parts. scripts/device_job.sh `setup`
+# so the default LLM's 98 MB GGUF travels in 25 MB parts (../shared/tools/stage-llm-for-device makes 50 MB ones,
+# which do not fit beside this tree) and the corpus as a .tar.gz in 25 MB parts. scripts/device_job.sh `setup`
 # joins them on the GPU machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 corpus=${1:-.data/corpus}
 [ -f "$corpus/train.bin" ] || { echo "no corpus in $corpus: run icformer-rag data build --out $corpus" >&2; exit 2; }
+# What a call carries besides its part: the tracked tree and untracked files git does not ignore (33 MB in
+# session 6; 33 MB parts beside it came within 1 MB of the 64 MiB limit, hence 25 MB).
+part_bytes=25000000
+tree_bytes=$(git ls-files -z -co --exclude-standard | xargs -0 cat 2>/dev/null | wc -c)
+if [ $((tree_bytes + part_bytes + 200000)) -gt $((64 * 1024 * 1024)) ]; then
+  echo "the tree is $tree_bytes bytes: with a $part_bytes-byte part it passes the 64 MiB a call carries" >&2; exit 2
+fi
 stage=../shared/tools/stage-llm-for-device
 [ -x "$stage" ] || { echo "$stage not found (it ships beside the checkout)" >&2; exit 2; }
 "$stage" .devstage >/dev/null
-(cd .devstage/llm && cat part_* > whole.gguf && rm part_* && split -b 33000000 whole.gguf part_ && rm whole.gguf)
+(cd .devstage/llm && cat part_* > whole.gguf && rm part_* && split -b $part_bytes whole.gguf part_ && rm whole.gguf)
 rm -rf .devstage/data && mkdir -p .devstage/data
-tar czf - -C "$(dirname "$corpus")" "$(basename "$corpus")" | split -b 33000000 - .devstage/data/data_
+tar czf - -C "$(dirname "$corpus")" "$(basename "$corpus")" | split -b $part_bytes - .devstage/data/data_
 rm -rf .devstage/init
 if [ -n "${INIT:-}" ]; then
   # A checkpoint that is not the shipped one stays out of the tree (every call carries the tree): it lives in
