@@ -101,6 +101,9 @@ def eval_autoencoding(
     """BLEU-4 and token accuracy of reconstructions of held-out spans, per window length."""
     from .training.sampling import SpanSampler
 
+    if num_windows < 1:
+        # Zero windows has no BLEU; without this the sampler failed with numpy's "need at least one array".
+        raise ValueError(f"num_windows must be >= 1, got {num_windows}")
     sampler = SpanSampler(data_dir, "heldout")
     results: dict[str, Any] = {}
     for n in lengths:
@@ -297,7 +300,7 @@ def run_eval(args: Any) -> dict[str, Any]:
     if not args.data_dir and not args.qa:
         raise ValueError("give --data-dir (auto-encoding eval) and/or --qa (QA eval)")
     if args.data_dir and args.ae_windows < 1:
-        # Found on the GPU: --ae-windows 0 died deep in the sampler with "need at least one array to stack".
+        # Checked before the LLM loads (eval_autoencoding checks it too, for Python callers), naming the flag.
         raise ValueError(f"--ae-windows must be >= 1, got {args.ae_windows}; for a QA-only eval leave out --data-dir")
     checkpoints = args.checkpoint
     if isinstance(checkpoints, (str, Path)) or checkpoints is None:

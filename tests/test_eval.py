@@ -130,6 +130,15 @@ def test_eval_of_several_checkpoints_shares_the_baselines(tok, llm_factory, comp
     assert both["checkpoints"][0]["fingerprint"] != both["checkpoints"][1]["fingerprint"]
 
 
+def test_eval_autoencoding_refuses_zero_windows(tok, tmp_path):
+    from icformer_rag.eval import eval_autoencoding
+
+    llm = tiny_llm(len(tok))
+    comp = ContextCompressor.from_llm(llm, tok, num_blocks=2, num_digest_tokens=8, window_tokens=32)
+    with pytest.raises(ValueError, match="num_windows must be >= 1, got 0"):
+        eval_autoencoding(comp, llm, write_corpus(tmp_path / "c"), num_windows=0, lengths=(16,))
+
+
 def test_eval_refuses_bad_checkpoint_arguments(tmp_path):
     from icformer_rag.eval import run_eval
 
