@@ -295,12 +295,32 @@ def peak_memory(fn: Callable[[], Any], device: torch.device) -> dict[str, Any]:
     return {"peak_mb": rss_kb / 1024, "kind": "process_peak_rss"}
 
 
+def sdpa_flops(query_shape: Any, key_shape: Any, value_shape: Any, *args: Any, **kwargs: Any) -> int:
+    """FLOPs of one fused attention call on (batch, heads, seq, dim) inputs (the flop counter passes shapes),
+    grouped-query attention included: Q K^T and the product with V, for every query head."""
+    b, h_q, s_q, d = query_shape
+    s_k, d_v = key_shape[-2], value_shape[-1]
+    return 2 * b * h_q * s_q * s_k * (d + d_v)
+
+
+# torch < 2.13's flop counter asserts equal head counts for the fused CUDA attention kernels, so a GQA model
+# (SmolLM2: 9 query heads, 3 key/value heads) run with `enable_gqa` failed to count on the GPU (torch 2.11).
+def _gqa_sdpa_mapping() -> dict[Any, Callable[..., int]]:
+    aten = torch.ops.aten
+    ops = (
+        "_scaled_dot_product_efficient_attention",
+        "_scaled_dot_product_flash_attention",
+        "_scaled_dot_product_cudnn_attention",
+    )
+    return {getattr(aten, name): sdpa_flops for name in ops if hasattr(aten, name)}
+
+
 def count_flops(fn: Callable[[], Any]) -> int:
     """Floating-point operations of one call (torch.utils.flop_counter; a multiply-add counts 2; attention is
     counted as dense, a causal mask does not halve it)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    counter = FlopCounterMode(display=False)
+    counter = FlopCounterMode(display=False, custom_mapping=_gqa_sdpa_mapping())
     with torch.inference_mode(), counter:
         fn()
     return int(counter.get_total_flops())
@@ -402,7 +422,10 @@ def plot(
     logx: bool = True,
     logy: bool = True,
 ) -> Path | None:
-    """Line plot of named (x, y) series into a PNG (matplotlib, Agg). Returns None when matplotlib is missing."""
+    """Line plot of named (x, y) series into a PNG (matplotlib, Agg). Returns None when matplotlib is missing or
+    no series has a point (e.g. a run with no length points draws no length plot)."""
+    if not any(len(xs) for xs, _ in series.values()):
+        return None
     try:
         import matplotlib
 

@@ -419,7 +419,10 @@ def targets(
     if len(length) >= 2:
         per_tok = [c["icformer_us_per_token"] for c in length]
         spread = max(per_tok) / min(per_tok)
-        note = f"n = {length[0]['n']} .. {length[-1]['n']}"
+        slow, fast = length[per_tok.index(max(per_tok))]["n"], length[per_tok.index(min(per_tok))]["n"]
+        # Which end is slow tells a fixed per-call cost (slowest at the smallest n: the GPU is not filled) from
+        # superlinear growth (slowest at the largest n).
+        note = f"n = {length[0]['n']} .. {length[-1]['n']}; slowest per token at n = {slow}, fastest at n = {fast}"
         pre = [(c["n"], c["prefill_ms"] / c["n"]) for c in length if "prefill_ms" in c]
         if len(pre) >= 2:
             note += f"; prefill time per token grows {pre[-1][1] / pre[0][1]:.2f}x over the same range"

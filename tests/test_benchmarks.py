@@ -59,6 +59,20 @@ def test_count_flops_of_a_matmul():
     assert common.count_flops(lambda: a @ b) == 2 * 8 * 16 * 4
 
 
+def test_fused_attention_flops_count_grouped_query_heads():
+    # The GPU's fused SDPA kernels see 9 query heads against 3 key/value heads (SmolLM2 with enable_gqa); torch
+    # 2.11's counter asserted on that. The mapping is called as the counter calls it (tensors -> shapes).
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False, custom_mapping=common._gqa_sdpa_mapping())
+    q, kv = torch.empty(2, 9, 128, 64), torch.empty(2, 3, 640, 64)
+    ops = common._gqa_sdpa_mapping()
+    assert torch.ops.aten._scaled_dot_product_flash_attention in ops
+    for op in ops:
+        # dense attention with the key/value heads repeated: two products of 2*b*h*s_q*s_k*d each
+        assert counter.flop_registry[op](q, kv, kv, out_val=None) == 2 * (2 * 2 * 9 * 128 * 640 * 64)
+
+
 def test_format_table():
     text = common.format_table([{"a": 1.23456, "b": None}, {"a": 12345.0, "b": "x"}], ["a", "b"])
     assert text.splitlines()[0] == "| a | b |" and "12,345" in text and "1.23" in text
