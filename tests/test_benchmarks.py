@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmarks import common, compression, indexing, rag_latency, run_all, summarize
+from benchmarks import common, compression, indexing, rag_latency, run_all, summarize, targets
 
 SMOKE = ["--threads", "1", "--repeats", "1", "--warmup", "0"]
 # The `bench` extra (peft, matplotlib) may be missing (CI installs the other extras): the scripts are still
@@ -146,6 +146,32 @@ def test_compression_smoke(tmp_path, capsys):
     # Repeated runs combine into one table (median over runs, range across them).
     text = summarize.main([payload["json_path"], payload["json_path"]])
     assert "| one document | 32 | 1 |" in text and "2 runs" in text
+    # The targets report reads the folder: on a CPU the GPU targets are informational, never "met".
+    report = targets.main([str(tmp_path)])
+    linear = next(t for t in report["targets"] if t["target"].endswith("largest/smallest n"))
+    assert linear["target"].startswith("compression_tiny: ") and linear["checked_runs"] == 0
+    assert linear["best_over_goal"] == pytest.approx(linear["runs"][0]["measured"] / 2)
+    assert (tmp_path / "targets.json").is_file()
+    (tmp_path / "why.json").write_text(json.dumps({"compression_tiny: no such target": "x"}))
+    with pytest.raises(SystemExit):  # an explanation for a target no run checked is a typo, not a note
+        targets.main([str(tmp_path)])
+
+
+def test_targets_of_the_committed_gpu_results(tmp_path):
+    # The device runs' JSONs, as committed: every explanation in why.json names a target some run checked, and
+    # each goal parses.
+    folder = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "gpu"
+    report = targets.main([str(folder), "--out", str(tmp_path / "t.json")])
+    by_name = {t["target"]: t for t in report["targets"]}
+    assert len(by_name) >= 9
+    why = json.loads((folder / "why.json").read_text())
+    for name in why:
+        assert by_name[name]["why"] == why[name]
+        assert by_name[name]["met_runs"] < by_name[name]["checked_runs"]  # explained: missed in some run
+    assert targets.parse_goal(">= 30x (IC-Former <= 1/30)") == (">=", 30.0)
+    assert targets.parse_goal("< 1 ms") == ("<", 1.0)
+    with pytest.raises(ValueError):
+        targets.parse_goal("fast")
 
 
 def test_compression_rejects_sizes_off_the_window(tmp_path):

@@ -1,7 +1,7 @@
 # The eager profile behind profile_eager.txt, exactly as it ran (1x H200, torch 2.11, from the repository root:
 # PYTHONPATH=$PWD python3 profile_eager.py). Note: "GPU kernel time" below sums self device time over every
 # key_averages row, and both an aten op and its kernel carry that time, so it counts each kernel twice: halve it
-# (and the "busy" share) for the real kernel time.
+# (and the "busy" share) for the real kernel time, which is each table's "Self CUDA time total" / 5.
 import torch, time
 from torch.profiler import profile, ProfilerActivity
 from benchmarks import common
