@@ -192,6 +192,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--total-repeats", type=int, default=None, help="repeats of the total (generate) timing")
     parser.add_argument("--max-positions", type=int, default=32768, help="positions of random-weight models")
     parser.add_argument("--max-batch-tokens", type=int, default=64 * 512, help="compressor batch budget")
+    parser.add_argument(
+        "--compile", action="store_true", help="compress through ContextCompressor.compile() (compiled in warm-up)"
+    )
     args = parser.parse_args(argv)
     common.apply_threads(args)
 
@@ -213,6 +216,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from icformer_rag import SoftPromptLM
 
     llm, tokenizer, compressor, weights = load_models(args, device, dtype)
+    if args.compile:
+        compressor.compile()
     lm = SoftPromptLM(llm, tokenizer, compressor)
     pipe = Pipeline(lm, compressor, device, args.new_tokens)
     max_pos = lm.max_positions

@@ -94,6 +94,12 @@ def suites(out: list[str], tokenizer: list[str]) -> dict[str, list[tuple[str, Ca
                 for shape in ("smollm2", "llama2-7b")
             ),
             ("rag", rag_latency.main, ["--model", "llama2-7b", *tokenizer, *out]),
+            # the library's compiled compressor (ContextCompressor.compile) at query time
+            (
+                "rag",
+                rag_latency.main,
+                ["--model", "llama2-7b", "--docs", "16", "32", "--compile", "--tag", "_compile", *tokenizer, *out],
+            ),
             ("rag", rag_latency.main, ["--model", "smollm2-random", *tokenizer, *out]),
             ("indexing", indexing.main, ["--shape", "smollm2", "--no-progress", *tokenizer, *out]),
             ("indexing", indexing.main, ["--shape", "llama2-7b", "--num-docs", "2000", "--no-progress", *out]),

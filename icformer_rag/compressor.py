@@ -86,6 +86,7 @@ class ContextCompressor:
         self.tokenizer = tokenizer
         self.max_batch_tokens = max_batch_tokens
         self._fingerprint = fingerprint or self.compute_fingerprint()
+        self._compiled: Any = None  # set by compile(): embeddings + IC-Former on fixed shapes
 
     @property
     def config(self) -> ICFormerConfig:
@@ -117,6 +118,37 @@ class ContextCompressor:
         """Recompute the fingerprint after the weights changed (training)."""
         self._fingerprint = self.compute_fingerprint()
         return self._fingerprint
+
+    @property
+    def compiled(self) -> bool:
+        """Whether :meth:`compile` is in effect."""
+        return self._compiled is not None
+
+    def compile(self, mode: str | None = None, **compile_kwargs: Any) -> ContextCompressor:
+        """Compress through ``torch.compile`` (and, on CUDA, CUDA graphs): for query-time compression on a GPU,
+        where one eager call is bound by kernel launches rather than arithmetic.
+
+        Shapes are fixed so that each compiles once: every window is padded to `window_tokens`, every window
+        gets all `num_digest_tokens` digests (causality among digests keeps the first m of them the same, so
+        the result equals the eager one up to rounding), and batches are padded to a power of two windows.
+        The first call at each batch size compiles (seconds to a minute); later calls replay.
+
+        Args:
+            mode: ``torch.compile`` mode; default ``"reduce-overhead"`` (CUDA graphs) on CUDA, else
+                ``"default"``.
+            **compile_kwargs: passed to ``torch.compile`` (e.g. ``backend``).
+        Returns:
+            self, for chaining: ``ContextCompressor.from_pretrained(None, llm, tok).compile()``.
+        """
+        if mode is None:
+            mode = "reduce-overhead" if self.device.type == "cuda" else "default"
+        model, embed = self.model, self.embed_tokens
+
+        def forward(ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+            return model(embed(ids), mask)
+
+        self._compiled = torch.compile(forward, mode=mode, dynamic=False, **compile_kwargs)
+        return self
 
     # ----------------------------------------------------------------------------------------- loading
     @classmethod
@@ -250,7 +282,9 @@ class ContextCompressor:
         windows = documents_to_windows(docs, cfg.window_tokens)
         per_doc = Counter(w.doc for w in windows)
         out: list[list[torch.Tensor | None]] = [[None] * per_doc[d] for d in range(len(docs))]
-        batches = plan_batches([len(w.ids) for w in windows], self.max_batch_tokens)
+        # Compiled, every window is padded to a full window, so the budget counts full windows.
+        lengths = [cfg.window_tokens if self.compiled else len(w.ids) for w in windows]
+        batches = plan_batches(lengths, self.max_batch_tokens)
         for batch in tqdm(batches, desc="compressing", unit="batch", disable=not show_progress or not batches):
             group = [windows[i] for i in batch]
             digests = self.compress_windows([w.ids for w in group])
@@ -267,8 +301,12 @@ class ContextCompressor:
         longest = max(len(w) for w in windows)
         if longest > cfg.window_tokens or min(len(w) for w in windows) < 1:
             raise ValueError(f"windows must hold 1..{cfg.window_tokens} tokens")
-        ids = torch.zeros(len(windows), longest, dtype=torch.long)
-        mask = torch.zeros(len(windows), longest, dtype=torch.bool)
+        rows, width = len(windows), longest
+        if self.compiled:  # fixed shapes: a full window, and a power-of-two batch (extra rows are discarded)
+            most = max(len(windows), self.max_batch_tokens // cfg.window_tokens)
+            rows, width = min(1 << (len(windows) - 1).bit_length(), most), cfg.window_tokens
+        ids = torch.zeros(rows, width, dtype=torch.long)
+        mask = torch.zeros(rows, width, dtype=torch.bool)
         for i, w in enumerate(windows):
             ids[i, : len(w)] = torch.as_tensor(w, dtype=torch.long)
             mask[i, : len(w)] = True
@@ -280,6 +318,10 @@ class ContextCompressor:
             )
         ids, mask = ids.to(self.device), mask.to(self.device)
         counts = [cfg.digests_for(len(w)) for w in windows]
+        if self.compiled:
+            digests = self._compiled(ids, mask)  # (rows, k, C); padding rows see only their digests
+            # CUDA graphs reuse their output buffers on the next replay: hand out copies.
+            return [digests[i, :m].clone() for i, m in enumerate(counts)]
         digests = self.model(self.embed_tokens(ids), mask, num_digests=max(counts))  # (B, M, C)
         return [digests[i, :m] for i, m in enumerate(counts)]
 

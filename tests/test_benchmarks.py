@@ -214,6 +214,18 @@ def test_rag_latency_smoke(tmp_path, capsys, tokenizer):
     assert "| 2 | precomputed |" in text
 
 
+def test_rag_latency_with_the_compiled_compressor(tmp_path, tokenizer):
+    # The path the GPU suite times with --compile (ContextCompressor.compile, inductor on the CPU here).
+    payload = rag_latency.main(
+        ["--model", "tiny", "--docs", "2", "--doc-tokens", "64", "--new-tokens", "2", "--total-repeats", "1"]
+        + ["--compile", "--out", str(tmp_path), *SMOKE]
+    )
+    data = _load(payload)
+    assert data["args"]["compile"] is True
+    query = next(r for r in data["rows"] if r["mode"] == "query")
+    assert _positive(query["stages_median_s"]["compress_s"]) and _positive(query["ttft_s"])
+
+
 def test_rag_latency_skips_7b_on_cpu(capsys):
     assert rag_latency.main(["--model", "llama2-7b", "--device", "cpu"]) == {"skipped": "7B shape needs a GPU"}
     assert "GPU only" in capsys.readouterr().err

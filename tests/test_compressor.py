@@ -224,3 +224,31 @@ def test_signature_hashes_the_embedding_table_across_dtypes(tiny_llm):
     assert llm_signature(other).embedding_sha256 != sig.embedding_sha256
     assert sig.mismatch(llm_signature(other)) is not None
     assert sig.mismatch(llm_signature(tiny_llm)) is None
+
+
+@pytest.mark.parametrize("backend", ["eager", "inductor"])
+def test_compiled_compressor_gives_the_eager_digests(compressor, tokenizer, backend):
+    # compile() pads every window to full length and batches to a power of two, and always asks for all k
+    # digests; the digests must still equal the eager ones. "eager" checks the graph capture and the padding
+    # in a second; "inductor" is what users get (a C++ compile on the CPU, CUDA graphs on a GPU).
+    eager = compressor.compress(DOCS)
+    window = compressor.config.window_tokens
+    compiled = ContextCompressor(
+        compressor.model, compressor.embed_tokens, tokenizer, max_batch_tokens=3 * window
+    ).compile(backend=backend)
+    assert compiled.compiled and not compressor.compiled
+    assert compiled.fingerprint == compressor.fingerprint
+    for _ in range(2):  # the second pass replays what the first compiled
+        for a, b in zip(compiled.compress(DOCS), eager, strict=True):
+            assert a.window_digests == b.window_digests
+            torch.testing.assert_close(a.embeddings, b.embeddings, atol=1e-4, rtol=1e-4)
+    # Shapes seen by the compiled function: full windows; 2 windows pad to 2 rows, 1 to 1, and 3 would pad to 4
+    # but the budget (3 windows) caps it at 3.
+    shapes = []
+    inner = compiled._compiled
+    compiled._compiled = lambda ids, mask: shapes.append(tuple(ids.shape)) or inner(ids, mask)
+    ids = compressor.tokenize([DOCS[2]])[0]
+    windows = [ids[i : i + window] for i in range(0, 3 * window, window)]
+    for n in (3, 2, 1):
+        assert len(compiled.compress_windows(windows[:n])) == n
+    assert shapes == [(3, window), (2, window), (1, window)]
