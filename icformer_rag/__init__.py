@@ -7,6 +7,7 @@ from .compressor import ContextCompressor, load_compressor
 from .config import ICFormerConfig, LLMSignature
 from .digest import Digest
 from .generation import GenerationSettings, SoftPromptLM
+from .key_terms import key_terms_line
 from .llm import DEFAULT_LLM, load_llm
 from .modeling import ICFormer
 from .store import DigestStore, find_markers, marker_for
@@ -24,6 +25,7 @@ __all__ = [
     "LLMSignature",
     "SoftPromptLM",
     "find_markers",
+    "key_terms_line",
     "load_compressor",
     "load_llm",
     "marker_for",

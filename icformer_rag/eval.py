@@ -120,6 +120,9 @@ def eval_autoencoding(
 
 QA_MODES = ("full_text", "digests", "no_context")
 BASELINE_MODES = ("full_text", "no_context")  # answers that do not depend on the compressor
+# With key_terms=True: digests followed by the context's names-and-numbers line, and the line alone (the control:
+# how much the line answers by itself).
+KEY_TERMS_MODES = ("digests_key_terms", "key_terms")
 
 
 def qa_answers(
@@ -130,11 +133,13 @@ def qa_answers(
     max_new_tokens: int = 48,
     show_progress: bool = True,
 ) -> tuple[list[str], float]:
-    """Greedy answers to the records' questions in one mode of :data:`QA_MODES`, and the seconds it took
-    (compression included for "digests")."""
-    if mode not in QA_MODES:
-        raise ValueError(f"mode must be one of {QA_MODES}, got {mode!r}")
-    if mode == "digests" and lm.compressor is None:
+    """Greedy answers to the records' questions in one mode of :data:`QA_MODES` or :data:`KEY_TERMS_MODES`, and
+    the seconds it took (compression and key-term extraction included)."""
+    from .key_terms import key_terms_line
+
+    if mode not in QA_MODES + KEY_TERMS_MODES:
+        raise ValueError(f"mode must be one of {QA_MODES + KEY_TERMS_MODES}, got {mode!r}")
+    if mode.startswith("digests") and lm.compressor is None:
         raise ValueError("QA from digests needs a SoftPromptLM with a compressor")
     settings = GenerationSettings(max_new_tokens=max_new_tokens)
     answers: list[str] = []
@@ -146,6 +151,12 @@ def qa_answers(
             contexts: list[list[Any]] = [[r["context"]] for r in group]
         elif mode == "digests":
             contexts = [[d] for d in lm.compressor.compress([r["context"] for r in group])]
+        elif mode == "digests_key_terms":  # contexts are joined by newlines: the line follows its digest
+            digests = lm.compressor.compress([r["context"] for r in group])
+            lines = [key_terms_line(r["context"]) for r in group]
+            contexts = [[d, line] if line else [d] for d, line in zip(digests, lines, strict=True)]
+        elif mode == "key_terms":
+            contexts = [[line] if (line := key_terms_line(r["context"])) else [] for r in group]
         else:
             contexts = [[] for _ in group]
         answers += lm.generate_batch([r["question"] for r in group], contexts, settings)
@@ -160,8 +171,10 @@ def eval_qa(
     max_new_tokens: int = 48,
     show_progress: bool = True,
     baselines: dict[str, tuple[list[str], float]] | None = None,
+    key_terms: bool = False,
 ) -> dict[str, Any]:
-    """QA accuracy (gold answer contained in the normalized output) with full text, digests, no context.
+    """QA accuracy (gold answer contained in the normalized output) with full text, digests, no context, and
+    with `key_terms` also digests + the names-and-numbers line (:mod:`icformer_rag.key_terms`) and the line alone.
 
     `baselines` maps "full_text" / "no_context" to answers already generated for these records (from
     :func:`qa_answers` with the same LLM and settings): several checkpoints evaluated in one run share them,
@@ -175,31 +188,32 @@ def eval_qa(
     for mode, (answers, _) in answered.items():
         if mode not in BASELINE_MODES or len(answers) != len(records):
             raise ValueError(f"baselines: expected {BASELINE_MODES} with {len(records)} answers each, got {mode!r}")
-    for mode in QA_MODES:
+    modes = QA_MODES + (KEY_TERMS_MODES if key_terms else ())
+    for mode in modes:
         if mode not in answered:
             answered[mode] = qa_answers(lm, records, mode, batch_size, max_new_tokens, show_progress)
-    outputs = {m: answered[m][0] for m in QA_MODES}
-    timings = {m: answered[m][1] for m in QA_MODES}
-    correct = {m: [answer_in(r["answer"], o) for r, o in zip(records, outputs[m], strict=True)] for m in QA_MODES}
-    acc = {m: sum(correct[m]) / max(1, len(records)) for m in QA_MODES}
+    outputs = {m: answered[m][0] for m in modes}
+    timings = {m: answered[m][1] for m in modes}
+    correct = {m: [answer_in(r["answer"], o) for r, o in zip(records, outputs[m], strict=True)] for m in modes}
+    acc = {m: sum(correct[m]) / max(1, len(records)) for m in modes}
     # Per question kind (year, number, who, cloze...): where digests lose against the full text says which
     # details they drop.
     by_kind: dict[str, dict[str, Any]] = {}
     for kind in sorted({r.get("kind", "qa") for r in records}):
         rows = [i for i, r in enumerate(records) if r.get("kind", "qa") == kind]
-        by_kind[kind] = {"examples": len(rows), **{m: sum(correct[m][i] for i in rows) / len(rows) for m in QA_MODES}}
+        by_kind[kind] = {"examples": len(rows), **{m: sum(correct[m][i] for i in rows) / len(rows) for m in modes}}
+    full = acc["full_text"]
     return {
         "accuracy": acc,
-        "digest_over_full": acc["digests"] / acc["full_text"] if acc["full_text"] else None,
+        "digest_over_full": acc["digests"] / full if full else None,
+        **({"digest_key_terms_over_full": acc["digests_key_terms"] / full if full else None} if key_terms else {}),
         "examples": len(records),
         "by_kind": by_kind,
-        "correct": [
-            {"kind": r.get("kind", "qa"), **{m: correct[m][j] for m in QA_MODES}} for j, r in enumerate(records)
-        ],
+        "correct": [{"kind": r.get("kind", "qa"), **{m: correct[m][j] for m in modes}} for j, r in enumerate(records)],
         "seconds": timings,
         "baselines_shared": sorted(baselines) if baselines else [],
         "samples": [
-            {"question": r["question"], "gold": r["answer"], **{m: outputs[m][j] for m in QA_MODES}}
+            {"question": r["question"], "gold": r["answer"], **{m: outputs[m][j] for m in modes}}
             for j, r in enumerate(records[:10])
         ],
     }
@@ -230,10 +244,15 @@ def format_table(report: dict[str, Any]) -> str:
             lines.append(f"QA accuracy, {mode:<12}       {value:.3f}  (n={qa['examples']})")
         if qa["digest_over_full"] is not None:
             lines.append(f"QA digests / full text           {qa['digest_over_full']:.3f}")
+        if qa.get("digest_key_terms_over_full") is not None:
+            lines.append(f"QA digests+key terms / full text {qa['digest_key_terms_over_full']:.3f}")
         for kind, r in qa.get("by_kind", {}).items():
+            extra = (
+                f"  digests+terms {r['digests_key_terms']:.3f}  terms {r['key_terms']:.3f}" if "key_terms" in r else ""
+            )
             lines.append(
                 f"  {kind:<12} (n={r['examples']:>3}) full {r['full_text']:.3f}  digests {r['digests']:.3f}  "
-                f"none {r['no_context']:.3f}"
+                f"none {r['no_context']:.3f}{extra}"
             )
     return "\n".join(lines)
 
@@ -258,6 +277,11 @@ def add_eval_arguments(parser: Any) -> None:
     parser.add_argument("--qa-limit", type=int, default=None)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--untrained", action="store_true", help="evaluate a freshly initialised compressor")
+    parser.add_argument(
+        "--key-terms",
+        action="store_true",
+        help="QA also from digests + each context's names-and-numbers line, and from the line alone",
+    )
     parser.add_argument("--out", default=None, help="write the JSON report here")
 
 
@@ -284,7 +308,13 @@ def _evaluate_one(
         )
     if qa is not None:
         lm = SoftPromptLM(llm, tokenizer, compressor)
-        report["qa"] = eval_qa(lm, qa["records"], batch_size=args.batch_size, baselines=qa["baselines"])
+        report["qa"] = eval_qa(
+            lm,
+            qa["records"],
+            batch_size=args.batch_size,
+            baselines=qa["baselines"],
+            key_terms=getattr(args, "key_terms", False),
+        )
     report["seconds"] = round(time.perf_counter() - t, 1)
     return report
 

@@ -249,6 +249,34 @@ def test_ask_from_digests_and_saved_digest_files(tmp_path: Path, capsys: pytest.
 
 
 @pytest.mark.slow
+def test_ask_with_key_terms(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # The names-and-numbers line goes after each text document's digests; a digest file has no text to take
+    # it from, and the command says so.
+    from icformer_rag.key_terms import key_terms_line
+
+    assert main(["compress", str(SAMPLES_DIR / "port_alder.txt"), "--out", str(tmp_path), *CPU]) == 0
+    capsys.readouterr()
+    docs = ["--docs", str(VELMORA), str(tmp_path / f"port_alder{DIGEST_SUFFIX}")]
+    positions = {}
+    for flags in ([], ["--key-terms"]):
+        assert main(["ask", "Who founded Velmora?", *docs, "--max-new-tokens", "4", *flags, *CPU]) == 0
+        err = capsys.readouterr().err
+        positions[bool(flags)] = int(err.split("prompt of ")[1].split(" positions")[0].replace(",", ""))
+    assert "plus 1 key-term line(s)" in err and "1 digest file(s) have no text" in err
+    line = key_terms_line(VELMORA.read_text(encoding="utf-8"))
+    assert "Ada Krenn" in line
+    from icformer_rag.llm import load_default_tokenizer
+
+    added = len(load_default_tokenizer()("\n" + line, add_special_tokens=False)["input_ids"])
+    assert abs(positions[True] - positions[False] - added) <= 2  # the line's tokens, and nothing else
+
+
+def test_ask_refuses_key_terms_with_full_context(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["ask", "Who?", "--docs", str(VELMORA), "--full-context", "--key-terms", *CPU]) == 2
+    assert "--key-terms" in _one_line_error(capsys)
+
+
+@pytest.mark.slow
 def test_digest_from_another_compressor_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from icformer_rag import ContextCompressor
     from icformer_rag.cli import load_models

@@ -81,6 +81,38 @@ def test_eval_on_tiny_model(tok, tmp_path):
     assert "AE BLEU-4 (32 tokens" in table and "QA accuracy, digests" in table and "num" in table
 
 
+def test_eval_qa_with_key_terms(tok):
+    """--key-terms adds two modes: digests followed by the context's names-and-numbers line, and the line alone;
+    each mode's answers are exactly what SoftPromptLM gives for those contexts."""
+    from icformer_rag.eval import qa_answers
+    from icformer_rag.generation import GenerationSettings
+    from icformer_rag.key_terms import key_terms_line
+
+    llm = tiny_llm(len(tok))
+    comp = ContextCompressor.from_llm(
+        llm, tok, num_blocks=2, num_digest_tokens=8, window_tokens=32, intermediate_size=128
+    )
+    lm = SoftPromptLM(llm, tok, comp)
+    records = [
+        {"context": "Ada Krenn founded Velmora in 1723.", "question": "Who founded Velmora?", "answer": "Ada"},
+        {"context": "it rained.", "question": "Did it rain?", "answer": "yes"},  # no key terms: no line at all
+    ]
+    qa = eval_qa(lm, records, batch_size=2, max_new_tokens=4, show_progress=False, key_terms=True)
+    assert set(qa["accuracy"]) == {"full_text", "digests", "no_context", "digests_key_terms", "key_terms"}
+    assert qa["digest_key_terms_over_full"] is None or qa["digest_key_terms_over_full"] >= 0
+    assert "digests+terms" in format_table({"qa": qa})
+    settings = GenerationSettings(max_new_tokens=4)
+    questions = [r["question"] for r in records]
+    digests = comp.compress([r["context"] for r in records])
+    line = key_terms_line(records[0]["context"])
+    assert line == "Names and numbers in this document: Ada Krenn; Velmora; 1723."
+    answers, _ = qa_answers(lm, records, "digests_key_terms", max_new_tokens=4, show_progress=False)
+    assert answers == lm.generate_batch(questions, [[digests[0], line], [digests[1]]], settings)
+    answers, _ = qa_answers(lm, records, "key_terms", max_new_tokens=4, show_progress=False)
+    assert answers == lm.generate_batch(questions, [[line], []], settings)
+    assert [s["key_terms"] for s in qa["samples"]] == answers
+
+
 def _eval_args(*argv: str):
     import argparse
 

@@ -28,6 +28,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from ..key_terms import NAME, names
 from .corpus import split_score
 from .sources import Document
 
@@ -242,34 +243,7 @@ _COUNT = re.compile(
     r"(?<![\w.,$£€-])(\d{1,3}(?:,\d{3})+|\d+(?:\.\d+)?)( (?:million|billion|thousand|hundred))?"
     r" ((?:[a-z]+-)?[a-z]{3,}s)\b"
 )
-# A name word is a whole word: "PostgreSQL" or "McCarthy" are not cut into "Postgre" or "Mc".
-_NAME_WORD = r"(?<![\w'])(?:[A-Z][a-z]+(?:-[A-Z][a-z]+)?(?![\w'])|[A-Z]\.)"
-_NAME = re.compile(rf"{_NAME_WORD}(?: (?:(?:de|da|van|von|der|of|the|la|le) )?{_NAME_WORD})*")
-_BY_NAME = re.compile(rf"\b(by) ({_NAME.pattern})")
-# Capitalised words that start sentences or are too common to be worth asking about.
-_NOT_NAMES = frozenset(
-    "The A An In On At Of For And But Or If It Its This That These Those There Then They We He She His Her I"
-    " You Your Our My When While Where Which Who What Why How As By From To With After Before During Since"
-    " Although Though However Also Some Many Most Such All Each Every No Not One Two Three First Second"
-    " Mr Mrs Dr St Section Chapter Part Book Act Scene Note See Return Returns New True False None"
-    " January February March April May June July August September October November December Jan Feb Mar Apr"
-    " Jun Jul Aug Sep Sept Oct Nov Dec Monday Tuesday Wednesday Thursday Friday Saturday Sunday".split()
-)
-
-
-def _entities(text: str) -> list[str]:
-    """Capitalised names in ``text`` (multi-word first), not counting common sentence openers."""
-    found: dict[str, int] = {}
-    for m in _NAME.finditer(text):
-        words = m.group(0).split()
-        while words and words[0] in _NOT_NAMES:
-            words = words[1:]
-        while words and words[-1] in {"of", "the", "de", "da", "van", "von", "der", "la", "le"}:
-            words = words[:-1]
-        name = " ".join(words)
-        if len(name) >= 3 and name not in _NOT_NAMES and not name.endswith("."):
-            found[name] = found.get(name, 0) + 1
-    return sorted(found, key=lambda n: (-(" " in n), -found[n], text.index(n)))
+_BY_NAME = re.compile(rf"\b(by) ({NAME.pattern})")
 
 
 def _as_question(sentence: str, start: int, end: int, wh: str) -> str:
@@ -303,11 +277,11 @@ def extractive_questions(sentence: str) -> list[tuple[str, str, str]]:
         wh = f"how many{m.group(2) or ''} {m.group(3)}"
         out.append(("qa_number", _as_question(sentence, m.start(), m.end(), wh), number))
     for m in _BY_NAME.finditer(sentence):
-        name = _entities(m.group(2))
+        name = names(m.group(2))
         if name and m.group(2).startswith(name[0]):
             s = m.start(2)
             out.append(("qa_who", _as_question(sentence, m.start(), s + len(name[0]), "by whom"), name[0]))
-    for name in _entities(sentence):
+    for name in names(sentence):
         at = sentence.find(name)
         # A single capitalised word counts as a name only after a lower-case word: at the start of a
         # sentence or after "-a, --all" it is usually just an opener ("Display", "Change").
@@ -374,7 +348,7 @@ def _doc_records(
         n = config.continue_sentences
         if kind == "continue" and p.last + n >= len(spans):
             kind = "summarize"
-        entities = _entities(p.text)
+        entities = names(p.text)
         if kind == "about" and not entities:
             kind = "keywords"
         if kind == "title" and not doc.title.strip():

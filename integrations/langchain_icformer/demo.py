@@ -33,10 +33,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--docs", nargs="+", type=Path, default=None, help="text files (default: the samples)")
     parser.add_argument("--k", type=int, default=3, help="paragraphs to retrieve")
     parser.add_argument("--full-context", action="store_true", help="read the retrieved text, not digests")
+    parser.add_argument(
+        "--key-terms", action="store_true", help="also give the LLM each passage's names and numbers as a plain line"
+    )
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--digests", default=None, help="folder of a persistent DigestStore (default: memory)")
     parser.add_argument("--device", default=None)
     args = parser.parse_args(argv)
+    if args.full_context and args.key_terms:
+        parser.error("--key-terms adds a line beside digests; with --full-context the LLM already reads the text")
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the embedder ships in a package; no hub is reachable
     try:
@@ -69,7 +74,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     retriever = FAISS.from_documents(docs, embeddings).as_retriever(search_kwargs={"k": args.k})
     chat = ChatICFormer.from_default(device=args.device, store=DigestStore(args.digests), max_tokens=args.max_tokens)
-    compressor = ICFormerCompressor.for_chat_model(chat)
+    compressor = ICFormerCompressor.for_chat_model(chat, key_terms=args.key_terms)
     t1 = time.perf_counter()
 
     retrieved = retriever.invoke(args.question)
@@ -95,6 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.full_context
             else (
                 f"{meta['icformer_tokens']} tokens -> {meta['icformer_digests']} digests"
+                f"{' + key terms' if args.key_terms and len(d.page_content.splitlines()) > 1 else ''}"
                 f"{', cached' if meta['icformer_cache_hit'] else ''}"
             )
         )

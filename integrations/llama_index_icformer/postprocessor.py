@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from llama_index.core.bridge.pydantic import PrivateAttr
+from llama_index.core.bridge.pydantic import Field, PrivateAttr
 from llama_index.core.postprocessor.types import BaseNodePostprocessor
 from llama_index.core.schema import NodeWithScore, QueryBundle
 
 from icformer_rag.compressor import ContextCompressor
+from icformer_rag.key_terms import key_terms_line
 from icformer_rag.store import DigestStore, digest_key, marker_for
 
 from ._nodes import (
@@ -17,9 +18,9 @@ from ._nodes import (
     METADATA_HIT,
     METADATA_KEY,
     METADATA_TOKENS,
-    compress_nodes,
     hide_from_llm_and_embeddings,
     llm_compressor,
+    node_texts,
 )
 
 
@@ -30,7 +31,9 @@ class ICFormerNodePostprocessor(BaseNodePostprocessor):
     :class:`ICFormerDigestTransform` at indexing time, are not compressed again). Each returned node is a copy
     with the same id, metadata, relationships and score; its text becomes a marker ``⟦icf:<key>⟧`` and its
     metadata gains `icformer_digest_key`, `icformer_cache_hit`, `icformer_tokens` and `icformer_digests`
-    (hidden from the LLM and the embedder). The query is not used: digests do not depend on it.
+    (hidden from the LLM and the embedder). The query is not used: digests do not depend on it. With
+    `key_terms=True` the marker is followed by a plain line of the node's names and numbers, which the LLM reads
+    as text beside the digests (about 50 tokens a node; better answers on names, dates and counts).
 
     Example:
         ```python
@@ -39,6 +42,9 @@ class ICFormerNodePostprocessor(BaseNodePostprocessor):
         ```
     """
 
+    key_terms: bool = Field(
+        default=False, description="Append a line of the node's names and numbers after its digest marker."
+    )
     _compressor: ContextCompressor = PrivateAttr()
     _store: DigestStore = PrivateAttr()
 
@@ -72,9 +78,10 @@ class ICFormerNodePostprocessor(BaseNodePostprocessor):
         for i, n in enumerate(nodes):
             if not isinstance(n, NodeWithScore):
                 raise TypeError(f"node {i} is a {type(n).__name__}, not a NodeWithScore")
-        digests, hits = compress_nodes(self._compressor, self._store, [n.node for n in nodes])
+        texts = node_texts([n.node for n in nodes])
+        digests, hits = self._store.compress_cached(self._compressor, texts)
         out = []
-        for item, digest, hit in zip(nodes, digests, hits, strict=True):
+        for item, text, digest, hit in zip(nodes, texts, digests, hits, strict=True):
             key = digest_key(digest)
             node = item.node.model_copy(deep=False)
             node.metadata = {
@@ -87,7 +94,11 @@ class ICFormerNodePostprocessor(BaseNodePostprocessor):
             node.excluded_llm_metadata_keys = list(item.node.excluded_llm_metadata_keys)
             node.excluded_embed_metadata_keys = list(item.node.excluded_embed_metadata_keys)
             hide_from_llm_and_embeddings(node)
-            node.set_content(marker_for(key))
+            content = marker_for(key)
+            # Contexts are joined by newlines, so this is the layout SoftPromptLM gives [digest, line].
+            if self.key_terms and (line := key_terms_line(text)):
+                content += "\n" + line
+            node.set_content(content)
             out.append(NodeWithScore(node=node, score=item.score))
         return out
 

@@ -13,14 +13,16 @@ from langchain_icformer.demo import main  # noqa: E402
 pytestmark = pytest.mark.slow
 
 
-@pytest.mark.parametrize("extra", [[], ["--full-context"]])
+@pytest.mark.parametrize("extra", [[], ["--full-context"], ["--key-terms"]])
 def test_demo_answers_from_the_retrieved_velmora_passages(extra, capsys):
     assert main(["--max-tokens", "24", "--device", "cpu", *extra]) == 0
     captured = capsys.readouterr()
     assert captured.out.strip()  # an answer
     retrieved = [line for line in captured.err.splitlines() if line.startswith("retrieved")]
     assert len(retrieved) == 3 and all("velmora.txt" in line for line in retrieved)
-    if extra:
+    if extra == ["--full-context"]:
         assert "Krenn" in captured.out  # the full-text baseline answers right
     else:
         assert "digests" in retrieved[0]
+    if extra == ["--key-terms"]:
+        assert all("+ key terms" in line for line in retrieved)

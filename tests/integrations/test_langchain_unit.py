@@ -169,6 +169,23 @@ def test_markers_are_read_as_digests(chat, lc_compressor, soft_lm):
         chat.invoke(f"Read {missing}")
 
 
+def test_key_terms_follow_the_marker_and_reach_the_llm(chat, lc_compressor, soft_lm):
+    from icformer_rag.key_terms import key_terms_line
+
+    with_terms = ICFormerCompressor.for_chat_model(chat, key_terms=True)
+    plain = lc_compressor.compress_documents(docs(TEXT_A, "no names here"), "q")
+    out = with_terms.compress_documents(docs(TEXT_A, "no names here"), "q")
+    line = key_terms_line(TEXT_A)
+    assert line == "Names and numbers in this document: Ada Krenn; Velmora; 1723."
+    assert out[0].page_content == plain[0].page_content + "\n" + line
+    assert out[1].page_content == plain[1].page_content  # a text with no names or numbers gets no line
+    assert out[0].metadata == {**plain[0].metadata, "icformer_cache_hit": True}  # same digest, from the store
+    # The chat model resolves the marker and reads the line as text: the prompt grows by the line's tokens.
+    used = [chat.invoke(f"Context:\n{d[0].page_content}\n\nWho?").usage_metadata["input_tokens"] for d in (plain, out)]
+    added = len(soft_lm.tokenizer("\n" + line, add_special_tokens=False)["input_ids"])
+    assert abs(used[1] - used[0] - added) <= 2
+
+
 def test_stream_astream_ainvoke_batch_agree(chat):
     messages = [HumanMessage("Tell me about glass, please.")]
     invoked = chat.invoke(messages)

@@ -64,6 +64,18 @@ def test_postprocessor_keeps_ids_metadata_scores(post, compressor):
     assert [n.node.metadata["icformer_cache_hit"] for n in again] == [True, True]
 
 
+def test_postprocessor_key_terms_follow_the_marker(llm, post):
+    from icformer_rag.key_terms import key_terms_line
+
+    with_terms = ICFormerNodePostprocessor.for_llm(llm, key_terms=True)
+    assert with_terms.key_terms and not post.key_terms
+    plain = post.postprocess_nodes(scored(TEXT_A))[0]
+    out = with_terms.postprocess_nodes(scored(TEXT_A))[0]
+    assert out.node.get_content() == plain.node.get_content() + "\n" + key_terms_line(TEXT_A)
+    assert out.node.metadata["icformer_cache_hit"] is True  # same store: the digest was made once
+    assert "Ada Krenn; Velmora; 1723" in out.node.get_content(metadata_mode=MetadataMode.LLM)
+
+
 def test_postprocessor_one_batched_compression(post, compress_calls):
     post.postprocess_nodes(scored(TEXT_A, TEXT_B, "third"))
     asyncio.run(post.apostprocess_nodes(scored("fourth", TEXT_A)))

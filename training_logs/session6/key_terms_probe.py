@@ -20,8 +20,9 @@ from pathlib import Path
 
 from icformer_rag import GenerationSettings, SoftPromptLM
 from icformer_rag.compressor import ContextCompressor
-from icformer_rag.data.instruct import _entities, answer_in
+from icformer_rag.data.instruct import answer_in
 from icformer_rag.eval import load_qa
+from icformer_rag.key_terms import names as _entities  # moved from the data module in session 7
 from icformer_rag.llm import load_llm
 
 NUMBER = re.compile(r"\b\d[\d,.]*\d\b|\b\d\b")
