@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import shutil
 from pathlib import Path
 
 import pytest
@@ -214,6 +215,9 @@ def test_rag_latency_smoke(tmp_path, capsys, tokenizer):
     assert "| 2 | precomputed |" in text
 
 
+@pytest.mark.skipif(
+    not any(shutil.which(c) for c in ("g++", "c++", "clang++")), reason="inductor needs a C++ compiler on the CPU"
+)
 def test_rag_latency_with_the_compiled_compressor(tmp_path, tokenizer):
     # The path the GPU suite times with --compile (ContextCompressor.compile, inductor on the CPU here).
     payload = rag_latency.main(
