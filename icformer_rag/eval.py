@@ -241,7 +241,7 @@ def format_table(report: dict[str, Any]) -> str:
     qa = report.get("qa")
     if qa:
         for mode, value in qa["accuracy"].items():
-            lines.append(f"QA accuracy, {mode:<12}       {value:.3f}  (n={qa['examples']})")
+            lines.append(f"QA accuracy, {mode:<19}{value:.3f}  (n={qa['examples']})")
         if qa["digest_over_full"] is not None:
             lines.append(f"QA digests / full text           {qa['digest_over_full']:.3f}")
         if qa.get("digest_key_terms_over_full") is not None:
