@@ -243,9 +243,9 @@ def format_table(report: dict[str, Any]) -> str:
         for mode, value in qa["accuracy"].items():
             lines.append(f"QA accuracy, {mode:<19}{value:.3f}  (n={qa['examples']})")
         if qa["digest_over_full"] is not None:
-            lines.append(f"QA digests / full text           {qa['digest_over_full']:.3f}")
+            lines.append(f"{'QA digests / full text':<32}{qa['digest_over_full']:.3f}")
         if qa.get("digest_key_terms_over_full") is not None:
-            lines.append(f"QA digests+key terms / full text {qa['digest_key_terms_over_full']:.3f}")
+            lines.append(f"{'QA digests+terms / full text':<32}{qa['digest_key_terms_over_full']:.3f}")
         for kind, r in qa.get("by_kind", {}).items():
             extra = (
                 f"  digests+terms {r['digests_key_terms']:.3f}  terms {r['key_terms']:.3f}" if "key_terms" in r else ""

@@ -95,12 +95,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(file=sys.stderr)
     for d in context_docs:
         meta = d.metadata
+        terms = " + key terms" if args.key_terms and "\n" in d.page_content else ""  # the line follows the marker
         how = (
             "text"
             if args.full_context
             else (
-                f"{meta['icformer_tokens']} tokens -> {meta['icformer_digests']} digests"
-                f"{' + key terms' if args.key_terms and len(d.page_content.splitlines()) > 1 else ''}"
+                f"{meta['icformer_tokens']} tokens -> {meta['icformer_digests']} digests{terms}"
                 f"{', cached' if meta['icformer_cache_hit'] else ''}"
             )
         )
