@@ -29,6 +29,9 @@ from benchmarks import common
 CPU_DOCS = (8,)
 GPU_DOCS = (4, 8, 16, 32)
 MODES = ("full", "query", "precomputed")
+# --key-terms: precomputed digests, each followed by its document's names-and-numbers line (extracted at query
+# time, as the adapters do with key_terms=True).
+TERMS_MODE = "precomputed+terms"
 
 _WORDS = (
     "river harbour council railway engineer archive village merchant bridge observatory lighthouse "
@@ -103,6 +106,21 @@ def load_models(args: Any, device: torch.device, dtype: torch.dtype) -> tuple[An
     return llm, tokenizer, compressor, "random (shape only)"
 
 
+def contexts_for(mode: str, docs: list[str], digests: list[Any] | None) -> list[Any]:
+    """What the LLM reads in `mode`: the texts, the digests, or each digest followed by its key-terms line."""
+    if mode == "full":
+        return docs
+    if mode == TERMS_MODE:
+        from icformer_rag.key_terms import key_terms_line
+
+        out: list[Any] = []
+        for doc, digest in zip(docs, digests or [], strict=True):
+            line = key_terms_line(doc)
+            out += [digest, line] if line else [digest]
+        return out
+    return list(digests or [])
+
+
 class Pipeline:
     """One question over documents, one of the three ways, with each stage timed."""
 
@@ -117,7 +135,7 @@ class Pipeline:
                 digests = self.compressor.compress(docs)
             stages["compress_s"] = sw.seconds
         with common.Stopwatch(self.device) as sw:
-            embeds = self.lm.build_inputs(question, docs if mode == "full" else digests)
+            embeds = self.lm.build_inputs(question, contexts_for(mode, docs, digests))
         stages["prompt_s"] = sw.seconds
         return embeds
 
@@ -195,7 +213,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument(
         "--compile", action="store_true", help="compress through ContextCompressor.compile() (compiled in warm-up)"
     )
+    parser.add_argument(
+        "--key-terms", action="store_true", help=f"also time {TERMS_MODE!r}: digests + each document's key-terms line"
+    )
     args = parser.parse_args(argv)
+    all_modes = MODES + ((TERMS_MODE,) if args.key_terms else ())
     common.apply_threads(args)
 
     device, dtype = common.resolve(args.device, args.dtype)
@@ -237,8 +259,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         # The three modes run side by side: each repeat times one question of every mode in turn, so a load
         # that changes during the run (a shared machine) reaches them alike.
         modes = []
-        for mode in MODES:
-            positions = lm.build_inputs(questions[0], sets[0] if mode == "full" else digest_sets[0]).shape[0]
+        for mode in all_modes:
+            positions = lm.build_inputs(questions[0], contexts_for(mode, sets[0], digest_sets[0])).shape[0]
             if max_pos and positions + args.new_tokens > max_pos:
                 rows.append(
                     {
@@ -264,7 +286,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 if i >= args.warmup:
                     ttft[mode].append(sample)
         embeds_sets = {
-            m: [lm.build_inputs(q, d if m == "full" else g) for q, d, g in run[: len(questions)]] for m in modes
+            m: [lm.build_inputs(q, contexts_for(m, d, g)) for q, d, g in run[: len(questions)]] for m in modes
         }
         prefill_dev = dict(
             zip(
@@ -316,7 +338,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ratios = []
     for k in args.docs:
         by = {r["mode"]: r for r in rows if r["docs"] == k and "ttft_s" in r}
-        for mode in MODES:
+        for mode in all_modes:
             r = by.get(mode)
             skipped = next((x for x in rows if x["docs"] == k and x["mode"] == mode and "skipped" in x), None)
             entry = {"docs": k, "mode": mode}
@@ -343,12 +365,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     "docs": k,
                     **{
                         f"ttft_ratio_full_over_{m}": by["full"]["ttft_s"] / by[m]["ttft_s"]
-                        for m in ("query", "precomputed")
+                        for m in all_modes[1:]
                         if m in by
                     },
                     **{
                         f"total_ratio_full_over_{m}": by["full"]["total_s"] / by[m]["total_s"]
-                        for m in ("query", "precomputed")
+                        for m in all_modes[1:]
                         if m in by
                     },
                 }
@@ -398,7 +420,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     plots = []
     if not args.no_plot:
         series = {}
-        for mode in MODES:
+        for mode in all_modes:
             pts = sorted((r["docs"], r["ttft_s"]) for r in rows if r["mode"] == mode and "ttft_s" in r)
             series[mode] = ([p[0] for p in pts], [p[1] for p in pts])
         p = common.plot(

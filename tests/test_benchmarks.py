@@ -230,6 +230,19 @@ def test_rag_latency_with_the_compiled_compressor(tmp_path, tokenizer):
     assert _positive(query["stages_median_s"]["compress_s"]) and _positive(query["ttft_s"])
 
 
+def test_rag_latency_times_digests_with_key_terms(tmp_path, tokenizer):
+    payload = rag_latency.main(
+        ["--model", "tiny", "--docs", "2", "--doc-tokens", "64", "--new-tokens", "2", "--total-repeats", "1"]
+        + ["--key-terms", "--out", str(tmp_path), *SMOKE]
+    )
+    data = _load(payload)
+    rows = {r["mode"]: r for r in data["rows"]}
+    assert set(rows) == {"full", "query", "precomputed", rag_latency.TERMS_MODE}
+    # the synthetic documents are full of names and years: each line adds tens of positions to the digests
+    assert rows["precomputed"]["prompt_positions"] + 20 < rows[rag_latency.TERMS_MODE]["prompt_positions"]
+    assert _positive(data["ratios"][0][f"ttft_ratio_full_over_{rag_latency.TERMS_MODE}"])
+
+
 def test_rag_latency_skips_7b_on_cpu(capsys):
     assert rag_latency.main(["--model", "llama2-7b", "--device", "cpu"]) == {"skipped": "7B shape needs a GPU"}
     assert "GPU only" in capsys.readouterr().err
