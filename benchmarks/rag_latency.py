@@ -111,13 +111,9 @@ def contexts_for(mode: str, docs: list[str], digests: list[Any] | None) -> list[
     if mode == "full":
         return docs
     if mode == TERMS_MODE:
-        from icformer_rag.key_terms import key_terms_line
+        from icformer_rag.key_terms import with_key_terms
 
-        out: list[Any] = []
-        for doc, digest in zip(docs, digests or [], strict=True):
-            line = key_terms_line(doc)
-            out += [digest, line] if line else [digest]
-        return out
+        return with_key_terms(digests or [], docs)
     return list(digests or [])
 
 

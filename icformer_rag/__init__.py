@@ -7,7 +7,7 @@ from .compressor import ContextCompressor, load_compressor
 from .config import ICFormerConfig, LLMSignature
 from .digest import Digest
 from .generation import GenerationSettings, SoftPromptLM
-from .key_terms import key_terms_line
+from .key_terms import key_terms_line, with_key_terms
 from .llm import DEFAULT_LLM, load_llm
 from .modeling import ICFormer
 from .store import DigestStore, find_markers, marker_for
@@ -29,4 +29,5 @@ __all__ = [
     "load_compressor",
     "load_llm",
     "marker_for",
+    "with_key_terms",
 ]

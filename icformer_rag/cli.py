@@ -468,7 +468,7 @@ def _print_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
 def run_ask(args: argparse.Namespace) -> int:
     from .digest import Digest
     from .generation import GenerationSettings, SoftPromptLM
-    from .key_terms import key_terms_line
+    from .key_terms import with_key_terms
 
     if not args.question.strip():
         raise CLIError("the question is empty")
@@ -499,14 +499,10 @@ def run_ask(args: argparse.Namespace) -> int:
             contexts[path] = Digest.load(path, device=lm.device) if is_digest_file(path) else next(digests)
         for path in digest_files:
             doc_tokens[path] = contexts[path].num_tokens
-    ordered: list[Any] = []
-    term_lines = 0
-    for p in files:
-        ordered.append(contexts[p])
-        # The line follows its document's digests (contexts are joined by newlines); a digest file has no text.
-        if args.key_terms and p in texts and (line := key_terms_line(texts[p])):
-            ordered.append(line)
-            term_lines += 1
+    ordered: list[Any] = [contexts[p] for p in files]
+    if args.key_terms:  # each document's line after its digests; a digest file has no text to take one from
+        ordered = with_key_terms(ordered, [texts.get(p) for p in files])
+    term_lines = len(ordered) - len(files)
     if args.key_terms and digest_files:
         print(f"(--key-terms: {len(digest_files)} digest file(s) have no text, so no key terms)", file=sys.stderr)
     positions = lm.build_inputs(args.question, ordered).shape[0]

@@ -135,7 +135,7 @@ def qa_answers(
 ) -> tuple[list[str], float]:
     """Greedy answers to the records' questions in one mode of :data:`QA_MODES` or :data:`KEY_TERMS_MODES`, and
     the seconds it took (compression and key-term extraction included)."""
-    from .key_terms import key_terms_line
+    from .key_terms import key_terms_line, with_key_terms
 
     if mode not in QA_MODES + KEY_TERMS_MODES:
         raise ValueError(f"mode must be one of {QA_MODES + KEY_TERMS_MODES}, got {mode!r}")
@@ -151,11 +151,10 @@ def qa_answers(
             contexts: list[list[Any]] = [[r["context"]] for r in group]
         elif mode == "digests":
             contexts = [[d] for d in lm.compressor.compress([r["context"] for r in group])]
-        elif mode == "digests_key_terms":  # contexts are joined by newlines: the line follows its digest
+        elif mode == "digests_key_terms":
             digests = lm.compressor.compress([r["context"] for r in group])
-            lines = [key_terms_line(r["context"]) for r in group]
-            contexts = [[d, line] if line else [d] for d, line in zip(digests, lines, strict=True)]
-        elif mode == "key_terms":
+            contexts = [with_key_terms([d], [r["context"]]) for d, r in zip(digests, group, strict=True)]
+        elif mode == "key_terms":  # the line alone: no digest before it
             contexts = [[line] if (line := key_terms_line(r["context"])) else [] for r in group]
         else:
             contexts = [[] for _ in group]

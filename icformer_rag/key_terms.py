@@ -12,8 +12,19 @@ The same name extractor picks the subjects of the training data's questions (`ic
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
+from typing import Any
 
-__all__ = ["KEY_TERMS_PREFIX", "MAX_KEY_TERMS", "key_terms", "key_terms_line", "names", "numbers"]
+__all__ = [
+    "KEY_TERMS_PREFIX",
+    "MAX_KEY_TERMS",
+    "append_key_terms",
+    "key_terms",
+    "key_terms_line",
+    "names",
+    "numbers",
+    "with_key_terms",
+]
 
 KEY_TERMS_PREFIX = "Names and numbers in this document: "
 MAX_KEY_TERMS = 24  # the setting measured; about 50 tokens on the dev set's ~320-token contexts
@@ -68,3 +79,25 @@ def key_terms_line(text: str, max_terms: int = MAX_KEY_TERMS) -> str:
     """``"Names and numbers in this document: Ada Krenn; Velmora; 1723."``, or ``""`` when `text` has none."""
     terms = key_terms(text, max_terms)
     return KEY_TERMS_PREFIX + "; ".join(terms) + "." if terms else ""
+
+
+# Where the line goes: SoftPromptLM joins a prompt's contexts with newlines, so [digest, line] reads as the digest
+# followed by "\n" + the line, and so does a marker followed by "\n" + the line inside a document's text.
+def with_key_terms(contexts: Sequence[Any], texts: Sequence[str | None]) -> list[Any]:
+    """`contexts` (digests, usually) with each one followed by the key-terms line of its text, for
+    :meth:`SoftPromptLM.generate`; a text with no names or numbers, or None (no text at hand), adds nothing."""
+    if len(contexts) != len(texts):
+        raise ValueError(f"{len(contexts)} contexts but {len(texts)} texts")
+    out: list[Any] = []
+    for context, text in zip(contexts, texts, strict=True):
+        out.append(context)
+        if text is not None and (line := key_terms_line(text)):
+            out.append(line)
+    return out
+
+
+def append_key_terms(marker: str, text: str) -> str:
+    """A digest marker followed by "\\n" + the key-terms line of `text` (the marker alone when there is none):
+    the adapters' document text with `key_terms=True`."""
+    line = key_terms_line(text)
+    return f"{marker}\n{line}" if line else marker

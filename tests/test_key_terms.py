@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from icformer_rag.key_terms import KEY_TERMS_PREFIX, MAX_KEY_TERMS, key_terms, key_terms_line, names, numbers
+from icformer_rag.key_terms import (
+    KEY_TERMS_PREFIX,
+    MAX_KEY_TERMS,
+    append_key_terms,
+    key_terms,
+    key_terms_line,
+    names,
+    numbers,
+    with_key_terms,
+)
 
 TEXT = (
     "The town of Velmora was founded in 1723 by Ada Krenn, a glassmaker. In March 1750 it had 2,400 people. "
@@ -39,3 +48,13 @@ def test_line():
     assert key_terms_line("Ada Krenn founded Velmora in 1723.") == (KEY_TERMS_PREFIX + "Ada Krenn; Velmora; 1723.")
     assert key_terms_line("nothing to name here.") == ""
     assert key_terms_line("") == ""
+
+
+def test_with_key_terms_puts_each_line_after_its_context():
+    a, b = "Ada Krenn founded Velmora in 1723.", "nothing to name here."
+    assert with_key_terms(["D1", "D2"], [a, b]) == ["D1", key_terms_line(a), "D2"]
+    assert with_key_terms(["D1", "D2"], [None, a]) == ["D1", "D2", key_terms_line(a)]  # no text at hand: no line
+    with pytest.raises(ValueError):
+        with_key_terms(["D1"], [a, b])
+    assert append_key_terms("<m>", a) == "<m>\n" + key_terms_line(a)
+    assert append_key_terms("<m>", b) == "<m>"

@@ -11,7 +11,7 @@ from langchain_core.documents import BaseDocumentCompressor, Document
 from pydantic import ConfigDict, Field
 
 from icformer_rag.compressor import ContextCompressor
-from icformer_rag.key_terms import key_terms_line
+from icformer_rag.key_terms import append_key_terms
 from icformer_rag.store import DigestStore, digest_key, marker_for
 
 METADATA_KEY = "icformer_digest_key"
@@ -108,9 +108,6 @@ class ICFormerCompressor(BaseDocumentCompressor):
                 METADATA_TOKENS: digest.num_tokens,
                 METADATA_DIGESTS: len(digest),
             }
-            content = marker_for(key)
-            # Contexts are joined by newlines, so this is the layout SoftPromptLM gives [digest, line].
-            if self.key_terms and (line := key_terms_line(doc.page_content)):
-                content += "\n" + line
+            content = append_key_terms(marker_for(key), doc.page_content) if self.key_terms else marker_for(key)
             out.append(Document(page_content=content, metadata=metadata, id=doc.id))
         return out

@@ -10,7 +10,7 @@ from llama_index.core.postprocessor.types import BaseNodePostprocessor
 from llama_index.core.schema import NodeWithScore, QueryBundle
 
 from icformer_rag.compressor import ContextCompressor
-from icformer_rag.key_terms import key_terms_line
+from icformer_rag.key_terms import append_key_terms
 from icformer_rag.store import DigestStore, digest_key, marker_for
 
 from ._nodes import (
@@ -94,11 +94,7 @@ class ICFormerNodePostprocessor(BaseNodePostprocessor):
             node.excluded_llm_metadata_keys = list(item.node.excluded_llm_metadata_keys)
             node.excluded_embed_metadata_keys = list(item.node.excluded_embed_metadata_keys)
             hide_from_llm_and_embeddings(node)
-            content = marker_for(key)
-            # Contexts are joined by newlines, so this is the layout SoftPromptLM gives [digest, line].
-            if self.key_terms and (line := key_terms_line(text)):
-                content += "\n" + line
-            node.set_content(content)
+            node.set_content(append_key_terms(marker_for(key), text) if self.key_terms else marker_for(key))
             out.append(NodeWithScore(node=node, score=item.score))
         return out
 
