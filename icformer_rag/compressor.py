@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 import warnings
 from collections import Counter
 from collections.abc import Sequence
@@ -87,6 +88,9 @@ class ContextCompressor:
         self.max_batch_tokens = max_batch_tokens
         self._fingerprint = fingerprint or self.compute_fingerprint()
         self._compiled: Any = None  # set by compile(): embeddings + IC-Former on fixed shapes
+        # The adapters compress from worker threads; a compiled function's CUDA graphs share static buffers, so
+        # compiled calls run one at a time (the GPU would serialize them anyway).
+        self._compiled_lock = threading.Lock()
 
     @property
     def config(self) -> ICFormerConfig:
@@ -319,9 +323,10 @@ class ContextCompressor:
         ids, mask = ids.to(self.device), mask.to(self.device)
         counts = [cfg.digests_for(len(w)) for w in windows]
         if self.compiled:
-            digests = self._compiled(ids, mask)  # (rows, k, C); padding rows see only their digests
-            # CUDA graphs reuse their output buffers on the next replay: hand out copies.
-            return [digests[i, :m].clone() for i, m in enumerate(counts)]
+            with self._compiled_lock:
+                digests = self._compiled(ids, mask)  # (rows, k, C); padding rows see only their digests
+                # CUDA graphs reuse their output buffers on the next replay: hand out copies.
+                return [digests[i, :m].clone() for i, m in enumerate(counts)]
         digests = self.model(self.embed_tokens(ids), mask, num_digests=max(counts))  # (B, M, C)
         return [digests[i, :m] for i, m in enumerate(counts)]
 

@@ -250,6 +250,13 @@ def test_compiled_compressor_gives_the_eager_digests(compressor, tokenizer, back
         for a, b in zip(compiled.compress(DOCS), eager, strict=True):
             assert a.window_digests == b.window_digests
             torch.testing.assert_close(a.embeddings, b.embeddings, atol=1e-4, rtol=1e-4)
+    # Worker threads (the adapters' async paths) get the same digests from the compiled compressor.
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda t: compiled.compress([t])[0], DOCS * 2))
+    for a, b in zip(results, eager * 2, strict=True):
+        torch.testing.assert_close(a.embeddings, b.embeddings, atol=1e-4, rtol=1e-4)
     # Shapes seen by the compiled function: full windows; 2 windows pad to 2 rows, 1 to 1, and 3 would pad to 4
     # but the budget (3 windows) caps it at 3.
     shapes = []
