@@ -31,9 +31,12 @@ def node_texts(nodes: Sequence[BaseNode]) -> list[str]:
 
 def compress_nodes(
     compressor: ContextCompressor, store: DigestStore, nodes: Sequence[BaseNode]
-) -> tuple[list[Digest], list[bool]]:
-    """Digests of the nodes' texts (one batched compression of the misses) and whether each was in the store."""
-    return store.compress_cached(compressor, node_texts(nodes))
+) -> tuple[list[str], list[Digest], list[bool]]:
+    """The nodes' texts, their digests (one batched compression of the misses) and whether each was in the
+    store."""
+    texts = node_texts(nodes)
+    digests, hits = store.compress_cached(compressor, texts)
+    return texts, digests, hits
 
 
 def hide_from_llm_and_embeddings(node: BaseNode) -> None:

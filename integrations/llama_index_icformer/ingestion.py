@@ -56,7 +56,7 @@ class ICFormerDigestTransform(TransformComponent):
         return self._store
 
     def __call__(self, nodes: Sequence[BaseNode], **kwargs: Any) -> Sequence[BaseNode]:
-        digests, _ = compress_nodes(self._compressor, self._store, nodes)
+        _, digests, _ = compress_nodes(self._compressor, self._store, nodes)
         for node, digest in zip(nodes, digests, strict=True):
             node.metadata[METADATA_KEY] = digest_key(digest)
             hide_from_llm_and_embeddings(node)

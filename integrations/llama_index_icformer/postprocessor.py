@@ -18,9 +18,9 @@ from ._nodes import (
     METADATA_HIT,
     METADATA_KEY,
     METADATA_TOKENS,
+    compress_nodes,
     hide_from_llm_and_embeddings,
     llm_compressor,
-    node_texts,
 )
 
 
@@ -78,8 +78,7 @@ class ICFormerNodePostprocessor(BaseNodePostprocessor):
         for i, n in enumerate(nodes):
             if not isinstance(n, NodeWithScore):
                 raise TypeError(f"node {i} is a {type(n).__name__}, not a NodeWithScore")
-        texts = node_texts([n.node for n in nodes])
-        digests, hits = self._store.compress_cached(self._compressor, texts)
+        texts, digests, hits = compress_nodes(self._compressor, self._store, [n.node for n in nodes])
         out = []
         for item, text, digest, hit in zip(nodes, texts, digests, hits, strict=True):
             key = digest_key(digest)
