@@ -20,6 +20,7 @@ from .config import WEIGHTS_NAME, ICFormerConfig, LLMSignature
 from .digest import Digest, content_hash
 from .llm import resolve_device, resolve_dtype
 from .modeling import ICFormer
+from .reader import ADAPTER_DIR
 from .windows import documents_to_windows, plan_batches
 
 # Checkpoints that install with the package, by the LLM they serve.
@@ -91,6 +92,9 @@ class ContextCompressor:
         # The adapters compress from worker threads; a compiled function's CUDA graphs share static buffers, so
         # compiled calls run one at a time (the GPU would serialize them anyway).
         self._compiled_lock = threading.Lock()
+        # Whether the LLM holds this compressor's reader adapter (see icformer_rag.reader): SoftPromptLM switches
+        # it on for prompts that hold digests. Set when a checkpoint with one loads, or by the trainer.
+        self.has_reader = False
 
     @property
     def config(self) -> ICFormerConfig:
@@ -199,12 +203,18 @@ class ContextCompressor:
         dtype: str | torch.dtype | None = None,
         max_batch_tokens: int = 64 * 512,
         allow_untrained: bool = True,
+        load_reader: bool = True,
+        context_layers: int | None = None,
     ) -> ContextCompressor:
         """Load a compressor saved with :meth:`save_pretrained` onto the LLM's device.
 
         `path=None` takes the checkpoint shipped for the default LLM; when this install has none it
         falls back to an untrained compressor with a warning (untrained digests are noise), unless
         `allow_untrained=False`. Raises ValueError when the checkpoint was trained for another LLM.
+
+        A checkpoint with a reader adapter (``reader_adapter/``) loads it into `llm` (see
+        :mod:`icformer_rag.reader`), unless `load_reader` is False (the trainer handles it itself).
+        `context_layers` (training) extends a checkpoint with fewer context layers by zero-initialised ones.
         """
         if path is None:
             path = default_checkpoint()
@@ -229,15 +239,41 @@ class ContextCompressor:
                 f"LLM is {given.describe()}: {why}. Train or load a compressor for this LLM."
             )
         state = load_file(str(path / WEIGHTS_NAME))
+        extend = context_layers is not None and context_layers != config.context_layers
+        if extend:
+            if context_layers < config.context_layers:
+                raise ValueError(f"{path} has {config.context_layers} context layers; cannot drop to {context_layers}")
+            config.context_layers = context_layers
         with torch.random.fork_rng(devices=[]):  # the throw-away initialisation must not move the caller's RNG
             model = ICFormer(config)
-        model.load_state_dict(state, strict=True)
+        result = model.load_state_dict(state, strict=not extend)
+        if extend and (result.unexpected_keys or any(not k.startswith("context_layers.") for k in result.missing_keys)):
+            raise ValueError(f"{path}: weights do not fit the extended architecture ({result})")
         embed = llm.get_input_embeddings()
         device = embed.weight.device
         model.to(device=device, dtype=resolve_dtype(dtype, device) if dtype else embed.weight.dtype)
         meta_path = path / "fingerprint.txt"
-        fingerprint = meta_path.read_text().strip() if meta_path.is_file() else None
-        return cls(model, embed, tokenizer, max_batch_tokens=max_batch_tokens, fingerprint=fingerprint)
+        fingerprint = meta_path.read_text().strip() if meta_path.is_file() and not extend else None
+        comp = cls(model, embed, tokenizer, max_batch_tokens=max_batch_tokens, fingerprint=fingerprint)
+        if load_reader and (path / ADAPTER_DIR).is_dir():
+            comp._attach_reader(llm, path / ADAPTER_DIR)
+        return comp
+
+    def _attach_reader(self, llm: Any, adapter_path: Path) -> None:
+        """Load the checkpoint's reader adapter into `llm` (once: a second compressor of the same checkpoint
+        reuses it), so that SoftPromptLM reads this compressor's digests through it."""
+        from . import reader
+
+        source = getattr(llm, "_icformer_reader_of", None)
+        if source is None:
+            reader.load_reader(llm, adapter_path)
+            llm._icformer_reader_of = self.fingerprint
+        elif source != self.fingerprint:
+            raise ValueError(
+                f"the LLM already holds the reader adapter of compressor {source}; load compressor "
+                f"{self.fingerprint} ({adapter_path.parent}) into a fresh LLM"
+            )
+        self.has_reader = True
 
     def save_pretrained(self, path: str | Path, dtype: torch.dtype | None = None) -> Path:
         """Write `config.json` and `model.safetensors` (only the compressor's weights, never pickle)."""

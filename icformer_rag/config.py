@@ -99,6 +99,14 @@ class ICFormerConfig:
             "and the token's position (learned ALiBi-style slopes): a locality prior RoPE alone does not give."
         },
     )
+    context_layers: int = field(
+        default=0,
+        metadata={
+            "help": "Self-attention layers over each window's word embeddings before the digests read them, so "
+            "keys and values see their neighbours (contextual token features; cost stays linear in n, windows "
+            "are independent). Their output projections start at zero: a checkpoint without them extends exactly."
+        },
+    )
     digest_positions: str = field(
         default="spread",
         metadata={
@@ -135,6 +143,8 @@ class ICFormerConfig:
             raise ValueError("num_special_tokens must be at least 3")
         if not isinstance(self.local_heads, int) or not 0 <= self.local_heads <= self.num_heads:
             raise ValueError(f"local_heads must be in [0, num_heads={self.num_heads}], got {self.local_heads!r}")
+        if not isinstance(self.context_layers, int) or self.context_layers < 0:
+            raise ValueError(f"context_layers must be a non-negative integer, got {self.context_layers!r}")
         if self.digest_positions not in DIGEST_POSITIONS:
             raise ValueError(f"digest_positions must be one of {DIGEST_POSITIONS}, got {self.digest_positions!r}")
 

@@ -28,6 +28,7 @@ from .compressor import ContextCompressor
 from .digest import Digest
 from .llm import max_positions
 from .modeling import ICFormer
+from .reader import adapter_scope
 
 DEFAULT_INSTRUCTION = "Answer the question using the context below."
 _MARK = "<<ICFORMER_CONTEXT_{}>>"
@@ -298,6 +299,27 @@ class SoftPromptLM:
         rows = [self.build_inputs(q, c) for q, c in zip(questions, contexts, strict=True)]
         return self._pad_left(rows, settings)
 
+    def _reads_digests(self, has_digests: bool) -> bool:
+        """Whether a prompt is read through the compressor's reader adapter: only when it holds digests (full-text
+        and plain prompts always run the LLM's own weights)."""
+        return has_digests and self.compressor is not None and self.compressor.has_reader
+
+    def _generate(self, embeds: torch.Tensor, mask: torch.Tensor, settings: GenerationSettings, reader: bool, **kw):
+        with adapter_scope(self.llm, reader):
+            return self.llm.generate(
+                inputs_embeds=embeds,
+                attention_mask=mask,
+                eos_token_id=self.eos_token_ids,
+                pad_token_id=self.pad_token_id,
+                **settings.kwargs(),
+                **kw,
+            )
+
+    def _grouped(self, flags: Sequence[bool]) -> list[list[int]]:
+        """Row indices split into one batch per reader setting (an adapter is on or off for a whole batch)."""
+        uses = [self._reads_digests(f) for f in flags]
+        return [idx for want in (False, True) if (idx := [i for i, u in enumerate(uses) if u == want])]
+
     # -------------------------------------------------------------------------------------- generation
     @torch.no_grad()
     def generate_batch(
@@ -310,15 +332,18 @@ class SoftPromptLM:
         settings = settings or GenerationSettings()
         if not questions:
             return []
-        embeds, mask = self._batch(questions, contexts, settings)
-        out = self.llm.generate(
-            inputs_embeds=embeds,
-            attention_mask=mask,
-            eos_token_id=self.eos_token_ids,
-            pad_token_id=self.pad_token_id,
-            **settings.kwargs(),
-        )
-        return [self.tokenizer.decode(row, skip_special_tokens=True).strip() for row in out]
+        if isinstance(questions, str):
+            raise TypeError("generate_batch() takes a list of questions")
+        if len(questions) != len(contexts):
+            raise ValueError(f"{len(questions)} questions but {len(contexts)} context lists")
+        answers: list[str] = [""] * len(questions)
+        flags = [any(isinstance(c, Digest) for c in _context_list(cs)) for cs in contexts]
+        for group in self._grouped(flags):
+            embeds, mask = self._batch([questions[i] for i in group], [contexts[i] for i in group], settings)
+            out = self._generate(embeds, mask, settings, self._reads_digests(flags[group[0]]))
+            for i, row in zip(group, out, strict=True):
+                answers[i] = self.tokenizer.decode(row, skip_special_tokens=True).strip()
+        return answers
 
     def generate(
         self,
@@ -337,8 +362,10 @@ class SoftPromptLM:
     ) -> Iterator[str]:
         """Yield the answer in text chunks as they are generated."""
         settings = settings or GenerationSettings()
-        embeds, mask = self._batch([question], [_context_list(contexts)], settings)
-        yield from self._stream_embeds(embeds, mask, settings)
+        contexts = _context_list(contexts)
+        embeds, mask = self._batch([question], [contexts], settings)
+        reader = self._reads_digests(any(isinstance(c, Digest) for c in contexts))
+        yield from self._stream_embeds(embeds, mask, settings, reader=reader)
 
     def _stream_embeds(
         self,
@@ -346,6 +373,7 @@ class SoftPromptLM:
         mask: torch.Tensor,
         settings: GenerationSettings,
         token_counts: list[int] | None = None,
+        reader: bool = False,
     ) -> Iterator[str]:
         """Generate in a worker thread and yield text chunks; errors resurface in the caller's thread. When
         the stream ends, the number of generated tokens is appended to `token_counts` (if given)."""
@@ -355,14 +383,7 @@ class SoftPromptLM:
         def run() -> None:
             try:
                 with torch.no_grad():
-                    self.llm.generate(
-                        inputs_embeds=embeds,
-                        attention_mask=mask,
-                        streamer=streamer,
-                        eos_token_id=self.eos_token_ids,
-                        pad_token_id=self.pad_token_id,
-                        **settings.kwargs(),
-                    )
+                    self._generate(embeds, mask, settings, reader, streamer=streamer)
             except BaseException as err:  # surfaced in the caller's thread below
                 errors.append(err)
                 streamer.end()
@@ -449,17 +470,17 @@ class SoftPromptLM:
         settings = settings or GenerationSettings()
         if not prompts:
             return []
-        embeds, mask = self._pad_left([p.embeds for p in prompts], settings)
-        out = self.llm.generate(
-            inputs_embeds=embeds,
-            attention_mask=mask,
-            eos_token_id=self.eos_token_ids,
-            pad_token_id=self.pad_token_id,
-            **settings.kwargs(),
-        )
+        self._check_length(max(p.num_positions for p in prompts), settings)  # before any group generates
+        rows: list[list[int]] = [[] for _ in prompts]
+        flags = [bool(p.digest_keys) for p in prompts]
+        for group in self._grouped(flags):
+            embeds, mask = self._pad_left([prompts[i].embeds for i in group], settings)
+            out = self._generate(embeds, mask, settings, self._reads_digests(flags[group[0]]))
+            for i, row in zip(group, out.tolist(), strict=True):
+                rows[i] = row
         eos = set(self.eos_token_ids)
         results = []
-        for prompt, row in zip(prompts, out.tolist(), strict=True):
+        for prompt, row in zip(prompts, rows, strict=True):
             # A row that ended early is padded after its end-of-turn token: count up to and including it.
             end = next((i + 1 for i, t in enumerate(row) if t in eos), None)
             results.append(
@@ -500,7 +521,8 @@ class SoftPromptLM:
         ends, the number of generated tokens is appended to `token_counts` (if given)."""
         settings = settings or GenerationSettings()
         embeds, mask = self._pad_left([prompt.embeds], settings)
-        yield from self._stream_embeds(embeds, mask, settings, token_counts)
+        reader = self._reads_digests(bool(prompt.digest_keys))
+        yield from self._stream_embeds(embeds, mask, settings, token_counts, reader=reader)
 
     def stream_chat(
         self,

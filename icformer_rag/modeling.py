@@ -99,6 +99,39 @@ class Block(nn.Module):
         return h + self.mlp(self.mlp_norm(h))
 
 
+class SelfAttention(nn.Module):
+    """Bidirectional self-attention over a window's tokens (padding masked out), with RoPE."""
+
+    def __init__(self, config: ICFormerConfig) -> None:
+        super().__init__()
+        c = config.hidden_size
+        self.n_head = config.num_heads
+        self.head_dim = config.head_dim
+        self.qkv_proj = nn.Linear(c, 3 * c, bias=False)
+        self.o_proj = nn.Linear(c, c, bias=False)
+
+    def forward(self, x, cos_sin, mask) -> torch.Tensor:
+        B, N, C = x.shape
+        q, k, v = self.qkv_proj(x).view(B, N, 3, self.n_head, self.head_dim).permute(2, 0, 3, 1, 4)  # (B, H, N, D)
+        y = F.scaled_dot_product_attention(apply_rope(q, *cos_sin), apply_rope(k, *cos_sin), v, attn_mask=mask)
+        return self.o_proj(y.transpose(1, 2).reshape(B, N, C))
+
+
+class ContextLayer(nn.Module):
+    """One pre-norm transformer layer over the context tokens: gives each key and value its neighbours' view."""
+
+    def __init__(self, config: ICFormerConfig) -> None:
+        super().__init__()
+        self.attn_norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.attn = SelfAttention(config)
+        self.mlp_norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.mlp = MLP(config)
+
+    def forward(self, x, cos_sin, mask) -> torch.Tensor:
+        x = x + self.attn(self.attn_norm(x), cos_sin, mask)
+        return x + self.mlp(self.mlp_norm(x))
+
+
 class ICFormer(nn.Module):
     """IC-Former compressor: context word embeddings (B, N, C) -> digest embeddings (B, M, C).
 
@@ -124,6 +157,7 @@ class ICFormer(nn.Module):
         if config.local_heads:
             # log of each local head's slope (nats of attention logit lost per token of distance), per block.
             self.log_slopes = nn.Parameter(torch.empty(config.num_blocks, config.local_heads))
+        self.context_layers = nn.ModuleList(ContextLayer(config) for _ in range(config.context_layers))
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.num_blocks))
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.reset_parameters()
@@ -135,6 +169,9 @@ class ICFormer(nn.Module):
         for name, p in self.named_parameters():
             if name.endswith("norm.weight"):
                 nn.init.ones_(p)
+            elif name.startswith("context_layers.") and name.endswith(("o_proj.weight", "down_proj.weight")):
+                # Zero: a new context layer starts as the identity, so it can extend a trained checkpoint.
+                nn.init.zeros_(p)
             elif name.endswith(("o_proj.weight", "down_proj.weight")):
                 # GPT-2 style: keep the residual stream's variance steady across blocks.
                 nn.init.normal_(p, std=std / math.sqrt(2 * self.config.num_blocks))
@@ -205,13 +242,27 @@ class ICFormer(nn.Module):
         if self.config.local_heads:
             masks = self._local_masks(mask, ctx_pos, dig_pos)
         digests = self.digest_embeddings[:M].expand(B, M, C)
-        kv = torch.cat((context_embeds.to(dtype), digests), dim=1)  # (B, N+M, C)
+        context = context_embeds.to(dtype)
+        if self.config.context_layers:
+            context = self._contextualize(context, real, ctx_pos)
+        kv = torch.cat((context, digests), dim=1)  # (B, N+M, C)
         h = digests
         if self.config.chunk_queries:
             h = h + self._chunk_features(context_embeds.to(dtype), real, ctx_pos, M)
         for block, block_mask in zip(self.blocks, masks, strict=True):
             h = block(h, kv, q_cos_sin, kv_cos_sin, block_mask)
         return self.norm(h)
+
+    def _contextualize(self, x: torch.Tensor, real: torch.Tensor, ctx_pos: torch.Tensor) -> torch.Tensor:
+        """(B, N, C): the context layers over real tokens; padding neither attends nor is attended to (its own row
+        sees itself only, so no row is all -inf)."""
+        N = x.shape[1]
+        eye = torch.eye(N, dtype=torch.bool, device=x.device)
+        mask = ((real[:, :, None] & real[:, None, :]) | eye)[:, None]  # (B, 1, N, N)
+        cos_sin = rope_cos_sin(ctx_pos, self.config.head_dim, self.config.rope_theta, x.dtype)
+        for layer in self.context_layers:
+            x = layer(x, cos_sin, mask)
+        return x
 
     def _local_masks(self, mask: torch.Tensor, ctx_pos: torch.Tensor, dig_pos: torch.Tensor) -> list[torch.Tensor]:
         """Float masks (B, H, M, N+M) per block: -slope * distance on the local heads' context logits."""

@@ -197,7 +197,7 @@ def test_kl_teacher_reads_the_full_text_baseline_prompt(tok):
         assert ex == tokenize_instruct(tok, x["context"], x["prompt"], x["answer"], 32, teacher=True)
         prompt = torch.tensor(ex.teacher_prompt_ids)
         assert torch.equal(embed(prompt), baseline.build_inputs(x["prompt"], [x["context"]]))
-    assert len(examples[2].teacher_prompt_ids) > len(examples[2].context_ids) > 2 * 32
+    assert len(examples[2].teacher_prompt_ids) > len(examples[2].contexts_ids[0]) > 2 * 32
 
     teacher = teacher_logits(llm, examples)
     expected = []

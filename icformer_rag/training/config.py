@@ -35,6 +35,33 @@ class TrainConfig:
     chunk_queries: bool = field(
         default=False, metadata={"help": "New compressor: digest queries start from a projection of their tokens."}
     )
+    context_layers: int = field(
+        default=0,
+        metadata={
+            "help": "Self-attention layers over each window's tokens before the digests read them (contextual keys "
+            "and values). With init_from, a checkpoint with fewer gets them added (zero-initialised: it starts "
+            "unchanged)."
+        },
+    )
+    reader_rank: int = field(
+        default=0,
+        metadata={
+            "help": "Train a reader adapter (LoRA of this rank on every linear layer of the LLM, used only when "
+            "digests are in the prompt; saved as reader_adapter/ beside the release). With init_from holding one, "
+            "it is continued whatever the rank here. 0 = no adapter (the LLM stays exactly as it is)."
+        },
+    )
+    reader_alpha: int = field(default=32, metadata={"help": "LoRA alpha of a new reader adapter."})
+    reader_lr: float = field(
+        default=2e-4, metadata={"help": "Peak learning rate of the reader adapter (warm-up as the compressor's)."}
+    )
+    instruct_context: str = field(
+        default="digests",
+        metadata={
+            "help": "What instruction steps put in the prompt: 'digests' (the compressor's) or 'text' (the contexts' "
+            "full text: trains the full-text reader baseline, the adapter only; needs instruct_fraction 1)."
+        },
+    )
     batch_size: int = field(default=64, metadata={"help": "Global batch (windows or examples) per optimizer step."})
     grad_accum: int = field(default=1, metadata={"help": "Micro-batches per optimizer step."})
     lr: float = field(default=1e-3, metadata={"help": "Peak learning rate."})
@@ -147,6 +174,14 @@ class TrainConfig:
             raise ValueError("ae_self_feed must be in [0, 1]")
         if self.kl_weight < 0:
             raise ValueError("kl_weight must be >= 0")
+        if self.context_layers < 0 or self.reader_rank < 0 or self.reader_alpha <= 0 or self.reader_lr <= 0:
+            raise ValueError("context_layers and reader_rank must be >= 0, reader_alpha and reader_lr > 0")
+        if self.instruct_context not in ("digests", "text"):
+            raise ValueError(f"instruct_context must be 'digests' or 'text', got {self.instruct_context!r}")
+        if self.instruct_context == "text" and (self.instruct_fraction != 1 or self.reader_rank < 1):
+            raise ValueError(
+                "instruct_context 'text' trains a full-text reader: needs instruct_fraction 1 and reader_rank"
+            )
         if self.lr <= 0 or self.min_lr < 0 or self.min_lr > self.lr:
             raise ValueError("need 0 <= min_lr <= lr and lr > 0")
 

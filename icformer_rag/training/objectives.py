@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from ..generation import render_prompt
 from ..llm import max_positions
 from ..modeling import ICFormer
+from ..reader import adapter_scope
 from .readout import ReadoutHead, ReadoutOutput
 
 
@@ -242,66 +243,116 @@ def lm_loss(
 
 @dataclass
 class InstructExample:
-    """One tokenized instruction example: its prompt as text-id pieces with a context slot, and answer ids."""
+    """One tokenized instruction example: its prompt as text-id pieces with context slots, and answer ids."""
 
-    pieces: list[list[int] | int]  # token ids, or the context index 0
-    context_ids: list[int]
+    pieces: list[list[int] | int]  # token ids, or a context index (0 .. len(contexts_ids) - 1)
+    contexts_ids: list[list[int]]  # token ids of each context (several for a multi-document record)
     answer_ids: list[int]
-    teacher_prompt_ids: list[int] | None = None  # the full-text prompt (context as text), when tokenized for KL
+    teacher_prompt_ids: list[int] | None = None  # the full-text prompt (contexts as text), for KL or text mode
 
 
-def full_text_prompt(pieces: Sequence[str | int], context: str) -> str:
-    """The full-text baseline prompt: the context's text in its slot of the rendered chat prompt, joined
+def full_text_prompt(pieces: Sequence[str | int], contexts: str | Sequence[str]) -> str:
+    """The full-text baseline prompt: each context's text in its slot of the rendered chat prompt, joined
     exactly as :meth:`SoftPromptLM.build_inputs` joins string contexts (and then tokenized in one go)."""
-    return "".join(p if isinstance(p, str) else context for p in pieces)
+    contexts = [contexts] if isinstance(contexts, str) else list(contexts)
+    return "".join(p if isinstance(p, str) else contexts[p] for p in pieces)
+
+
+def _as_contexts(context: str | Sequence[str]) -> list[str]:
+    if isinstance(context, str):
+        return [context]
+    contexts = list(context)
+    if not contexts or not all(isinstance(c, str) for c in contexts):
+        raise ValueError("an instruction record needs one context text or a non-empty list of them")
+    return contexts
 
 
 def tokenize_instruct(
     tokenizer: Any,
-    context: str,
+    context: str | Sequence[str],
     prompt: str,
     answer: str,
     window_tokens: int,
     end_token: str = "<|im_end|>",
     teacher: bool = False,
 ) -> InstructExample:
-    """Tokenize one (context, prompt, answer) with the same chat layout SoftPromptLM uses at inference.
+    """Tokenize one (context(s), prompt, answer) with the same chat layout SoftPromptLM uses at inference.
 
     `teacher` also tokenizes the full-text prompt that :func:`teacher_logits` reads.
     """
-    rendered = render_prompt(tokenizer, prompt, 1)
+    contexts = _as_contexts(context)
+    rendered = render_prompt(tokenizer, prompt, len(contexts))
     pieces: list[list[int] | int] = []
     for p in rendered:
         pieces.append(p if isinstance(p, int) else tokenizer(p, add_special_tokens=False)["input_ids"])
     answer_ids = tokenizer(answer.strip() + end_token, add_special_tokens=False)["input_ids"]
-    ctx = tokenizer(context, add_special_tokens=False)["input_ids"]
-    full = tokenizer(full_text_prompt(rendered, context), add_special_tokens=False)["input_ids"] if teacher else None
-    return InstructExample(pieces=pieces, context_ids=ctx, answer_ids=answer_ids, teacher_prompt_ids=full)
+    ctx = [tokenizer(c, add_special_tokens=False)["input_ids"] for c in contexts]
+    full = tokenizer(full_text_prompt(rendered, contexts), add_special_tokens=False)["input_ids"] if teacher else None
+    return InstructExample(pieces=pieces, contexts_ids=ctx, answer_ids=answer_ids, teacher_prompt_ids=full)
 
 
 def tokenize_instruct_batch(
     tokenizer: Any,
-    contexts: Sequence[str],
+    contexts: Sequence[str | Sequence[str]],
     prompts: Sequence[str],
     answers: Sequence[str],
     end_token: str = "<|im_end|>",
     teacher: bool = False,
 ) -> list[InstructExample]:
-    """:func:`tokenize_instruct` for many records, with one batched tokenizer call per field (fast)."""
-    rendered = [render_prompt(tokenizer, p, 1) for p in prompts]
+    """:func:`tokenize_instruct` for many records, with one batched tokenizer call per field (fast). A record's
+    context is a text or a list of texts (a multi-document record)."""
+    per_record = [_as_contexts(c) for c in contexts]
+    rendered = [render_prompt(tokenizer, p, len(c)) for p, c in zip(prompts, per_record, strict=True)]
     flat = [piece for pieces in rendered for piece in pieces if isinstance(piece, str)]
     flat_ids = iter(tokenizer(flat, add_special_tokens=False)["input_ids"]) if flat else iter([])
-    ctx_ids = tokenizer(list(contexts), add_special_tokens=False, verbose=False)["input_ids"]
+    flat_ctx = [c for cs in per_record for c in cs]
+    ctx_iter = iter(tokenizer(flat_ctx, add_special_tokens=False, verbose=False)["input_ids"])
     ans_ids = tokenizer([a.strip() + end_token for a in answers], add_special_tokens=False)["input_ids"]
     full_ids: list[list[int] | None] = [None] * len(rendered)
     if teacher:
-        full = [full_text_prompt(pieces, c) for pieces, c in zip(rendered, contexts, strict=True)]
+        full = [full_text_prompt(pieces, c) for pieces, c in zip(rendered, per_record, strict=True)]
         full_ids = tokenizer(full, add_special_tokens=False, verbose=False)["input_ids"]
     out = []
-    for pieces, c, a, f in zip(rendered, ctx_ids, ans_ids, full_ids, strict=True):
+    for pieces, cs, a, f in zip(rendered, per_record, ans_ids, full_ids, strict=True):
         tokenized: list[list[int] | int] = [p if isinstance(p, int) else next(flat_ids) for p in pieces]
-        out.append(InstructExample(pieces=tokenized, context_ids=c, answer_ids=a, teacher_prompt_ids=f))
+        ctx = [next(ctx_iter) for _ in cs]
+        out.append(InstructExample(pieces=tokenized, contexts_ids=ctx, answer_ids=a, teacher_prompt_ids=f))
     return out
+
+
+def _full_text_rows(llm: Any, examples: Sequence[InstructExample]):
+    """Right-padded full-text rows `teacher_prompt_ids + answer_ids[:-1]` (ids, attention mask, and where the
+    answer tokens are predicted), for :func:`teacher_logits` and :func:`text_instruct_loss`."""
+    if any(ex.teacher_prompt_ids is None for ex in examples):
+        raise ValueError("full-text rows need examples tokenized with teacher=True (the full-text prompt)")
+    device = llm.get_input_embeddings().weight.device
+    rows = [[*ex.teacher_prompt_ids, *ex.answer_ids[:-1]] for ex in examples]
+    limit = max_positions(llm)
+    longest = max(len(r) for r in rows)
+    if limit and longest > limit:  # the teacher reads the whole text: say so instead of failing inside RoPE
+        raise ValueError(
+            f"a full-text prompt of {longest} tokens exceeds the LLM's {limit} positions: drop records "
+            "with longer contexts from the instruction file"
+        )
+    ids = torch.zeros(len(rows), longest, dtype=torch.long, device=device)
+    attn = torch.zeros_like(ids)
+    where = torch.zeros_like(ids, dtype=torch.bool)
+    for b, (row, ex) in enumerate(zip(rows, examples, strict=True)):
+        ids[b, : len(row)] = torch.tensor(row, device=device)
+        attn[b, : len(row)] = 1
+        where[b, len(row) - len(ex.answer_ids) : len(row)] = True  # the last prompt token predicts answer[0]
+    return ids, attn, where
+
+
+def text_instruct_loss(llm: Any, examples: Sequence[InstructExample]) -> LossOutput:
+    """Loss on the answer tokens with the contexts' full text in the prompt: what trains the *full-text* reader
+    baseline (the same adapter recipe as the digest reader, on the same records, with the text instead of
+    digests), so that digests are compared with a full-text reader trained as much as they were."""
+    ids, attn, where = _full_text_rows(llm, examples)
+    targets = torch.full_like(ids, -100)
+    for b, ex in enumerate(examples):
+        targets[b, where[b]] = torch.tensor(ex.answer_ids, device=ids.device)
+    return target_loss(llm, llm.get_input_embeddings()(ids), targets, attention_mask=attn)
 
 
 @torch.no_grad()
@@ -314,26 +365,10 @@ def teacher_logits(llm: Any, examples: Sequence[InstructExample]) -> torch.Tenso
     student's rows end with the same answer tokens, so the K rows match :func:`instruct_loss`'s targets
     one for one (examples in order, answer tokens in order). No graph is kept: the teacher is a constant.
     """
-    if any(ex.teacher_prompt_ids is None for ex in examples):
-        raise ValueError("teacher_logits needs examples tokenized with teacher=True (the full-text prompt)")
-    embed = llm.get_input_embeddings()
-    device = embed.weight.device
-    rows = [[*ex.teacher_prompt_ids, *ex.answer_ids[:-1]] for ex in examples]
-    limit = max_positions(llm)
-    longest = max(len(r) for r in rows)
-    if limit and longest > limit:  # the teacher reads the whole text: say so instead of failing inside RoPE
-        raise ValueError(
-            f"a full-text teacher prompt of {longest} tokens exceeds the LLM's {limit} positions: drop records "
-            "with longer contexts from the instruction file, or train without --kl-weight"
-        )
-    ids = torch.zeros(len(rows), longest, dtype=torch.long, device=device)
-    attn = torch.zeros_like(ids)
-    where = torch.zeros_like(ids, dtype=torch.bool)
-    for b, (row, ex) in enumerate(zip(rows, examples, strict=True)):
-        ids[b, : len(row)] = torch.tensor(row, device=device)
-        attn[b, : len(row)] = 1
-        where[b, len(row) - len(ex.answer_ids) : len(row)] = True  # the last prompt token predicts answer[0]
-    return logits_at(llm, embed(ids), where, attn)
+    ids, attn, where = _full_text_rows(llm, examples)
+    # The teacher is the LLM's own full-text reading: never through the reader adapter.
+    with adapter_scope(llm, False):
+        return logits_at(llm, llm.get_input_embeddings()(ids), where, attn)
 
 
 def instruct_loss(model: Any, llm: Any, examples: Sequence[InstructExample], kl_weight: float = 0.0) -> LossOutput:
@@ -350,28 +385,34 @@ def instruct_loss(model: Any, llm: Any, examples: Sequence[InstructExample], kl_
     embed = llm.get_input_embeddings()
     dtype = embed.weight.dtype
     cfg = core(model).config
-    windows = [(i, w) for i, ex in enumerate(examples) for w in split_windows(ex.context_ids, cfg.window_tokens)]
-    longest = max((len(w) for _, w in windows), default=1)
+    # One row per window of every context of every example: (example, context, window ids).
+    windows = [
+        (i, c, w)
+        for i, ex in enumerate(examples)
+        for c, ids in enumerate(ex.contexts_ids)
+        for w in split_windows(ids, cfg.window_tokens)
+    ]
+    longest = max((len(w) for _, _, w in windows), default=1)
     ids = torch.zeros(len(windows), longest, dtype=torch.long, device=device)
     mask = torch.zeros(len(windows), longest, dtype=torch.bool, device=device)
-    for r, (_, w) in enumerate(windows):
+    for r, (_, _, w) in enumerate(windows):
         ids[r, : len(w)] = torch.tensor(w, device=device)
         mask[r, : len(w)] = True
-    counts = [cfg.digests_for(len(w)) for _, w in windows]
+    counts = [cfg.digests_for(len(w)) for _, _, w in windows]
     digests = model(embed(ids), mask, num_digests=max(counts, default=1)).to(dtype) if windows else None
-    per_example: list[list[torch.Tensor]] = [[] for _ in examples]
-    for r, (i, _) in enumerate(windows):
-        per_example[i].append(digests[r, : counts[r]])
+    per_context: list[list[list[torch.Tensor]]] = [[[] for _ in ex.contexts_ids] for ex in examples]
+    for r, (i, c, _) in enumerate(windows):
+        per_context[i][c].append(digests[r, : counts[r]])
 
     special = core(model).special_embeddings
     begin = special[ICFormer.SPECIAL_BEGIN : ICFormer.SPECIAL_BEGIN + 1].to(dtype)
     end = special[ICFormer.SPECIAL_END : ICFormer.SPECIAL_END + 1].to(dtype)
     rows, row_targets = [], []
-    for ex, parts in zip(examples, per_example, strict=True):
+    for ex, contexts in zip(examples, per_context, strict=True):
         seq, tgt = [], []
         for p in ex.pieces:
             if isinstance(p, int):
-                block = torch.cat([begin, *parts, end])
+                block = torch.cat([begin, *contexts[p], end])
             else:
                 block = embed(torch.tensor(p, dtype=torch.long, device=device))
             seq.append(block)

@@ -25,9 +25,11 @@ import torch.distributed as dist
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
+from .. import reader
 from ..compressor import ContextCompressor
 from ..data.sources import sha256_file
 from ..llm import load_llm
+from ..reader import ADAPTER_DIR
 from .config import TrainConfig
 from .objectives import (
     InstructExample,
@@ -36,6 +38,7 @@ from .objectives import (
     instruct_loss,
     lm_loss,
     self_fed_prefix,
+    text_instruct_loss,
     tokenize_instruct_batch,
 )
 from .readout import ReadoutHead
@@ -173,6 +176,7 @@ class Trainer:
             where = "cpu" if self.fsdp else device
             llm, tokenizer = load_llm(cfg.llm, device=where, dtype=cfg.dtype if want_cuda else "float32")
         llm.requires_grad_(False).eval()
+        self.reader_params = self._setup_reader(llm)
         if cfg.compile_llm:
             compile_frozen_llm(llm)
         if self.fsdp:
@@ -182,7 +186,14 @@ class Trainer:
         torch.manual_seed(cfg.seed)
 
         if cfg.init_from:
-            comp = ContextCompressor.from_pretrained(cfg.init_from, llm, tokenizer, dtype=torch.float32)
+            comp = ContextCompressor.from_pretrained(
+                cfg.init_from,
+                llm,
+                tokenizer,
+                dtype=torch.float32,
+                load_reader=False,  # _setup_reader did
+                context_layers=cfg.context_layers or None,
+            )
         else:
             comp = ContextCompressor.from_llm(
                 llm,
@@ -195,9 +206,12 @@ class Trainer:
                 digest_positions=cfg.digest_positions,
                 local_heads=cfg.local_heads,
                 chunk_queries=cfg.chunk_queries,
+                context_layers=cfg.context_layers,
             )
+        comp.has_reader = bool(self.reader_params) or self.reader_frozen
         self.compressor = comp
-        self.model = comp.model.train().requires_grad_(True)  # fp32 master weights
+        # fp32 master weights; the full-text reader baseline (instruct_context 'text') never runs the compressor.
+        self.model = comp.model.train().requires_grad_(cfg.instruct_context == "digests")
         self.readout: ReadoutHead | None = None
         if cfg.readout_weight > 0:
             head = ReadoutHead(comp.config.hidden_size, comp.config.ratio, row_fraction=cfg.readout_fraction)
@@ -232,18 +246,45 @@ class Trainer:
             self.rewarm_from = self.step
 
     # ------------------------------------------------------------------------------------------- setup
+    def _setup_reader(self, llm: Any) -> list[torch.nn.Parameter]:
+        """The reader adapter's trainable parameters (fp32), injected into the LLM and switched on for the whole
+        run: every training prompt holds digests (or, for the full-text reader baseline, is that reader's).
+        An adapter beside `init_from` is continued; with reader_rank 0 it is kept frozen, still switched on."""
+        cfg = self.cfg
+        self.reader_frozen = False
+        saved = Path(cfg.init_from) / ADAPTER_DIR if cfg.init_from else None
+        if saved is not None and saved.is_dir():
+            reader.load_reader(llm, saved, dtype=torch.float32 if cfg.reader_rank else None)
+            params = reader.adapter_parameters(llm) if cfg.reader_rank else []
+            self.reader_frozen = not cfg.reader_rank
+        elif cfg.reader_rank:
+            params = reader.add_reader(llm, reader.ReaderConfig(r=cfg.reader_rank, alpha=cfg.reader_alpha), seed=cfg.seed)
+        else:
+            return []
+        if cfg.fsdp:
+            raise ValueError("a reader adapter with fsdp is not supported")
+        reader.set_enabled(llm, True)
+        for p in params:
+            p.data = p.data.float()
+            p.requires_grad_(True)
+        return params
+
     def trained_parameters(self) -> list[torch.nn.Parameter]:
-        """The compressor's parameters, then the readout head's (this order indexes the optimizer state)."""
+        """The compressor's parameters (unless frozen), the readout head's, the reader adapter's (this order indexes
+        the optimizer state)."""
+        model = [p for p in self.model.parameters() if p.requires_grad]
         head = list(self.readout.parameters()) if self.readout is not None else []
-        return [*self.model.parameters(), *head]
+        return [*model, *head, *self.reader_params]
 
     def _optimizer(self) -> torch.optim.Optimizer:
-        named = list(self.model.named_parameters())
+        named = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
         if self.readout is not None:
             named += [(f"readout.{n}", p) for n, p in self.readout.named_parameters()]
         decay = [p for n, p in named if p.dim() == 2 and "embeddings" not in n]
         other = [p for n, p in named if not (p.dim() == 2 and "embeddings" not in n)]
         groups = [{"params": decay, "weight_decay": self.cfg.weight_decay}, {"params": other, "weight_decay": 0.0}]
+        groups.append({"params": self.reader_params, "weight_decay": 0.0, "reader": True})
+        groups = [g for g in groups if g["params"]]
         fused = self.device.type == "cuda"
         return torch.optim.AdamW(groups, lr=self.cfg.lr, betas=(0.9, 0.95), fused=fused)
 
@@ -257,10 +298,11 @@ class Trainer:
             raise ValueError(f"{path} holds no records with answers")
         return tokenize_instruct_batch(
             self.tokenizer,
-            [r["context"] for r in records],
+            [r["contexts"] if "contexts" in r else r["context"] for r in records],  # several: multi-document
             [r["prompt"] for r in records],
             [r["answer"] for r in records],
-            teacher=self.cfg.kl_weight > 0,  # the full-text prompts the KL teacher reads
+            # The full-text prompts the KL teacher, or the full-text reader baseline, reads.
+            teacher=self.cfg.kl_weight > 0 or self.cfg.instruct_context == "text",
         )
 
     # ------------------------------------------------------------------------------------------- steps
@@ -274,6 +316,8 @@ class Trainer:
         model = self.forward_model
         if kind == INSTRUCT:
             pick = rng.choice(len(self.instruct), size=micro)
+            if self.cfg.instruct_context == "text":
+                return text_instruct_loss(self.llm, [self.instruct[i] for i in pick])
             return instruct_loss(model, self.llm, [self.instruct[i] for i in pick], kl_weight=self.cfg.kl_weight)
         cont = self.cfg.lm_tokens if kind == LM else 0
         spans = torch.from_numpy(self.sampler.sample(rng, micro, length, cont)).to(self.device)
@@ -295,8 +339,12 @@ class Trainer:
         lr = lr_at(self.step, cfg)
         if self.rewarm_from is not None:
             lr *= min(1.0, (self.step - self.rewarm_from + 1) / cfg.warmup_steps)
+        warm = 1.0
+        if self.rewarm_from is not None or self.step < cfg.warmup_steps:
+            warm = min(1.0, (self.step - (self.rewarm_from or 0) + 1) / cfg.warmup_steps)
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
+            # The reader adapter: its own peak rate (LoRA wants ~1e-4), warmed up with the run, then constant.
+            group["lr"] = cfg.reader_lr * warm if group.get("reader") else lr
         total, tokens, correct = 0.0, 0, 0
         readout_total, readout_tokens, readout_correct = 0.0, 0, 0
         kl_total: float | None = None
@@ -422,6 +470,8 @@ class Trainer:
             str(tmp / "model.safetensors"),
         )
         self._save_readout(tmp)
+        if self.reader_params:
+            reader.save_reader(self.llm, tmp / ADAPTER_DIR)  # fp32, as it trains
         opt_tensors: dict[str, torch.Tensor] = {}
         for i, p in enumerate(self.trained_parameters()):
             for key, value in self.optimizer.state.get(p, {}).items():
@@ -444,6 +494,11 @@ class Trainer:
         weights = load_file(str(path / "model.safetensors"), device=str(self.device))
         self.model.load_state_dict(weights, strict=True)
         self._load_readout(path)
+        if self.reader_params:
+            reader.load_reader(self.llm, path / ADAPTER_DIR, into_existing=True, dtype=torch.float32)
+            reader.set_enabled(self.llm, True)
+            for p in self.reader_params:
+                p.requires_grad_(True)
         opt = load_file(str(path / "optimizer.safetensors"), device=str(self.device))
         for i, p in enumerate(self.trained_parameters()):
             entries = {k.split(".", 1)[1]: v for k, v in opt.items() if k.split(".", 1)[0] == str(i)}
@@ -464,6 +519,8 @@ class Trainer:
         self.compressor.refresh_fingerprint()
         path = self.compressor.save_pretrained(self.out / "release", dtype=torch.bfloat16)
         self._save_readout(path)  # so that a run continued elsewhere from this release keeps its head
+        if self.reader_params or self.reader_frozen:
+            reader.save_reader(self.llm, path / ADAPTER_DIR, dtype=torch.bfloat16)
         # The fingerprint must describe the weights as saved (bf16), which is what users load.
         info = {
             "step": self.step,
