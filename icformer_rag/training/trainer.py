@@ -258,7 +258,9 @@ class Trainer:
             params = reader.adapter_parameters(llm) if cfg.reader_rank else []
             self.reader_frozen = not cfg.reader_rank
         elif cfg.reader_rank:
-            params = reader.add_reader(llm, reader.ReaderConfig(r=cfg.reader_rank, alpha=cfg.reader_alpha), seed=cfg.seed)
+            params = reader.add_reader(
+                llm, reader.ReaderConfig(r=cfg.reader_rank, alpha=cfg.reader_alpha), seed=cfg.seed
+            )
         else:
             return []
         if cfg.fsdp:
