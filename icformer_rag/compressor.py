@@ -92,9 +92,14 @@ class ContextCompressor:
         # The adapters compress from worker threads; a compiled function's CUDA graphs share static buffers, so
         # compiled calls run one at a time (the GPU would serialize them anyway).
         self._compiled_lock = threading.Lock()
-        # Whether the LLM holds this compressor's reader adapter (see icformer_rag.reader): SoftPromptLM switches
-        # it on for prompts that hold digests. Set when a checkpoint with one loads, or by the trainer.
-        self.has_reader = False
+        # The name of this compressor's reader adapter inside the LLM (see icformer_rag.reader), or None: SoftPromptLM
+        # switches it on for prompts that hold digests. Set when a checkpoint with one loads, or by the trainer.
+        self.reader_name: str | None = None
+
+    @property
+    def has_reader(self) -> bool:
+        """Whether digests of this compressor are read through a reader adapter."""
+        return self.reader_name is not None
 
     @property
     def config(self) -> ICFormerConfig:
@@ -260,20 +265,15 @@ class ContextCompressor:
         return comp
 
     def _attach_reader(self, llm: Any, adapter_path: Path) -> None:
-        """Load the checkpoint's reader adapter into `llm` (once: a second compressor of the same checkpoint
-        reuses it), so that SoftPromptLM reads this compressor's digests through it."""
+        """Load the checkpoint's reader adapter into `llm` under a name of this compressor's own (once: a second
+        compressor of the same checkpoint reuses it; other checkpoints' readers can sit beside it), so that
+        SoftPromptLM reads this compressor's digests through it."""
         from . import reader
 
-        source = getattr(llm, "_icformer_reader_of", None)
-        if source is None:
-            reader.load_reader(llm, adapter_path)
-            llm._icformer_reader_of = self.fingerprint
-        elif source != self.fingerprint:
-            raise ValueError(
-                f"the LLM already holds the reader adapter of compressor {source}; load compressor "
-                f"{self.fingerprint} ({adapter_path.parent}) into a fresh LLM"
-            )
-        self.has_reader = True
+        name = f"{reader.READER}_{self.fingerprint}"
+        if not reader.has_adapter(llm, name):
+            reader.load_reader(llm, adapter_path, name=name)
+        self.reader_name = name
 
     def save_pretrained(self, path: str | Path, dtype: torch.dtype | None = None) -> Path:
         """Write `config.json` and `model.safetensors` (only the compressor's weights, never pickle)."""

@@ -299,12 +299,16 @@ class SoftPromptLM:
         rows = [self.build_inputs(q, c) for q, c in zip(questions, contexts, strict=True)]
         return self._pad_left(rows, settings)
 
-    def _reads_digests(self, has_digests: bool) -> bool:
-        """Whether a prompt is read through the compressor's reader adapter: only when it holds digests (full-text
-        and plain prompts always run the LLM's own weights)."""
-        return has_digests and self.compressor is not None and self.compressor.has_reader
+    def _reads_digests(self, has_digests: bool) -> str | None:
+        """The reader adapter a prompt is read through: the compressor's, only when the prompt holds digests
+        (full-text and plain prompts always run the LLM's own weights); None = no adapter."""
+        if has_digests and self.compressor is not None:
+            return self.compressor.reader_name
+        return None
 
-    def _generate(self, embeds: torch.Tensor, mask: torch.Tensor, settings: GenerationSettings, reader: bool, **kw):
+    def _generate(
+        self, embeds: torch.Tensor, mask: torch.Tensor, settings: GenerationSettings, reader: str | None, **kw: Any
+    ) -> Any:
         with adapter_scope(self.llm, reader):
             return self.llm.generate(
                 inputs_embeds=embeds,
@@ -316,9 +320,12 @@ class SoftPromptLM:
             )
 
     def _grouped(self, flags: Sequence[bool]) -> list[list[int]]:
-        """Row indices split into one batch per reader setting (an adapter is on or off for a whole batch)."""
-        uses = [self._reads_digests(f) for f in flags]
-        return [idx for want in (False, True) if (idx := [i for i, u in enumerate(uses) if u == want])]
+        """Row indices (of prompts that hold digests or not) split into one batch per reader setting: an adapter
+        is on or off for a whole generate call."""
+        groups: dict[str | None, list[int]] = {}
+        for i, f in enumerate(flags):
+            groups.setdefault(self._reads_digests(f), []).append(i)
+        return list(groups.values())
 
     # -------------------------------------------------------------------------------------- generation
     @torch.no_grad()
@@ -373,7 +380,7 @@ class SoftPromptLM:
         mask: torch.Tensor,
         settings: GenerationSettings,
         token_counts: list[int] | None = None,
-        reader: bool = False,
+        reader: str | None = None,
     ) -> Iterator[str]:
         """Generate in a worker thread and yield text chunks; errors resurface in the caller's thread. When
         the stream ends, the number of generated tokens is appended to `token_counts` (if given)."""

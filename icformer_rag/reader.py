@@ -162,13 +162,33 @@ def _lora_config(llm: Any, name: str) -> Any:
 
 
 def set_enabled(llm: Any, enabled: bool, name: str = READER) -> None:
-    """Switch adapter `name` on or off in every adapted layer (no effect on an LLM without it)."""
+    """Switch adapter `name` on (the only active one) or every adapter off, in every adapted layer."""
+    set_active(llm, name if enabled else None)
+
+
+def set_active(llm: Any, name: str | None) -> None:
+    """Make adapter `name` the one every adapted layer applies, or (None) switch all adapters off."""
     for layer in _lora_layers(llm):
-        if enabled:
+        if name is None:
+            layer.enable_adapters(False)
+        else:
             layer.set_adapter(name)  # peft: the active adapter; set_adapter also marks it trainable
             layer.enable_adapters(True)
-        else:
-            layer.enable_adapters(False)
+
+
+def active_adapter(llm: Any) -> str | None:
+    """The adapter the LLM's adapted layers apply now, or None (off, or no adapter)."""
+    for layer in _lora_layers(llm):
+        if layer.disable_adapters:
+            return None
+        active = layer.active_adapter
+        return active if isinstance(active, str) else active[0]
+    return None
+
+
+def is_enabled(llm: Any) -> bool:
+    """Whether the LLM's adapted layers currently apply an adapter."""
+    return active_adapter(llm) is not None
 
 
 def _lock(llm: Any) -> threading.Lock:
@@ -179,26 +199,23 @@ def _lock(llm: Any) -> threading.Lock:
     return lock
 
 
-def is_enabled(llm: Any) -> bool:
-    """Whether the LLM's adapted layers currently apply their adapter."""
-    return any(not layer.disable_adapters for layer in _lora_layers(llm))
-
-
 @contextmanager
-def adapter_scope(llm: Any, enabled: bool, name: str = READER) -> Iterator[None]:
-    """Run the block with adapter `name` on (`enabled`) or off, holding the LLM's adapter lock, and restore the
-    setting after. An LLM without the adapter runs as it is, with no lock."""
-    if not has_adapter(llm, name):
+def adapter_scope(llm: Any, name: str | None) -> Iterator[None]:
+    """Run the block with adapter `name` on (None: every adapter off), holding the LLM's adapter lock, and restore
+    the previous setting after. An LLM without adapters runs as it is, with no lock."""
+    layers = list(_lora_layers(llm))
+    if not layers:
         with nullcontext():
             yield
         return
     with _lock(llm):
-        before = is_enabled(llm)
-        trainable = [p.requires_grad for p in adapter_parameters(llm, name)]
-        set_enabled(llm, enabled, name)
+        before = active_adapter(llm)
+        params = [p for n, p in llm.named_parameters() if "lora_" in n]
+        trainable = [p.requires_grad for p in params]
+        set_active(llm, name)
         try:
             yield
         finally:
-            set_enabled(llm, before, name)
-            for p, t in zip(adapter_parameters(llm, name), trainable, strict=True):
-                p.requires_grad_(t)  # set_adapter marks the active adapter trainable: keep what the caller set
+            set_active(llm, before)
+            for p, t in zip(params, trainable, strict=True):
+                p.requires_grad_(t)  # peft's switch marks the active adapter trainable: keep what the caller set

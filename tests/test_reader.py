@@ -33,9 +33,9 @@ def _perturb(params: list[torch.nn.Parameter], seed: int = 0) -> None:
 
 def _lm_with_reader(tokenizer, seed: int = 0):
     llm = make_tiny_llm(len(tokenizer))
-    comp = ContextCompressor.from_llm(llm, tokenizer, **TINY_COMPRESSOR)
+    comp = ContextCompressor.from_llm(llm, tokenizer, seed=seed, **TINY_COMPRESSOR)
     _perturb(reader.add_reader(llm, reader.ReaderConfig(r=4, alpha=8)), seed)
-    comp.has_reader = True
+    comp.reader_name = reader.READER
     return llm, comp, SoftPromptLM(llm, tokenizer, comp)
 
 
@@ -46,11 +46,11 @@ def test_adapter_starts_as_identity_and_is_off_by_default(tokenizer):
     params = reader.add_reader(llm, reader.ReaderConfig(r=4))
     assert params and all(p.requires_grad for p in params)
     assert not any(p.requires_grad for n, p in llm.named_parameters() if "lora_" not in n)
-    with reader.adapter_scope(llm, True):
+    with reader.adapter_scope(llm, reader.READER):
         assert torch.equal(llm(ids).logits, base)  # LoRA B starts at zero
     _perturb(params)
     assert torch.equal(llm(ids).logits, base)  # off outside a scope
-    with reader.adapter_scope(llm, True):
+    with reader.adapter_scope(llm, reader.READER):
         assert not torch.allclose(llm(ids).logits, base)
     assert not reader.is_enabled(llm)
     with pytest.raises(ValueError, match="already holds"):
@@ -63,13 +63,13 @@ def test_saved_adapter_is_peft_format_and_round_trips(tokenizer, tmp_path):
     llm = make_tiny_llm(len(tokenizer))
     _perturb(reader.add_reader(llm, reader.ReaderConfig(r=4)))
     ids = torch.randint(0, len(tokenizer), (1, 12))
-    with reader.adapter_scope(llm, True):
+    with reader.adapter_scope(llm, reader.READER):
         want = llm(ids).logits
     path = reader.save_reader(llm, tmp_path / "adapter")
     assert sorted(p.name for p in path.iterdir()) == ["adapter_config.json", "adapter_model.safetensors"]
     again = make_tiny_llm(len(tokenizer))
     reader.load_reader(again, path)
-    with reader.adapter_scope(again, True):
+    with reader.adapter_scope(again, reader.READER):
         assert torch.allclose(again(ids).logits, want, atol=1e-6)
     assert not any(p.requires_grad for p in again.parameters())
     # Anyone with peft can load it as a PeftModel.
@@ -89,7 +89,7 @@ def test_full_text_prompts_never_use_the_reader(tokenizer):
     embeds, mask = lm._batch([QUESTION], [digests], settings)
     with torch.no_grad():
         off = llm(inputs_embeds=embeds, attention_mask=mask).logits[:, -1]
-        with reader.adapter_scope(llm, True):
+        with reader.adapter_scope(llm, reader.READER):
             on = llm(inputs_embeds=embeds, attention_mask=mask).logits[:, -1]
     assert not torch.allclose(on, off)
     # A mixed batch answers each row as it would alone (one generate call per reader setting).
@@ -110,13 +110,18 @@ def test_checkpoint_with_reader_loads_it(tokenizer, tmp_path):
     assert loaded.has_reader
     got = SoftPromptLM(fresh, tokenizer, loaded).generate(QUESTION, loaded.compress([DOC_A]), settings)
     assert got == want
-    # The same checkpoint again reuses the adapter; another compressor's reader is refused.
-    assert ContextCompressor.from_pretrained(path, fresh, tokenizer).has_reader
-    other = ContextCompressor.from_llm(fresh, tokenizer, seed=5, **TINY_COMPRESSOR)
+    # The same checkpoint again reuses the adapter; another checkpoint's reader sits beside it, each compressor's
+    # digests read through its own.
+    assert ContextCompressor.from_pretrained(path, fresh, tokenizer).reader_name == loaded.reader_name
+    other_llm, other, _ = _lm_with_reader(tokenizer, seed=7)
     other_path = other.save_pretrained(tmp_path / "other")
-    reader.save_reader(llm, other_path / reader.ADAPTER_DIR)
-    with pytest.raises(ValueError, match="already holds the reader adapter"):
-        ContextCompressor.from_pretrained(other_path, fresh, tokenizer)
+    reader.save_reader(other_llm, other_path / reader.ADAPTER_DIR)
+    other_want = SoftPromptLM(other_llm, tokenizer, other).generate(QUESTION, other.compress([DOC_A]), settings)
+    second = ContextCompressor.from_pretrained(other_path, fresh, tokenizer)
+    assert second.reader_name != loaded.reader_name
+    lm2 = SoftPromptLM(fresh, tokenizer, second)
+    assert lm2.generate(QUESTION, second.compress([DOC_A]), settings) == other_want
+    assert SoftPromptLM(fresh, tokenizer, loaded).generate(QUESTION, loaded.compress([DOC_A]), settings) == want
 
 
 def test_multi_document_training_layout_is_the_inference_prompt(tokenizer):
@@ -124,7 +129,7 @@ def test_multi_document_training_layout_is_the_inference_prompt(tokenizer):
     llm, comp, lm = _lm_with_reader(tokenizer)
     ex = tokenize_instruct(tokenizer, [DOC_A, DOC_B * 3], QUESTION, "Ada Krenn", comp.config.window_tokens)
     assert ex.pieces.count(0) == 1 and ex.pieces.count(1) == 1 and len(ex.contexts_ids) == 2
-    with torch.no_grad(), reader.adapter_scope(llm, True):
+    with torch.no_grad(), reader.adapter_scope(llm, reader.READER):
         train = instruct_loss(comp.model, llm, [ex]).loss
         prompt = lm.build_inputs(QUESTION, comp.compress([DOC_A, DOC_B * 3]))
         answer = torch.tensor(ex.answer_ids)

@@ -367,7 +367,7 @@ def teacher_logits(llm: Any, examples: Sequence[InstructExample]) -> torch.Tenso
     """
     ids, attn, where = _full_text_rows(llm, examples)
     # The teacher is the LLM's own full-text reading: never through the reader adapter.
-    with adapter_scope(llm, False):
+    with adapter_scope(llm, None):
         return logits_at(llm, llm.get_input_embeddings()(ids), where, attn)
 
 

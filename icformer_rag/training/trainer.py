@@ -208,7 +208,7 @@ class Trainer:
                 chunk_queries=cfg.chunk_queries,
                 context_layers=cfg.context_layers,
             )
-        comp.has_reader = bool(self.reader_params) or self.reader_frozen
+        comp.reader_name = reader.READER if self.reader_params or self.reader_frozen else None
         self.compressor = comp
         # fp32 master weights; the full-text reader baseline (instruct_context 'text') never runs the compressor.
         self.model = comp.model.train().requires_grad_(cfg.instruct_context == "digests")
