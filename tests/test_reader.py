@@ -205,6 +205,9 @@ def test_full_text_reader_baseline_trains_only_the_adapter(tokenizer, tmp_path):
     trainer.train()
     for k, v in trainer.model.state_dict().items():
         assert torch.equal(before[k], v), k
+    release = tmp_path / "text" / "release"
+    assert (release / "text_reader_adapter" / "adapter_model.safetensors").is_file()
+    assert not (release / reader.ADAPTER_DIR).exists()  # never mistaken for a digest reader
     assert any(p.abs().sum() > 0 for n, p in trainer.llm.named_parameters() if "lora_B" in n)
     with pytest.raises(ValueError, match="full-text reader"):
         small_config(

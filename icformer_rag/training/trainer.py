@@ -45,6 +45,7 @@ from .readout import ReadoutHead
 from .sampling import SpanSampler
 
 AE, LM, INSTRUCT = "ae", "lm", "instruct"
+TEXT_ADAPTER_DIR = "text_reader_adapter"  # the full-text reader baseline's adapter, beside its release
 READOUT_FILE = "readout.safetensors"  # the training-only readout head, beside a resume or release checkpoint
 
 
@@ -521,7 +522,11 @@ class Trainer:
         self.compressor.refresh_fingerprint()
         path = self.compressor.save_pretrained(self.out / "release", dtype=torch.bfloat16)
         self._save_readout(path)  # so that a run continued elsewhere from this release keeps its head
-        if self.reader_params or self.reader_frozen:
+        if self.cfg.instruct_context == "text":
+            # The full-text reader baseline is no digest reader: kept apart so that loading this folder as a
+            # compressor checkpoint never reads digests through it (`icformer-rag eval --text-adapter` takes it).
+            reader.save_reader(self.llm, path / TEXT_ADAPTER_DIR, dtype=torch.bfloat16)
+        elif self.reader_params or self.reader_frozen:
             reader.save_reader(self.llm, path / ADAPTER_DIR, dtype=torch.bfloat16)
         # The fingerprint must describe the weights as saved (bf16), which is what users load.
         info = {
