@@ -2,7 +2,8 @@
 
 ``python -m icformer_rag.data distill --data-dir DIR`` fills the instruction records that have no answer
 (summaries, keywords) with the frozen LLM's own full-text answers (self-distillation), into a new file.
-Also ``python -m icformer_rag.data sources`` lists the registered sources.
+``python -m icformer_rag.data counterfactual --corpus DIR --out FILE`` writes counterfactual QA records (training
+passages with invented facts; see counterfactual.py). ``python -m icformer_rag.data sources`` lists the sources.
 """
 
 from __future__ import annotations
@@ -171,6 +172,26 @@ def _distill(args: argparse.Namespace) -> int:
     return 0
 
 
+def _counterfactual(args: argparse.Namespace) -> int:
+    """Counterfactual records from the corpus's training documents, and their counts."""
+    from .counterfactual import CfConfig, build_counterfactual, summary
+
+    started = time.time()
+    count = tokenizer_counter(_load_tokenizer(args.tokenizer))
+    config = CfConfig(seed=args.seed, max_records=args.max_records or None)
+    records = build_counterfactual(
+        args.corpus, args.out, config, count, args.evalsets, args.cache_dir, progress=not args.quiet
+    )
+    counts = summary(records)
+    n = len(records)
+    multi = sum(len(r.contexts) > 1 for r in records)
+    print(f"{args.out}: {n:,} records, {multi:,} multi-document ({multi / max(n, 1):.1%})")
+    for name, counter in counts.items():
+        print(f"  per {name}: " + ", ".join(f"{k} {v:,} ({v / max(n, 1):.1%})" for k, v in sorted(counter.items())))
+    print(f"  {Path(args.out).stat().st_size / 1e6:.1f} MB in {time.time() - started:.0f} s")
+    return 0
+
+
 def _list_sources(args: argparse.Namespace) -> int:
     for name, source in SOURCES.items():
         print(f"{name:12s} {source.description}")
@@ -178,7 +199,7 @@ def _list_sources(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The `icformer-rag data` parser (build, distill, sources)."""
+    """The `icformer-rag data` parser (build, distill, counterfactual, sources)."""
     parser = argparse.ArgumentParser(prog="python -m icformer_rag.data", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     build = sub.add_parser("build", help="fetch sources, write corpus shards, qa_dev.jsonl, instruct_train.jsonl")
@@ -227,6 +248,18 @@ def build_parser() -> argparse.ArgumentParser:
     dist.add_argument("--limit", type=int, default=0, help="distill only the first N unanswered records (0 = all)")
     dist.add_argument("--quiet", action="store_true", help="no progress bar")
     dist.set_defaults(func=_distill)
+    cf = sub.add_parser(
+        "counterfactual", help="QA records on training passages whose names, numbers and dates are invented"
+    )
+    cf.add_argument("--corpus", default=".data/corpus", help="corpus directory (its manifest and docs.jsonl)")
+    cf.add_argument("--out", default=".data/cf_train.jsonl", help="output JSON-lines file")
+    cf.add_argument("--max-records", type=int, default=120_000, help="0 = as many as the documents give")
+    cf.add_argument("--seed", type=int, default=0)
+    cf.add_argument("--tokenizer", default=None, help="tokenizer for passage lengths (default: the default LLM's)")
+    cf.add_argument("--cache-dir", default=None, help="download cache (default ~/.cache/icformer_rag/sources)")
+    cf.add_argument("--evalsets", default="evalsets", help="folder whose names the generator never emits")
+    cf.add_argument("--quiet", action="store_true", help="no progress bar")
+    cf.set_defaults(func=_counterfactual)
     sub.add_parser("sources", help="list the registered sources").set_defaults(func=_list_sources)
     return parser
 
