@@ -46,8 +46,10 @@ __all__ = [
     "make_counterfactual_records",
     "questions_for",
     "substitute",
+    "summary",
     "training_documents",
     "word_case_counts",
+    "write_cf_records",
 ]
 
 BUCKETS: tuple[tuple[str, int, int, float], ...] = (
@@ -256,7 +258,12 @@ def substitute(
     candidates: dict[str, bool] = {}
     for m in _CAP_WORD.finditer(text):
         w = m.group(0)
-        if w in _NEVER_NAMES or w in _MONTH_SET or cap_counts.get(w.lower(), 1) <= low_counts.get(w.lower(), 0):
+        if (
+            len(w) < 3
+            or w in _NEVER_NAMES
+            or w in _MONTH_SET
+            or cap_counts.get(w.lower(), 1) <= low_counts.get(w.lower(), 0)
+        ):
             continue
         nxt = text[m.end() : m.end() + 2]
         multi = bool(re.match(r" [A-Z]", nxt)) or bool(
@@ -304,9 +311,13 @@ def substitute(
                 mapping[original] = _invent_number(original, kind, rng, taken)
             taken.add(mapping[original])
         piece = text[pos:start]
+        new = mapping[original]
+        if kind == "name" and (art := re.search(r"(?<![\w])([Aa])n? $", piece)):
+            # "an Austrian" -> "a Drelvan", "a Prussian" -> "an Ostrek": the article follows the new word
+            article = art.group(1) + ("n" if new[0] in "AEIOU" else "")
+            piece = piece[: art.start()] + article + " "
         out.append(piece)
         length += len(piece)
-        new = mapping[original]
         out.append(new)
         spans.append((length, length + len(new), kind))
         length += len(new)
@@ -407,6 +418,8 @@ def _split_subject(clause: str) -> tuple[str, str, str] | None:
             if words[0] in {"In", "On", "At", "By", "From", "After", "Before", "Since", "During", "When", "If"}:
                 return None
             subject = " ".join(words[:i])
+            if words[i - 1].lower() in _STOP | {"than", "about", "into", "over", "under"}:
+                return None  # "Callbacks taking longer than" is not a subject
             return _lower_first(subject), w, " ".join(words[i + 1 :])
     return None
 
@@ -432,6 +445,8 @@ def _frames(sentence: str, fact: _Fact, vocabulary: Counter[str] | None) -> list
     if fact.subject_gap:
         rest = clause
         if fact.kind == "who":
+            if rest.split(" ", 1)[0] in {"are", "were", "have"}:
+                return []  # a plural verb: "who are related to ..." reads wrong
             if not (rest.split(" ", 1)[0] in _AUX or rest.split(" ", 1)[0] in _IRREGULAR_PAST
                     or re.match(r"[a-z]+ed\b", rest)):  # fmt: skip
                 return []
@@ -446,7 +461,7 @@ def _frames(sentence: str, fact: _Fact, vocabulary: Counter[str] | None) -> list
     # A gap after a coordination or a subordinate clause ("... has 14 arches and cost $4 million"): moving it
     # to the front garbles the sentence, so only the echo question is asked.
     if not fronted and re.search(r"\b(?:and|or|but|while|which|who|that|because|if)\b|[,;(]", sentence[: fact.gap[0]]):
-        return [("echo", _echo(sentence, fact))]
+        return [("echo", _echo(sentence, fact))] if fact.kind in _ECHO_KINDS else []
     parsed = _split_subject(clause)
     if fact.kind == "who" and parsed and parsed[1] in {"was", "were", "is", "are"}:
         # "X was founded in 1723 by Ada Krenn" -> "Who founded X in 1723?"
@@ -469,11 +484,12 @@ def _frames(sentence: str, fact: _Fact, vocabulary: Counter[str] | None) -> list
                 out.append(("invert", f"{w} {verb} {subject} {rest}?"))
             elif (lemma := _lemma(verb, vocabulary)) is not None:
                 out.append(("do", f"{w} did {subject} {lemma} {rest}?"))
-    for w in wh[:2]:
-        out.append(("embed", f"{w} does the text say {_lower_first(clause)}?"))
-    if fact.kind == "which" and fact.noun:
-        out.append(("name-of", f"What is the name of the {fact.noun} that {_lower_first(clause)}?"))
-    if not fronted:  # "In what year, the composer ..." is no question
+    if parsed:  # only a clause that starts with its subject embeds ("... does the text say <clause>")
+        for w in wh[:2]:
+            out.append(("embed", f"{w} does the text say {_lower_first(clause)}?"))
+        if fact.kind == "which" and fact.noun:
+            out.append(("name-of", f"What is the name of the {fact.noun} that {_lower_first(clause)}?"))
+    if not fronted and fact.kind in _ECHO_KINDS:  # "In what year, the composer ..." is no question
         out.append(("echo", _echo(sentence, fact)))
     return [(f, _tidy(q)) for f, q in out]
 
@@ -485,6 +501,9 @@ def _echo(sentence: str, fact: _Fact) -> str:
     return _tidy(echo[:1].upper() + echo[1:] + "?")
 
 
+# Echo questions read as questions for these kinds ("The bridge has how many arches?"), not for "which" and
+# "where" in the middle of a long sentence ("... fall under which shadow power, our response ...").
+_ECHO_KINDS = frozenset({"year", "date", "count", "amount", "who"})
 _YEAR_PREP = {"in": ("In what year", "When", "What year", "In which year"), "since": ("Since when", "Since what year"),
               "by": ("By what year",), "until": ("Until when", "Until what year"), "from": ("From what year",),
               "during": ("During what year", "When"), "before": ("Before what year",),
@@ -510,12 +529,13 @@ def _facts(sentence: str, spans: Sequence[tuple[int, int, str]]) -> list[_Fact]:
             facts.append(_Fact("date", m.group(2), (m.start(), m.end()), ("On what date", "When"), "on what date"))
     dated = [(f.gap[0], f.gap[1]) for f in facts]
     for m in re.finditer(
-        r"\b(in|In|since|Since|by|until|from|during|before|after) (1\d{3}|20\d{2})\b(?![,.]?\d)", sentence
+        r"\b(in|In|since|Since|by|until|from|during|before|after) (1\d{3}|20\d{2})\b(?![,.]?\d)(?!,? (?:and )?\d)",
+        sentence,
     ):
         if m.start(2) in starts and not any(a <= m.start() < b for a, b in dated):
             prep = m.group(1).lower()
             facts.append(_Fact("year", m.group(2), (m.start(), m.end()), _YEAR_PREP[prep], f"{m.group(1)} what year"))
-    count_re = (r"(?<![\w.,$£€-])(\d{1,3}(?:,\d{3})+|\d+(?:\.\d+)?)( (?:million|billion|thousand|hundred))?"
+    count_re = (r"(?<![\w.,$£€+-])(\d{1,3}(?:,\d{3})+|\d+(?:\.\d+)?)( (?:million|billion|thousand|hundred))?"
                 r" ((?:[a-z]+-)?[a-z]{3,}s)\b")  # fmt: skip
     for m in re.finditer(count_re, sentence):
         if m.start(1) in starts and not _YEAR_RE.fullmatch(m.group(1)):
@@ -524,7 +544,7 @@ def _facts(sentence: str, spans: Sequence[tuple[int, int, str]]) -> list[_Fact]:
             wh = f"How many{m.group(2) or ''} {m.group(3)}"
             subject_gap = m.start() == 0 and bool(re.match(r" (were|are|have|had)\b", sentence[m.end() :]))
             facts.append(_Fact("count", m.group(1), (m.start(1), m.end()), (wh,), wh.lower(), subject_gap))
-    for m in re.finditer(r"\$(\d[\d,.]*\d|\d)( (?:million|billion|thousand))?", sentence):
+    for m in re.finditer(r"\$(\d[\d,.]*\d|\d)(?![.,]\s?\d)( (?:million|billion|trillion|thousand))?", sentence):
         if m.start(1) in starts:
             facts.append(_Fact("amount", m.group(0), (m.start(), m.end()), ("How much",), "how much"))
 
@@ -544,7 +564,16 @@ def _facts(sentence: str, spans: Sequence[tuple[int, int, str]]) -> list[_Fact]:
         if re.match(r" (?:[A-Z]|of [A-Z]|and [A-Z])", sentence[e : e + 7]):
             continue  # the name goes on with unsubstituted words: the span is not the whole name
         name = sentence[s:e]
+        # The name must end its noun phrase: in "in Python code" the name is a modifier, and removing the
+        # phrase would leave "implemented code".
+        ends_phrase = re.match(
+            r"$|[,.;:)?!]| (?:and|or|in|on|at|for|with|to|from|during|before|after|until|since|by)\b", sentence[e:]
+        )
+        if len(name.split()) > 4:
+            continue  # "Srinivasa Ramanujan Aiyangar ..." invented word by word: too long a gold answer
         before = sentence[:s]
+        if not ends_phrase and not (s == 0 and re.match(r" [a-z]", sentence[e:])):
+            continue
         if m := re.search(r"\bby $", before):
             facts.append(_Fact("who", name, (m.start(), e), ("Who",), "by whom"))
         elif s == 0 and re.match(r" [a-z]", sentence[e:]):
@@ -586,7 +615,12 @@ def questions_for(
     per_sentence: list[tuple[str, list[_Fact], list[tuple[int, int, str]]]] = []
     for s, e in sentence_spans(text):
         sentence = text[s:e]
-        if "\n" in sentence.strip() or re.search(r"[{}<>=|\\#_]|\(\)|::|\$ ", sentence) or len(sentence.split()) > 45:
+        if (
+            "\n" in sentence.strip()
+            or sentence.lstrip().startswith(("(", "["))  # asides, stage directions
+            or re.search(r"[{}<>=|\\#_]|\(\w{0,3}\)|::|\$ ", sentence)
+            or len(sentence.split()) > 45
+        ):
             continue
         if (s, e) not in sentences:
             continue
@@ -768,8 +802,11 @@ def make_counterfactual_records(
     records: list[CfRecord] = []
     limit = config.max_records
     bar = tqdm(total=limit, desc="counterfactual records", unit="rec", disable=not progress)
+    per_source: Counter[str] = Counter()
     while streams and (limit is None or len(records) < limit):
-        for source in list(streams):
+        # The source with the fewest records so far goes next: code documentation has fewer facts per passage
+        # than speeches, and a plain turn per passage would let the speeches dominate.
+        for source in [min(streams, key=lambda k: (per_source[k], k))]:
             item = next(streams[source], None)
             if item is None:
                 del streams[source]
@@ -810,6 +847,7 @@ def make_counterfactual_records(
                 else:
                     answer_text = answer
                 records.append(CfRecord(contexts, prompt, answer_text, k, doc.source, doc.doc_id, total, tokens))
+                per_source[source] += 1
                 state.records += 1
                 state.bucket_records[_bucket(tokens)] += 1
                 bar.update(1)
