@@ -1,0 +1,1 @@
+"""Frozen evaluation sets; never imported by the training code."""

@@ -1,0 +1,1 @@
+"""Counterfactual evaluation set: questions whose answers exist only in the given passage."""
