@@ -80,12 +80,21 @@ class CfConfig:
     """Share of records with 2-4 passages (one holds the answer)."""
     max_multi_tokens: int = 1_800
     """Passages of a multi-document record together stay under this many tokens."""
+    passes: int = 3
+    """Passes over each source's documents: a later pass cuts other passages (other lengths, other starts) and
+    invents other names and numbers, so the same real text teaches reading again with new answers. Sources
+    whose documents give few facts (plays, code documentation) run out first; passes keep them in the mix."""
 
     def __post_init__(self) -> None:
         if self.max_records is not None and self.max_records < 1:
             raise ValueError("max_records must be None or >= 1")
-        if self.forms_per_fact < 1 or self.max_records_per_passage < 1 or self.max_passages_per_doc < 1:
-            raise ValueError("forms_per_fact, max_records_per_passage and max_passages_per_doc must be >= 1")
+        if (
+            self.passes < 1
+            or self.forms_per_fact < 1
+            or self.max_records_per_passage < 1
+            or self.max_passages_per_doc < 1
+        ):
+            raise ValueError("passes, forms_per_fact, max_records_per_passage, max_passages_per_doc must be >= 1")
         if not 0.0 <= self.cloze_share <= 1.0 or not 0.0 <= self.multi_doc_share <= 1.0:
             raise ValueError("cloze_share and multi_doc_share must be in [0, 1]")
 
@@ -572,7 +581,8 @@ def _facts(sentence: str, spans: Sequence[tuple[int, int, str]]) -> list[_Fact]:
         if len(name.split()) > 4:
             continue  # "Srinivasa Ramanujan Aiyangar ..." invented word by word: too long a gold answer
         before = sentence[:s]
-        if not ends_phrase and not (s == 0 and re.match(r" [a-z]", sentence[e:])):
+        opens = s == 0 or re.fullmatch(r"The [a-z]{3,}(?: of| called| named)? ", before)  # the sentence's subject
+        if not ends_phrase and not (opens and re.match(r" [a-z]", sentence[e:])):
             continue
         if m := re.search(r"\bby $", before):
             facts.append(_Fact("who", name, (m.start(), e), ("Who",), "by whom"))
@@ -791,8 +801,8 @@ def make_counterfactual_records(
     pool: deque[tuple[str, int, str]] = deque(maxlen=256)  # recent substituted passages: text, tokens, doc_id
 
     def passages_of(source: str) -> Iterator[tuple[Document, str, int, Substitution, random.Random]]:
-        for doc in by_source[source]:
-            rng = random.Random(f"{config.seed}\x00{doc.doc_id}")
+        for doc, k in ((d, k) for k in range(config.passes) for d in by_source[source]):
+            rng = random.Random(f"{config.seed}\x00{doc.doc_id}" + (f"\x00pass{k}" if k else ""))
             for text, _ in _doc_passages(doc, count_tokens, rng, state, config.max_passages_per_doc):
                 sub = substitute(text, rng, names, cap, low)
                 (tokens,) = count_tokens([sub.text])
