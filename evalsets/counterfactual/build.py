@@ -74,8 +74,9 @@ def build_generated(seed: int, n: int, bank: NameBank, count: Count) -> tuple[li
         genre = genres[i % len(genres)]
         p = generate_passage(genre, bank, rng, _target(rng), count)
         pid = f"gen-{i + 1:04d}"
-        passages.append({"id": pid, "part": "generated", "genre": genre, "source": "evalsets/counterfactual/generated.py",
-                         "text": p.text, "num_tokens": count(p.text)})  # fmt: skip
+        source = "evalsets/counterfactual/generated.py"
+        passages.append({"id": pid, "part": "generated", "genre": genre, "source": source, "text": p.text,
+                         "num_tokens": count(p.text)})  # fmt: skip
         for j, (q, a, kind) in enumerate(pick_questions(p.facts, rng, 4, [0])):
             questions.append({"id": f"{pid}-q{j + 1}", "passage_id": pid, "question": q, "answers": [a], "kind": kind,
                               "part": "generated", "genre": genre})  # fmt: skip
@@ -187,13 +188,19 @@ def build(out: Path, cache: Path, seed: int = 14, n_sub: int = 84, n_gen: int = 
     log(f"{len(docs)} source documents")
     cap, low = word_case_counts(docs)
     # Invented words must not be source words or words of the package's data/sample files.
-    bank = NameBank(set(cap) | set(low) | repo_blocklist(REPO), lambda s: len(tok(s, add_special_tokens=False)["input_ids"]))
+    bank = NameBank(
+        set(cap) | set(low) | repo_blocklist(REPO), lambda s: len(tok(s, add_special_tokens=False)["input_ids"])
+    )
     sub_p, sub_q = build_substituted(seed, n_sub, bank, count, docs, cap, low)
     gen_p, gen_q = build_generated(seed, n_gen, bank, count)
     passages, questions = sub_p + gen_p, sub_q + gen_q
     multidoc = build_multidoc(seed, passages, questions)
     out.mkdir(parents=True, exist_ok=True)
-    files = {"passages.jsonl": _jsonl(passages), "questions.jsonl": _jsonl(questions), "multidoc.jsonl": _jsonl(multidoc)}
+    files = {
+        "passages.jsonl": _jsonl(passages),
+        "questions.jsonl": _jsonl(questions),
+        "multidoc.jsonl": _jsonl(multidoc),
+    }
     for name, content in files.items():
         (out / name).write_text(content, encoding="utf-8")
     plen = {p["id"]: p["num_tokens"] for p in passages}
@@ -205,7 +212,9 @@ def build(out: Path, cache: Path, seed: int = 14, n_sub: int = 84, n_gen: int = 
             "multidoc": len(multidoc),
             "passages_by_part": dict(sorted(Counter(p["part"] for p in passages).items())),
             "passages_by_genre": dict(sorted(Counter(f"{p['part']}/{p['genre']}" for p in passages).items())),
-            "passages_by_length": dict(sorted(Counter(f"{p['part']}/{bucket(p['num_tokens'])}" for p in passages).items())),
+            "passages_by_length": dict(
+                sorted(Counter(f"{p['part']}/{bucket(p['num_tokens'])}" for p in passages).items())
+            ),
             "questions_by_part": dict(sorted(Counter(q["part"] for q in questions).items())),
             "questions_by_genre": dict(sorted(Counter(f"{q['part']}/{q['genre']}" for q in questions).items())),
             "questions_by_kind": dict(sorted(Counter(f"{q['part']}/{q['kind']}" for q in questions).items())),
@@ -214,8 +223,13 @@ def build(out: Path, cache: Path, seed: int = 14, n_sub: int = 84, n_gen: int = 
             ),
         },
         "sources": [
-            {"name": s.name, "registry": s.registry, "version": s.version, "licence": s.licence,
-             "sha256": sha256(roots[s.name][0])}
+            {
+                "name": s.name,
+                "registry": s.registry,
+                "version": s.version,
+                "licence": s.licence,
+                "sha256": sha256(roots[s.name][0]),
+            }
             for s in SOURCES
         ],  # fmt: skip
         "files": {name: hashlib.sha256(content.encode("utf-8")).hexdigest() for name, content in files.items()},
@@ -227,9 +241,13 @@ def build(out: Path, cache: Path, seed: int = 14, n_sub: int = 84, n_gen: int = 
 
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point."""
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[1], formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n")[1], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--out", type=Path, required=True, help="output folder (e.g. evalsets/counterfactual/data)")
-    ap.add_argument("--cache-dir", type=Path, default=Path.home() / ".cache" / "icformer_evalsets", help="download cache")
+    ap.add_argument(
+        "--cache-dir", type=Path, default=Path.home() / ".cache" / "icformer_evalsets", help="download cache"
+    )
     ap.add_argument("--seed", type=int, default=14)
     args = ap.parse_args(argv)
     try:

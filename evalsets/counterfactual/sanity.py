@@ -36,19 +36,23 @@ def main(argv: list[str] | None = None) -> int:
             chunk = qs[i : i + args.batch]
             ctx = [[passages[q["passage_id"]]["text"]] if with_text else [] for q in chunk]
             answers = lm.generate_batch([q["question"] for q in chunk], ctx, settings)
-            hits += [any(answer_in(g, a) for g in q["answers"]) for q, a in zip(chunk, answers)]
+            hits += [any(answer_in(g, a) for g in q["answers"]) for q, a in zip(chunk, answers, strict=False)]
             print(f"{'full' if with_text else 'none'}: {i + len(chunk)}/{len(qs)}", file=sys.stderr, flush=True)
         return hits
 
     report = {}
     none = run(questions, False)
-    report["no_context"] = {"n": len(none), "correct": sum(none), "hits": [q["id"] for q, h in zip(questions, none) if h]}
+    report["no_context"] = {
+        "n": len(none),
+        "correct": sum(none),
+        "hits": [q["id"] for q, h in zip(questions, none, strict=False) if h],
+    }
     sample = random.Random(14).sample(questions, min(args.full_sample, len(questions)))
     full = run(sample, True)
     for part in ("substituted", "generated"):
-        sel = [h for q, h in zip(sample, full) if q["part"] == part]
+        sel = [h for q, h in zip(sample, full, strict=False) if q["part"] == part]
         report[f"full_text_{part}"] = {"n": len(sel), "correct": sum(sel)}
-        nsel = [h for q, h in zip(questions, none) if q["part"] == part]
+        nsel = [h for q, h in zip(questions, none, strict=False) if q["part"] == part]
         report[f"no_context_{part}"] = {"n": len(nsel), "correct": sum(nsel)}
     report["full_text"] = {"n": len(full), "correct": sum(full)}
     print(json.dumps(report, indent=1))

