@@ -341,7 +341,8 @@ def substitute(
 _AUX = frozenset("was were is are has have had will would can could should may might must".split())
 _PRONOUNS = frozenset("he she it they we i you this that these those one there".split())
 _LOWER_OPENERS = frozenset(
-    "The A An This That These Those There It He She They We Its His Her Their Our One Some Each Every".split()
+    "The A An This That These Those There It He She They We Its His Her Their Our One Some Each Every All Both"
+    " Many Most Such No Any".split()
 )
 _IRREGULAR_PAST = {
     "built": "build", "wrote": "write", "made": "make", "became": "become", "began": "begin", "took": "take",
@@ -418,6 +419,8 @@ def _split_subject(clause: str) -> tuple[str, str, str] | None:
     """``(subject, verb, rest)`` for a clause "subject verb rest" whose subject is 1-8 words, no comma; the verb
     is an auxiliary or a past-tense form. None when the clause does not look like that."""
     words = clause.split(" ")
+    if words[0].rstrip(",") in {"But", "And", "So", "Yet", "Or", "Nor", "Now", "Then", "Still"} or "," in words[0]:
+        return None  # "But we have ..." / "After, X was ...": no subject at the front
     for i, w in enumerate(words[:9]):
         if i == 0:
             continue
@@ -461,7 +464,8 @@ def _frames(sentence: str, fact: _Fact, vocabulary: Counter[str] | None) -> list
                 return []
             out.append(("direct", f"{wh[0]} {rest}?"))
             out.append(("embed", f"{wh[0]} does the text say {rest}?"))
-            out.append(("name", f"Give the name of whoever {rest}."))
+            if len(fact.answer.split()) >= 2:  # a two-part name is most likely a person's: "whoever" fits
+                out.append(("name", f"Give the name of whoever {rest}."))
         else:
             for w in wh:
                 out.append(("direct", f"{w} {rest}?"))
@@ -628,7 +632,7 @@ def questions_for(
         if (
             "\n" in sentence.strip()
             or sentence.lstrip().startswith(("(", "["))  # asides, stage directions
-            or re.search(r"[{}<>=|\\#_]|\(\w{0,3}\)|::|\$ ", sentence)
+            or re.search(r"[{}<>=|\\#_\[\]]|\(\w{0,3}\)|::|\$ ", sentence)
             or len(sentence.split()) > 45
         ):
             continue
