@@ -3,6 +3,7 @@ held-out windows) and QA (answer accuracy from full text, from digests and from 
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import time
@@ -89,6 +90,46 @@ def reconstruct(
     return out
 
 
+def fact_counts(references: Sequence[str], reconstructions: Sequence[str]) -> tuple[int, int]:
+    """(facts reproduced, facts): the names and numbers of each reference text (:func:`key_terms.names` and
+    :func:`key_terms.numbers`) and how many of them occur exactly (as substrings) in its reconstruction."""
+    from .key_terms import names, numbers
+
+    if len(references) != len(reconstructions):
+        raise ValueError("references and reconstructions differ in number")
+    hits = total = 0
+    for ref, rec in zip(references, reconstructions, strict=True):
+        facts = names(ref) + numbers(ref)
+        total += len(facts)
+        hits += sum(f in rec for f in facts)
+    return hits, total
+
+
+def fact_recall(references: Sequence[str], reconstructions: Sequence[str]) -> float | None:
+    """Micro-averaged share of the references' names and numbers that their reconstructions reproduce exactly
+    (see :func:`fact_counts`); None when the references hold none."""
+    hits, total = fact_counts(references, reconstructions)
+    return hits / total if total else None
+
+
+def autoencoding_scores(
+    compressor: ContextCompressor, llm: Any, windows: Sequence[Sequence[int]], batch_size: int = 32
+) -> dict[str, Any]:
+    """BLEU-4, token accuracy and fact recall of greedy reconstructions of `windows` (one length)."""
+    recon = reconstruct(compressor, llm, windows, batch_size)
+    decode = compressor.tokenizer.decode
+    hits, facts = fact_counts([decode(w) for w in windows], [decode(r) for r in recon])
+    return {
+        "bleu4": corpus_bleu(windows, recon),
+        "token_acc": token_accuracy(windows, recon),
+        # Names and numbers are what a question asks for: BLEU can be high while every one of them is wrong.
+        "fact_recall": hits / facts if facts else None,
+        "facts": facts,
+        "windows": len(windows),
+        "compression": compressor.config.ratio,
+    }
+
+
 def eval_autoencoding(
     compressor: ContextCompressor,
     llm: Any,
@@ -98,7 +139,7 @@ def eval_autoencoding(
     seed: int = 1234,
     batch_size: int = 32,
 ) -> dict[str, Any]:
-    """BLEU-4 and token accuracy of reconstructions of held-out spans, per window length."""
+    """BLEU-4, token accuracy and fact recall of reconstructions of held-out spans, per window length."""
     from .training.sampling import SpanSampler
 
     if num_windows < 1:
@@ -108,14 +149,21 @@ def eval_autoencoding(
     results: dict[str, Any] = {}
     for n in lengths:
         windows = sampler.sample(np.random.default_rng([seed, n]), num_windows, n).tolist()
-        recon = reconstruct(compressor, llm, windows, batch_size)
-        results[str(n)] = {
-            "bleu4": corpus_bleu(windows, recon),
-            "token_acc": token_accuracy(windows, recon),
-            "windows": len(windows),
-            "compression": compressor.config.ratio,
-        }
+        results[str(n)] = autoencoding_scores(compressor, llm, windows, batch_size)
     return results
+
+
+def sign_test(a: Sequence[bool], b: Sequence[bool]) -> dict[str, Any]:
+    """Exact two-sided sign test of paired verdicts: `wins` (a right, b wrong), `losses` (the reverse) and the
+    p-value of so uneven a split under "either is as likely" (ties, both right or both wrong, carry no
+    information and are left out)."""
+    if len(a) != len(b):
+        raise ValueError(f"paired verdicts differ in number: {len(a)} and {len(b)}")
+    wins = sum(bool(x) and not y for x, y in zip(a, b, strict=True))
+    losses = sum(bool(y) and not x for x, y in zip(a, b, strict=True))
+    n = wins + losses
+    p = min(1.0, 2 * sum(math.comb(n, i) for i in range(min(wins, losses) + 1)) / 2**n) if n else 1.0
+    return {"wins": wins, "losses": losses, "p": p}
 
 
 QA_MODES = ("full_text", "digests", "no_context")
@@ -237,6 +285,8 @@ def format_table(report: dict[str, Any]) -> str:
     for n, r in report.get("autoencoding", {}).items():
         lines.append(f"AE BLEU-4 ({n} tokens, {r['compression']}x)     {r['bleu4']:.4f}")
         lines.append(f"AE token accuracy ({n} tokens)   {r['token_acc']:.4f}")
+        if r.get("fact_recall") is not None:
+            lines.append(f"AE fact recall ({n} tokens)      {r['fact_recall']:.4f}  ({r['facts']} facts)")
     qa = report.get("qa")
     if qa:
         for mode, value in qa["accuracy"].items():
@@ -253,6 +303,10 @@ def format_table(report: dict[str, Any]) -> str:
                 f"  {kind:<12} (n={r['examples']:>3}) full {r['full_text']:.3f}  digests {r['digests']:.3f}  "
                 f"none {r['no_context']:.3f}{extra}"
             )
+    if "counterfactual" in report:
+        from .counterfactual import format_counterfactual
+
+        lines.append(format_counterfactual(report["counterfactual"]))
     return "\n".join(lines)
 
 
@@ -271,7 +325,9 @@ def add_eval_arguments(parser: Any) -> None:
     parser.add_argument(
         "--ae-windows", type=int, default=64, help="held-out windows per length (leave out --data-dir for QA only)"
     )
-    parser.add_argument("--ae-lengths", type=int, nargs="+", default=[512])
+    parser.add_argument(
+        "--ae-lengths", type=int, nargs="+", default=None, help="window lengths (default 512; 128 512 with --cf-ae)"
+    )
     parser.add_argument("--qa", default=None, help="QA dev JSONL (context, question, answer)")
     parser.add_argument("--qa-limit", type=int, default=None)
     parser.add_argument("--batch-size", type=int, default=16)
@@ -282,12 +338,90 @@ def add_eval_arguments(parser: Any) -> None:
         help="QA also from digests + each context's names-and-numbers line, and from the line alone",
     )
     parser.add_argument("--out", default=None, help="write the JSON report here")
+    add_counterfactual_arguments(parser)
+
+
+def add_counterfactual_arguments(parser: Any) -> None:
+    """The `--counterfactual` options of `icformer-rag eval` (see :mod:`icformer_rag.counterfactual`)."""
+    from .counterfactual import ALL_MODES, DEFAULT_MODES
+
+    g = parser.add_argument_group("counterfactual set (issue 14)")
+    g.add_argument(
+        "--counterfactual",
+        default=None,
+        metavar="DIR",
+        help="folder with passages.jsonl, questions.jsonl, multidoc.jsonl: QA about invented facts in every mode",
+    )
+    g.add_argument("--cf-limit", type=int, default=None, help="first N questions only")
+    g.add_argument(
+        "--cf-multidoc",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also the 4-passage variant (default: on)",
+    )
+    g.add_argument(
+        "--cf-modes",
+        nargs="+",
+        default=list(DEFAULT_MODES),
+        choices=ALL_MODES,
+        help=f"modes to run (default: {' '.join(DEFAULT_MODES)}); oracle and full_tuned come with their own flags",
+    )
+    g.add_argument(
+        "--cf-oracle-steps",
+        type=int,
+        default=0,
+        help="adds the oracle mode: digests optimised N Adam steps per passage for auto-encoding (e.g. 400)",
+    )
+    g.add_argument("--cf-max-new-tokens", type=int, default=32)
+    g.add_argument(
+        "--text-adapter",
+        default=None,
+        metavar="DIR",
+        help="peft LoRA adapter trained to answer from text: adds the full_tuned mode (full text read through it)",
+    )
+    g.add_argument(
+        "--cf-ae",
+        action="store_true",
+        help="AE BLEU-4 + fact recall on 128- and 512-token windows of the counterfactual passages",
+    )
+
+
+def counterfactual_settings(args: Any) -> Any:
+    """The :class:`~icformer_rag.counterfactual.CounterfactualSettings` that `icformer-rag eval`'s flags ask for."""
+    from .counterfactual import CounterfactualSettings
+
+    modes = list(getattr(args, "cf_modes", None) or CounterfactualSettings().modes)
+    steps = getattr(args, "cf_oracle_steps", 0) or 0
+    if steps > 0 and "oracle" not in modes:
+        modes.append("oracle")
+    if "oracle" in modes and steps < 1:
+        raise ValueError("the oracle mode needs --cf-oracle-steps N (e.g. 400)")
+    if getattr(args, "text_adapter", None) and "full_tuned" not in modes:
+        modes.append("full_tuned")
+    return CounterfactualSettings(
+        modes=tuple(modes),
+        limit=getattr(args, "cf_limit", None),
+        multidoc=getattr(args, "cf_multidoc", True),
+        max_new_tokens=getattr(args, "cf_max_new_tokens", 32),
+        batch_size=args.batch_size,
+        oracle_steps=max(1, steps),
+        ae=getattr(args, "cf_ae", False),
+        ae_lengths=tuple(args.ae_lengths or (128, 512)),
+        ae_windows=args.ae_windows,
+    )
 
 
 def _evaluate_one(
-    compressor: ContextCompressor, llm: Any, tokenizer: Any, args: Any, label: str, qa: dict[str, Any] | None
+    compressor: ContextCompressor,
+    llm: Any,
+    tokenizer: Any,
+    args: Any,
+    label: str,
+    qa: dict[str, Any] | None,
+    counterfactual: Any = None,
 ) -> dict[str, Any]:
-    """One checkpoint's report; `qa` holds the QA records and the shared baseline answers, if any."""
+    """One checkpoint's report; `qa` holds the QA records and the shared baseline answers, if any, and
+    `counterfactual` the :class:`~icformer_rag.counterfactual.CounterfactualEval` shared by all checkpoints."""
     import platform
 
     report: dict[str, Any] = {
@@ -303,7 +437,7 @@ def _evaluate_one(
     t = time.perf_counter()
     if args.data_dir:
         report["autoencoding"] = eval_autoencoding(
-            compressor, llm, args.data_dir, args.ae_windows, args.ae_lengths, batch_size=args.batch_size * 2
+            compressor, llm, args.data_dir, args.ae_windows, args.ae_lengths or [512], batch_size=args.batch_size * 2
         )
     if qa is not None:
         lm = SoftPromptLM(llm, tokenizer, compressor)
@@ -314,6 +448,8 @@ def _evaluate_one(
             baselines=qa["baselines"],
             key_terms=getattr(args, "key_terms", False),
         )
+    if counterfactual is not None:
+        report["counterfactual"] = counterfactual.evaluate(compressor)
     report["seconds"] = round(time.perf_counter() - t, 1)
     return report
 
@@ -326,8 +462,9 @@ def run_eval(args: Any) -> dict[str, Any]:
     """
     from .llm import load_llm
 
-    if not args.data_dir and not args.qa:
-        raise ValueError("give --data-dir (auto-encoding eval) and/or --qa (QA eval)")
+    cf_dir = getattr(args, "counterfactual", None)
+    if not args.data_dir and not args.qa and not cf_dir:
+        raise ValueError("give --data-dir (auto-encoding eval), --qa (QA eval) and/or --counterfactual DIR")
     if args.data_dir and args.ae_windows < 1:
         # Checked before the LLM loads (eval_autoencoding checks it too, for Python callers), naming the flag.
         raise ValueError(f"--ae-windows must be >= 1, got {args.ae_windows}; for a QA-only eval leave out --data-dir")
@@ -339,7 +476,21 @@ def run_eval(args: Any) -> dict[str, Any]:
     for c in checkpoints:
         if c is not None and not Path(c).exists():
             raise FileNotFoundError(f"no checkpoint at {c}")
+    cf_settings = counterfactual_settings(args) if cf_dir else None
+    cf_data = None
+    if cf_dir:  # checked before the LLM loads: a bad folder fails in a second, not after minutes
+        from .counterfactual import load_counterfactual
+
+        cf_data = load_counterfactual(cf_dir, cf_settings.limit, cf_settings.multidoc)
+        if args.text_adapter and not (Path(args.text_adapter) / "adapter_config.json").is_file():
+            raise FileNotFoundError(f"--text-adapter {args.text_adapter}: no adapter_config.json there")
     llm, tokenizer = load_llm(args.llm, device=args.device, dtype=args.dtype)
+    counterfactual = None
+    if cf_data is not None:
+        from .counterfactual import CounterfactualEval, load_text_reader
+
+        text_lm = load_text_reader(args.text_adapter, args.llm, args.device, args.dtype) if args.text_adapter else None
+        counterfactual = CounterfactualEval(cf_data, llm, tokenizer, cf_settings, text_lm=text_lm)
     qa = None
     if args.qa:
         records = load_qa(args.qa, args.qa_limit)
@@ -354,21 +505,34 @@ def run_eval(args: Any) -> dict[str, Any]:
             compressor = ContextCompressor.from_llm(llm, tokenizer)
         else:
             compressor = ContextCompressor.from_pretrained(c, llm, tokenizer, allow_untrained=False)
-        report = _evaluate_one(compressor, llm, tokenizer, args, "untrained" if args.untrained else str(c), qa)
+        label = "untrained" if args.untrained else str(c)
+        report = _evaluate_one(compressor, llm, tokenizer, args, label, qa, counterfactual)
         if len(checkpoints) > 1:
             print(f"== {report['checkpoint']}")
         print(format_table(report))
         reports.append(report)
     result = reports[0] if len(reports) == 1 else {"checkpoints": reports}
+    if counterfactual is not None and len(reports) > 1:
+        result["checkpoint_tests"] = _compare_counterfactual(reports)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     return result
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    import argparse
+def _compare_counterfactual(reports: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Paired sign tests between the checkpoints on each compressor-dependent counterfactual mode; printed."""
+    from .counterfactual import compare_checkpoints
 
+    cf = [r["counterfactual"] for r in reports]
+    labels = [r["checkpoint"] for r in reports]
+    tests = [t for m in ("digests", "digests_key_terms", "oracle") for t in compare_checkpoints(cf, labels, m)]
+    for t in tests:
+        print(f"{t['variant']} {t['mode']}: {t['a']} vs {t['b']}: +{t['wins']}/-{t['losses']}, p={t['p']:.3g}")
+    return tests
+
+
+def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m icformer_rag.eval", description=__doc__)
     add_eval_arguments(parser)
     run_eval(parser.parse_args(argv))
