@@ -170,7 +170,8 @@ def register_eval(subparsers: SubParsers) -> None:
         "eval",
         run_eval,
         models=False,
-        help="evaluate a compressor: auto-encoding BLEU-4 / token accuracy and QA accuracy vs the full text",
+        help="evaluate a compressor: auto-encoding BLEU-4 / token accuracy / fact recall and QA accuracy vs the full "
+        "text; --counterfactual DIR: QA about invented facts against the full text, no context and equal-budget peers",
     )
     add_eval_arguments(p)
 

@@ -700,6 +700,7 @@ def load_text_reader(
         raise FileNotFoundError(f"no peft adapter (adapter_config.json) in {path}")
     from peft import PeftModel
 
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # peft looks the base model up on the hub otherwise
     llm, tokenizer = load_llm(llm_name_or_path, device=device, dtype=dtype)
     model = PeftModel.from_pretrained(llm, str(path)).eval()
     model.requires_grad_(False)

@@ -364,7 +364,8 @@ def add_counterfactual_arguments(parser: Any) -> None:
         nargs="+",
         default=list(DEFAULT_MODES),
         choices=ALL_MODES,
-        help=f"modes to run (default: {' '.join(DEFAULT_MODES)}); oracle and full_tuned come with their own flags",
+        metavar="MODE",
+        help=f"modes to run, of {' '.join(ALL_MODES)} (default: {' '.join(DEFAULT_MODES)})",
     )
     g.add_argument(
         "--cf-oracle-steps",

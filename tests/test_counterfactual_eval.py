@@ -271,7 +271,7 @@ def test_oracle_digests_learn_to_reconstruct(tiny_llm, tokenizer, compressor):
 
     text = PASSAGES[1][3]
     _, before = oracle_digests(compressor, tiny_llm, [text], steps=1, show_progress=False)
-    digests, after = oracle_digests(compressor, tiny_llm, [text], steps=60, lr=5e-2, show_progress=False)
+    digests, after = oracle_digests(compressor, tiny_llm, [text], steps=20, lr=5e-2, show_progress=False)
     start = compressor.compress([text])[0]
     assert isinstance(digests[0], Digest) and digests[0].embeddings.shape == start.embeddings.shape
     assert digests[0].fingerprint == compressor.fingerprint and digests[0].window_digests == start.window_digests
