@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 from .compressor import ContextCompressor
 from .generation import GenerationSettings, SoftPromptLM
 from .modeling import ICFormer
+from .reader import adapter_scope
 
 
 def _ngrams(seq: Sequence[int], n: int) -> Counter:
@@ -82,10 +83,17 @@ def reconstruct(
             ]
         )
         mask = torch.ones(rows.shape[:2], dtype=torch.long, device=rows.device)
-        # Exactly n tokens, as many as the window: end-of-sequence must not cut a reconstruction short.
-        gen = llm.generate(
-            inputs_embeds=rows, attention_mask=mask, max_new_tokens=n, min_new_tokens=n, do_sample=False, pad_token_id=0
-        )
+        # Exactly n tokens, as many as the window: end-of-sequence must not cut a reconstruction short. The prompt
+        # holds digests, so the LLM reads it through the compressor's reader adapter, if it has one.
+        with adapter_scope(llm, compressor.reader_name):
+            gen = llm.generate(
+                inputs_embeds=rows,
+                attention_mask=mask,
+                max_new_tokens=n,
+                min_new_tokens=n,
+                do_sample=False,
+                pad_token_id=0,
+            )
         out.extend(gen[:, :n].tolist())
     return out
 
