@@ -41,6 +41,7 @@ from .digest import Digest, content_hash
 from .eval import autoencoding_scores, sign_test
 from .generation import Context, GenerationSettings, SoftPromptLM
 from .modeling import ICFormer
+from .reader import adapter_scope
 
 PARTS = ("substituted", "generated")
 KINDS = ("who", "what", "when", "where", "how_many", "which", "cloze")
@@ -281,7 +282,8 @@ def optimise_free_digests(
     lr: float = 1e-2,
 ) -> tuple[list[torch.Tensor], float]:
     """Free digest vectors for `windows` (one batch), started from `init` (the compressor's digests, equal
-    counts), optimised with Adam for the auto-encoding loss through the LLM (whose weights never change).
+    counts), optimised with Adam for the auto-encoding loss through the LLM (whose weights never change), read
+    as :func:`~icformer_rag.eval.reconstruct` reads digests.
     Returns the vectors and their final teacher-forced token accuracy. Each window's loss is its own mean, so
     windows batched together are optimised exactly as they would be alone (Adam is per element)."""
     counts = {t.shape[0] for t in init}
@@ -291,7 +293,9 @@ def optimise_free_digests(
     z = torch.nn.Parameter(torch.stack([t.detach().float().clone() for t in init]))
     opt = torch.optim.Adam([z], lr=lr)
     acc = 0.0
-    with torch.enable_grad():
+    # The AE prompt holds digests: the LLM reads it as eval.reconstruct does, through the compressor's reader
+    # adapter if it has one (the adapter's weights, like the LLM's, never change here).
+    with torch.enable_grad(), adapter_scope(llm, compressor.reader_name):
         for _ in range(steps):
             rows, targets = _ae_rows(compressor, llm, z, windows)
             logits = llm(inputs_embeds=rows).logits.float()[:, :-1]
