@@ -199,12 +199,19 @@ def _lock(llm: Any) -> threading.Lock:
     return lock
 
 
+def is_reader(name: str | None) -> bool:
+    """Whether an adapter name is one of this library's reader adapters (not an adapter of the user's own)."""
+    return name is not None and name.startswith(READER)
+
+
 @contextmanager
 def adapter_scope(llm: Any, name: str | None) -> Iterator[None]:
-    """Run the block with adapter `name` on (None: every adapter off), holding the LLM's adapter lock, and restore
-    the previous setting after. An LLM without adapters runs as it is, with no lock."""
+    """Run the block with reader adapter `name` on, or (None) with no reader adapter on, holding the LLM's adapter
+    lock, and restore the previous setting after. An LLM without adapters runs as it is, with no lock, and so
+    does an LLM whose active adapter is the user's own when no reader is asked for: a PEFT model the user tuned
+    for plain text keeps its adapter on full-text prompts."""
     layers = list(_lora_layers(llm))
-    if not layers:
+    if not layers or (name is None and not is_reader(active_adapter(llm))):
         with nullcontext():
             yield
         return

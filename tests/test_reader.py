@@ -233,3 +233,26 @@ def test_context_layers_extend_a_checkpoint_unchanged(tokenizer, tmp_path):
     alone = extended.compress([DOC_B])[0].embeddings
     batched = extended.compress([DOC_B, DOC_A * 3])[0].embeddings
     assert torch.allclose(alone, batched, atol=1e-5)
+
+
+def test_a_users_own_adapter_stays_on_for_full_text(tokenizer, tmp_path):
+    """A PEFT model the user tuned for text keeps its adapter on prompts without digests (a regression: the
+    full-text reader baseline was read with its adapter switched off)."""
+    from peft import PeftModel
+
+    trained = make_tiny_llm(len(tokenizer))
+    _perturb(reader.add_reader(trained, reader.ReaderConfig(r=4), name="mine"))
+    path = reader.save_reader(trained, tmp_path / "mine", name="mine")
+    user = PeftModel.from_pretrained(make_tiny_llm(len(tokenizer)), str(path)).eval()
+    settings = GenerationSettings(max_new_tokens=8)
+    lm = SoftPromptLM(user, tokenizer)
+    embeds, mask = lm._batch([QUESTION], [[DOC_A]], settings)
+    with torch.no_grad():
+        tuned = user(inputs_embeds=embeds, attention_mask=mask).logits
+        with reader.adapter_scope(user, None):  # no reader asked for: the user's adapter stays on
+            assert torch.equal(user(inputs_embeds=embeds, attention_mask=mask).logits, tuned)
+        base = make_tiny_llm(len(tokenizer))(inputs_embeds=embeds, attention_mask=mask).logits
+    assert not torch.allclose(tuned, base)
+    plain = SoftPromptLM(make_tiny_llm(len(tokenizer)), tokenizer).generate(QUESTION, [DOC_A], settings)
+    assert lm.generate(QUESTION, [DOC_A], settings) != plain
+    assert reader.active_adapter(user) == "default"
