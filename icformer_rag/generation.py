@@ -16,7 +16,6 @@ embedding) or, for the full-text baseline, the document's text. Splicing happens
 
 from __future__ import annotations
 
-import re
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -28,11 +27,8 @@ from .compressor import ContextCompressor
 from .digest import Digest
 from .llm import max_positions
 from .modeling import ICFormer
+from .prompt import DEFAULT_INSTRUCTION, end_of_turn, render_prompt
 from .reader import adapter_scope
-
-DEFAULT_INSTRUCTION = "Answer the question using the context below."
-_MARK = "<<ICFORMER_CONTEXT_{}>>"
-_MARK_RE = re.compile(r"<<ICFORMER_CONTEXT_(\d+)>>")
 
 Context = Digest | str
 
@@ -157,31 +153,6 @@ def _counting_streamer(tokenizer: Any) -> Any:
     return CountingStreamer(tokenizer, skip_prompt=False, skip_special_tokens=True)
 
 
-def render_prompt(
-    tokenizer: Any, question: str, num_contexts: int, instruction: str | None = None, system: str | None = None
-) -> list[str | int]:
-    """The chat prompt as text pieces with context indices between them (ints mark where context i goes)."""
-    # A marker typed by the user would be taken for a context slot.
-    for what, value in (("question", question), ("instruction", instruction), ("system prompt", system)):
-        found = _MARK_RE.search(value) if isinstance(value, str) else None
-        if found:
-            raise ValueError(f"the {what} contains {found.group(0)!r}, a marker reserved for contexts")
-    user = (instruction if instruction is not None else DEFAULT_INSTRUCTION).strip()
-    if num_contexts:
-        user += "\n\n" + "\n".join(_MARK.format(i) for i in range(num_contexts))
-    user += f"\n\nQuestion: {question.strip()}" if question.strip() else ""
-    messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user}]
-    text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-    pieces: list[str | int] = []
-    pos = 0
-    for m in _MARK_RE.finditer(text):
-        pieces.append(text[pos : m.start()])
-        pieces.append(int(m.group(1)))
-        pos = m.end()
-    pieces.append(text[pos:])
-    return pieces
-
-
 class SoftPromptLM:
     """A frozen local chat LLM that reads digests (or full texts, the baseline) in its prompt.
 
@@ -210,8 +181,9 @@ class SoftPromptLM:
         self.system = system
         self._embed = llm.get_input_embeddings()
         eos = {tokenizer.eos_token_id, *_as_list(llm.generation_config.eos_token_id)}
-        if "<|im_end|>" in tokenizer.get_vocab():
-            eos.add(tokenizer.convert_tokens_to_ids("<|im_end|>"))
+        turn_end = end_of_turn(tokenizer)  # what the chat template closes a turn with (<|im_end|>, <|eot_id|>...)
+        if turn_end in tokenizer.get_vocab():
+            eos.add(tokenizer.convert_tokens_to_ids(turn_end))
         self.eos_token_ids = sorted(e for e in eos if e is not None)
         self.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_token_ids[0]
 

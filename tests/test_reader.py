@@ -256,3 +256,60 @@ def test_a_users_own_adapter_stays_on_for_full_text(tokenizer, tmp_path):
     plain = SoftPromptLM(make_tiny_llm(len(tokenizer)), tokenizer).generate(QUESTION, [DOC_A], settings)
     assert lm.generate(QUESTION, [DOC_A], settings) != plain
     assert reader.active_adapter(user) == "default"
+
+
+LLAMA3_TEMPLATE = (
+    "{{ bos_token }}{% for m in messages %}<|start_header_id|>{{ m['role'] }}<|end_header_id|>\n\n"
+    "{{ m['content'] }}<|eot_id|>{% endfor %}"
+    "{% if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>\n\n{% endif %}"
+)
+MISTRAL_TEMPLATE = (
+    "{{ bos_token }}{% for m in messages %}{% if m['role'] == 'user' %}[INST] {{ m['content'] }} [/INST]"
+    "{% else %}{{ m['content'] }}{{ eos_token }}{% endif %}{% endfor %}"
+)
+
+
+@pytest.fixture
+def llama3_tokenizer(tokenizer):
+    """The SmolLM2 tokenizer with a Llama-3-style chat template and its special tokens."""
+    import copy
+
+    tok = copy.deepcopy(tokenizer)
+    tok.add_special_tokens({"additional_special_tokens": ["<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]})
+    tok.chat_template = LLAMA3_TEMPLATE
+    return tok
+
+
+def test_end_of_turn_is_read_from_the_chat_template(tokenizer, llama3_tokenizer):
+    import copy
+
+    from icformer_rag.prompt import end_of_turn
+
+    assert end_of_turn(tokenizer) == "<|im_end|>"  # SmolLM2's ChatML
+    assert end_of_turn(llama3_tokenizer) == "<|eot_id|>"
+    mistral = copy.deepcopy(tokenizer)
+    mistral.chat_template = MISTRAL_TEMPLATE
+    assert end_of_turn(mistral) == mistral.eos_token
+    ex = tokenize_instruct(llama3_tokenizer, DOC_A, QUESTION, "Ada Krenn", 32)
+    assert llama3_tokenizer.decode(ex.answer_ids) == "Ada Krenn<|eot_id|>"
+    eot = llama3_tokenizer.convert_tokens_to_ids("<|eot_id|>")
+    lm = SoftPromptLM(make_tiny_llm(len(llama3_tokenizer)), llama3_tokenizer)
+    assert eot in lm.eos_token_ids  # generation stops where training taught the answer to end
+
+
+def test_training_layout_is_the_inference_prompt_for_a_llama3_template(llama3_tokenizer):
+    """The same check as for SmolLM2's template, with another chat template: position for position."""
+    tok = llama3_tokenizer
+    llm = make_tiny_llm(len(tok))
+    comp = ContextCompressor.from_llm(llm, tok, **TINY_COMPRESSOR)
+    lm = SoftPromptLM(llm, tok, comp)
+    ex = tokenize_instruct(tok, [DOC_B, DOC_A * 2], QUESTION, "Ada Krenn", comp.config.window_tokens)
+    with torch.no_grad():
+        train = instruct_loss(comp.model, llm, [ex]).loss
+        prompt = lm.build_inputs(QUESTION, comp.compress([DOC_B, DOC_A * 2]))
+        answer = torch.tensor(ex.answer_ids)
+        inputs = torch.cat((prompt, llm.get_input_embeddings()(answer[:-1])))[None]
+        targets = torch.full(inputs.shape[:2], -100)
+        targets[0, -len(answer) :] = answer
+        infer = target_loss(llm, inputs, targets).loss
+    assert torch.allclose(train, infer, atol=1e-5), (train, infer)

@@ -19,9 +19,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ..generation import render_prompt
 from ..llm import max_positions
 from ..modeling import ICFormer
+from ..prompt import end_of_turn, render_prompt
 from ..reader import adapter_scope
 from .readout import ReadoutHead, ReadoutOutput
 
@@ -273,7 +273,7 @@ def tokenize_instruct(
     prompt: str,
     answer: str,
     window_tokens: int,
-    end_token: str = "<|im_end|>",
+    end_token: str | None = None,
     teacher: bool = False,
 ) -> InstructExample:
     """Tokenize one (context(s), prompt, answer) with the same chat layout SoftPromptLM uses at inference.
@@ -285,6 +285,7 @@ def tokenize_instruct(
     pieces: list[list[int] | int] = []
     for p in rendered:
         pieces.append(p if isinstance(p, int) else tokenizer(p, add_special_tokens=False)["input_ids"])
+    end_token = end_of_turn(tokenizer) if end_token is None else end_token  # the template's own end of a turn
     answer_ids = tokenizer(answer.strip() + end_token, add_special_tokens=False)["input_ids"]
     ctx = [tokenizer(c, add_special_tokens=False)["input_ids"] for c in contexts]
     full = tokenizer(full_text_prompt(rendered, contexts), add_special_tokens=False)["input_ids"] if teacher else None
@@ -296,7 +297,7 @@ def tokenize_instruct_batch(
     contexts: Sequence[str | Sequence[str]],
     prompts: Sequence[str],
     answers: Sequence[str],
-    end_token: str = "<|im_end|>",
+    end_token: str | None = None,
     teacher: bool = False,
 ) -> list[InstructExample]:
     """:func:`tokenize_instruct` for many records, with one batched tokenizer call per field (fast). A record's
@@ -307,6 +308,7 @@ def tokenize_instruct_batch(
     flat_ids = iter(tokenizer(flat, add_special_tokens=False)["input_ids"]) if flat else iter([])
     flat_ctx = [c for cs in per_record for c in cs]
     ctx_iter = iter(tokenizer(flat_ctx, add_special_tokens=False, verbose=False)["input_ids"])
+    end_token = end_of_turn(tokenizer) if end_token is None else end_token  # the template's own end of a turn
     ans_ids = tokenizer([a.strip() + end_token for a in answers], add_special_tokens=False)["input_ids"]
     full_ids: list[list[int] | None] = [None] * len(rendered)
     if teacher:
