@@ -16,8 +16,6 @@ from icformer_rag.training.trainer import Trainer
 from tests.conftest import TINY_COMPRESSOR, make_tiny_llm
 from tests.test_training import small_config, write_corpus
 
-pytest.importorskip("peft")
-
 QUESTION = "Who founded Velmora?"
 DOC_A = "Velmora was founded in 1723 by Ada Krenn, a glassmaker from the north."
 DOC_B = "The river Osk is 40 km long and freezes in January."
@@ -129,15 +127,24 @@ def test_multi_document_training_layout_is_the_inference_prompt(tokenizer):
     llm, comp, lm = _lm_with_reader(tokenizer)
     ex = tokenize_instruct(tokenizer, [DOC_A, DOC_B * 3], QUESTION, "Ada Krenn", comp.config.window_tokens)
     assert ex.pieces.count(0) == 1 and ex.pieces.count(1) == 1 and len(ex.contexts_ids) == 2
-    with torch.no_grad(), reader.adapter_scope(llm, reader.READER):
-        train = instruct_loss(comp.model, llm, [ex]).loss
-        prompt = lm.build_inputs(QUESTION, comp.compress([DOC_A, DOC_B * 3]))
-        answer = torch.tensor(ex.answer_ids)
-        inputs = torch.cat((prompt, llm.get_input_embeddings()(answer[:-1])))[None]
-        targets = torch.full(inputs.shape[:2], -100)
-        targets[0, -len(answer) :] = answer
-        infer = target_loss(llm, inputs, targets).loss
+    with reader.adapter_scope(llm, reader.READER):
+        train, infer = _training_and_inference_losses(lm, ex, [DOC_A, DOC_B * 3])
     assert torch.allclose(train, infer, atol=1e-5), (train, infer)
+
+
+@torch.no_grad()
+def _training_and_inference_losses(lm: SoftPromptLM, ex, docs: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The answer's loss as instruct_loss builds the training row, and on SoftPromptLM's inference prompt for the
+    same question and documents followed by the answer: equal when the two layouts are the same position for
+    position."""
+    llm, comp = lm.llm, lm.compressor
+    train = instruct_loss(comp.model, llm, [ex]).loss
+    prompt = lm.build_inputs(QUESTION, comp.compress(docs))
+    answer = torch.tensor(ex.answer_ids)
+    inputs = torch.cat((prompt, llm.get_input_embeddings()(answer[:-1])))[None]
+    targets = torch.full(inputs.shape[:2], -100)
+    targets[0, -len(answer) :] = answer
+    return train, target_loss(llm, inputs, targets).loss
 
 
 def _records(path: Path) -> Path:
@@ -304,12 +311,5 @@ def test_training_layout_is_the_inference_prompt_for_a_llama3_template(llama3_to
     comp = ContextCompressor.from_llm(llm, tok, **TINY_COMPRESSOR)
     lm = SoftPromptLM(llm, tok, comp)
     ex = tokenize_instruct(tok, [DOC_B, DOC_A * 2], QUESTION, "Ada Krenn", comp.config.window_tokens)
-    with torch.no_grad():
-        train = instruct_loss(comp.model, llm, [ex]).loss
-        prompt = lm.build_inputs(QUESTION, comp.compress([DOC_B, DOC_A * 2]))
-        answer = torch.tensor(ex.answer_ids)
-        inputs = torch.cat((prompt, llm.get_input_embeddings()(answer[:-1])))[None]
-        targets = torch.full(inputs.shape[:2], -100)
-        targets[0, -len(answer) :] = answer
-        infer = target_loss(llm, inputs, targets).loss
+    train, infer = _training_and_inference_losses(lm, ex, [DOC_B, DOC_A * 2])
     assert torch.allclose(train, infer, atol=1e-5), (train, infer)
