@@ -18,6 +18,7 @@ the other's setting.
 from __future__ import annotations
 
 import importlib.util
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
@@ -149,6 +150,10 @@ def load_reader(
 
 
 def _lora_layers(llm: Any) -> Iterator[Any]:
+    # Every generate call asks this: an LLM can only hold adapters once peft was imported, so a plain LLM costs
+    # neither the import nor a walk over its modules.
+    if "peft" not in sys.modules:
+        return iter(())
     from peft.tuners.tuners_utils import BaseTunerLayer
 
     return (m for m in llm.modules() if isinstance(m, BaseTunerLayer))
