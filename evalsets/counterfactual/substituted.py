@@ -158,6 +158,16 @@ def _email_body(raw: str) -> str | None:
     return body
 
 
+def _section_docs(text: str, pattern: str, prefix: str, genre: str, source: str) -> list[Doc]:
+    """One Doc per section of `text` (split where `pattern` matches) that keeps any prose paragraph."""
+    docs = []
+    for i, chunk in enumerate(re.split(pattern, text)):
+        paras = _paragraphs(chunk)
+        if paras:
+            docs.append(Doc(f"{prefix}/{i:03d}", genre, source, "\n\n".join(paras)))
+    return docs
+
+
 def load_documents(roots: dict[str, tuple[Path, Path]]) -> list[Doc]:
     """Every source document as prose paragraphs joined by blank lines, in a fixed order."""
     docs: list[Doc] = []
@@ -177,43 +187,19 @@ def load_documents(roots: dict[str, tuple[Path, Path]]) -> list[Doc]:
                     )
                 )
     faq = roots["debian-faq"][1] / "usr/share/doc/debian/FAQ/debian-faq.en.txt.gz"
-    for i, chunk in enumerate(re.split(r"\n(?=\s*\d+\.\d+\.? [A-Z])", _gz(faq))):
-        paras = _paragraphs(chunk)
-        if paras:
-            docs.append(Doc(f"debian-faq/{i:03d}", "faq", "debian:debian-faq=11.1", "\n\n".join(paras)))
+    docs += _section_docs(_gz(faq), r"\n(?=\s*\d+\.\d+\.? [A-Z])", "debian-faq", "faq", "debian:debian-faq=11.1")
     std = roots["gnu-standards"][1] / "usr/share/doc/gnu-standards"
     for name in ("standards.text.gz", "maintain.text.gz"):
-        for i, chunk in enumerate(re.split(r"\n(?=\d+(?:\.\d+)* [A-Z][^\n]*\n[=*-]{3,})", _gz(std / name))):
-            paras = _paragraphs(chunk)
-            if paras:
-                docs.append(
-                    Doc(
-                        f"gnu-standards/{name.split('.')[0]}/{i:03d}",
-                        "manual",
-                        "debian:gnu-standards=2022.03.23-0.1",
-                        "\n\n".join(paras),
-                    )
-                )
+        pattern = r"\n(?=\d+(?:\.\d+)* [A-Z][^\n]*\n[=*-]{3,})"
+        prefix = f"gnu-standards/{name.split('.')[0]}"
+        docs += _section_docs(_gz(std / name), pattern, prefix, "manual", "debian:gnu-standards=2022.03.23-0.1")
     dd = roots["doc-debian"][1] / "usr/share/doc/debian"
     for name in ("constitution.txt.gz", "social-contract.txt.gz", "debian-manifesto.gz"):
-        for i, chunk in enumerate(re.split(r"\n(?=\d+\. )", _gz(dd / name))):
-            paras = _paragraphs(chunk)
-            if paras:
-                docs.append(
-                    Doc(
-                        f"doc-debian/{name.split('.')[0]}/{i:03d}",
-                        "charter",
-                        "debian:doc-debian=11.3+nmu1",
-                        "\n\n".join(paras),
-                    )
-                )
+        prefix = f"doc-debian/{name.split('.')[0]}"
+        docs += _section_docs(_gz(dd / name), r"\n(?=\d+\. )", prefix, "charter", "debian:doc-debian=11.3+nmu1")
     ref = roots["debian-reference-en"][1] / "usr/share/debian-reference/debian-reference.en.txt.gz"
-    for i, chunk in enumerate(re.split(r"\n(?=\s*\d+\.\d+\.? [A-Z])", _gz(ref))):
-        paras = _paragraphs(chunk)
-        if paras:
-            docs.append(
-                Doc(f"debian-reference/{i:03d}", "handbook", "debian:debian-reference-en=2.100", "\n\n".join(paras))
-            )
+    pattern = r"\n(?=\s*\d+\.\d+\.? [A-Z])"
+    docs += _section_docs(_gz(ref), pattern, "debian-reference", "handbook", "debian:debian-reference-en=2.100")
     return [part for d in docs for part in _chunks(d)]
 
 
