@@ -264,10 +264,6 @@ class SoftPromptLM:
     def _batch(
         self, questions: Sequence[str], contexts: Sequence[Sequence[Context]], settings: GenerationSettings
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        if isinstance(questions, str):
-            raise TypeError("generate_batch() takes a list of questions")
-        if len(questions) != len(contexts):
-            raise ValueError(f"{len(questions)} questions but {len(contexts)} context lists")
         rows = [self.build_inputs(q, c) for q, c in zip(questions, contexts, strict=True)]
         return self._pad_left(rows, settings)
 
