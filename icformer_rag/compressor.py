@@ -50,6 +50,26 @@ def llm_signature(llm: Any, name: str | None = None) -> LLMSignature:
     )
 
 
+def fingerprint_of(config: ICFormerConfig, state: dict[str, torch.Tensor]) -> str:
+    """Hash of a compressor's config and weights. Weights are hashed as bf16, so the same checkpoint loaded in fp32
+    or bf16 gives the same fingerprint (and shares cached digests)."""
+    h = hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True).encode())
+    for name, tensor in sorted(state.items()):
+        h.update(name.encode())
+        h.update(tensor.detach().to(torch.bfloat16).cpu().contiguous().view(torch.int16).numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def build_model(config: ICFormerConfig, llm: Any, adapter_name: str | None = None, seed: int | None = 0) -> nn.Module:
+    """The compressor module `config.encoder` names: an :class:`ICFormer`, or an :class:`LLMEncoder` over `llm`
+    (which then holds its adapter, named `adapter_name`)."""
+    if config.encoder == "llm":
+        from .llm_encoder import LLMEncoder
+
+        return LLMEncoder(config, llm, adapter_name=adapter_name, seed=seed)
+    return ICFormer(config)
+
+
 def default_checkpoint() -> Path | None:
     """The checkpoint shipped for the default LLM, if this install has one."""
     return DEFAULT_CHECKPOINT if (DEFAULT_CHECKPOINT / WEIGHTS_NAME).is_file() else None
@@ -58,7 +78,8 @@ def default_checkpoint() -> Path | None:
 class ContextCompressor:
     """Compresses documents into :class:`Digest` objects for one frozen LLM.
 
-    Holds the LLM's tokenizer and input-embedding table (shared, not copied) and an :class:`ICFormer`.
+    Holds the LLM's tokenizer and input-embedding table (shared, not copied) and an :class:`ICFormer` (or, for a
+    checkpoint with ``encoder: "llm"``, an :class:`~icformer_rag.llm_encoder.LLMEncoder` that runs the LLM).
     All windows of all documents of a call go through padded batches of at most `max_batch_tokens`.
 
     Example:
@@ -69,7 +90,7 @@ class ContextCompressor:
 
     def __init__(
         self,
-        model: ICFormer,
+        model: nn.Module,
         embed_tokens: nn.Embedding,
         tokenizer: Any,
         *,
@@ -119,13 +140,8 @@ class ContextCompressor:
         return self._fingerprint
 
     def compute_fingerprint(self) -> str:
-        """Hash of config and weights. Weights are hashed as bf16, so the same checkpoint loaded in fp32 or
-        bf16 gives the same fingerprint (and shares cached digests)."""
-        h = hashlib.sha256(json.dumps(self.config.to_dict(), sort_keys=True).encode())
-        for name, tensor in sorted(self.model.state_dict().items()):
-            h.update(name.encode())
-            h.update(tensor.detach().to(torch.bfloat16).cpu().contiguous().view(torch.int16).numpy().tobytes())
-        return h.hexdigest()[:16]
+        """Hash of config and weights (see :func:`fingerprint_of`)."""
+        return fingerprint_of(self.config, self.model.state_dict())
 
     def refresh_fingerprint(self) -> str:
         """Recompute the fingerprint after the weights changed (training)."""
@@ -153,6 +169,8 @@ class ContextCompressor:
         Returns:
             self, for chaining: ``ContextCompressor.from_pretrained(None, llm, tok).compile()``.
         """
+        if self.config.encoder != "icformer":
+            raise ValueError(f"compile() is for the IC-Former; this compressor's encoder is {self.config.encoder!r}")
         if mode is None:
             mode = "reduce-overhead" if self.device.type == "cuda" else "default"
         model, embed = self.model, self.embed_tokens
@@ -191,7 +209,7 @@ class ContextCompressor:
         with torch.random.fork_rng(devices=[]):
             if seed is not None:
                 torch.manual_seed(seed)
-            model = ICFormer(config)
+            model = build_model(config, llm, seed=seed)
             rms = embed.weight.detach().float().pow(2).mean().sqrt().item()
             model.reset_parameters(embedding_rms=rms)
         device = embed.weight.device
@@ -245,20 +263,24 @@ class ContextCompressor:
             )
         state = load_file(str(path / WEIGHTS_NAME))
         extend = context_layers is not None and context_layers != config.context_layers
+        if extend and config.encoder != "icformer":
+            raise ValueError(f"{path} is an {config.encoder!r} encoder: context layers belong to the IC-Former")
         if extend:
             if context_layers < config.context_layers:
                 raise ValueError(f"{path} has {config.context_layers} context layers; cannot drop to {context_layers}")
             config.context_layers = context_layers
+        meta_path = path / "fingerprint.txt"
+        fingerprint = meta_path.read_text().strip() if meta_path.is_file() and not extend else None
         with torch.random.fork_rng(devices=[]):  # the throw-away initialisation must not move the caller's RNG
-            model = ICFormer(config)
+            # An LLM encoder's adapter is named after the weights, so that checkpoints can share one LLM.
+            adapter = f"icformer_encoder_{fingerprint or fingerprint_of(config, state)}"
+            model = build_model(config, llm, adapter_name=adapter)
         result = model.load_state_dict(state, strict=not extend)
         if extend and (result.unexpected_keys or any(not k.startswith("context_layers.") for k in result.missing_keys)):
             raise ValueError(f"{path}: weights do not fit the extended architecture ({result})")
         embed = llm.get_input_embeddings()
         device = embed.weight.device
         model.to(device=device, dtype=resolve_dtype(dtype, device) if dtype else embed.weight.dtype)
-        meta_path = path / "fingerprint.txt"
-        fingerprint = meta_path.read_text().strip() if meta_path.is_file() and not extend else None
         comp = cls(model, embed, tokenizer, max_batch_tokens=max_batch_tokens, fingerprint=fingerprint)
         if load_reader and (path / ADAPTER_DIR).is_dir():
             comp._attach_reader(llm, path / ADAPTER_DIR)

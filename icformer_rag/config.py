@@ -11,6 +11,7 @@ from typing import Any
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 DIGEST_POSITIONS = ("spread", "after")
+ENCODERS = ("icformer", "llm")
 
 
 def from_known_fields(cls: Any, data: dict[str, Any]) -> Any:
@@ -114,6 +115,16 @@ class ICFormerConfig:
             "it replaces (ratio*j .. ratio*j+ratio-1); 'after' puts it at n + j, after the context, as the paper."
         },
     )
+    encoder: str = field(
+        default="icformer",
+        metadata={
+            "help": "'icformer': the cross-attention blocks over word embeddings (never runs the LLM); 'llm': the "
+            "ICAE-style encoder, the LLM itself with a LoRA adapter reading each window and k memory tokens "
+            "(icformer_rag.llm_encoder; the blocks and context-layer fields are then unused)."
+        },
+    )
+    encoder_rank: int = field(default=16, metadata={"help": "LoRA rank of an 'llm' encoder's adapter."})
+    encoder_alpha: int = field(default=32, metadata={"help": "LoRA alpha of an 'llm' encoder's adapter."})
     llm: LLMSignature = field(default_factory=LLMSignature, metadata={"help": "The LLM this compressor serves."})
 
     def __post_init__(self) -> None:
@@ -145,6 +156,12 @@ class ICFormerConfig:
             raise ValueError(f"local_heads must be in [0, num_heads={self.num_heads}], got {self.local_heads!r}")
         if not isinstance(self.context_layers, int) or self.context_layers < 0:
             raise ValueError(f"context_layers must be a non-negative integer, got {self.context_layers!r}")
+        if self.encoder not in ENCODERS:
+            raise ValueError(f"encoder must be one of {ENCODERS}, got {self.encoder!r}")
+        for name in ("encoder_rank", "encoder_alpha"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"ICFormerConfig.{name} must be a positive integer, got {value!r}")
         if self.digest_positions not in DIGEST_POSITIONS:
             raise ValueError(f"digest_positions must be one of {DIGEST_POSITIONS}, got {self.digest_positions!r}")
 

@@ -34,6 +34,7 @@ ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 _PREFIX = "base_model.model."  # what PeftModel.save_pretrained puts before every key
 _LOCK_ATTR = "_icformer_adapter_lock"
+_OURS = "icformer_"  # prefix of every adapter this library injects (readers, LLM encoders)
 
 
 @dataclass
@@ -196,17 +197,18 @@ def is_enabled(llm: Any) -> bool:
     return active_adapter(llm) is not None
 
 
-def _lock(llm: Any) -> threading.Lock:
+def _lock(llm: Any) -> threading.RLock:
+    # Re-entrant: an LLM encoder (icformer_rag.llm_encoder) switches its own adapter on inside a reader's scope.
     lock = getattr(llm, _LOCK_ATTR, None)
     if lock is None:
-        lock = threading.Lock()
+        lock = threading.RLock()
         setattr(llm, _LOCK_ATTR, lock)
     return lock
 
 
-def is_reader(name: str | None) -> bool:
-    """Whether an adapter name is one of this library's reader adapters (not an adapter of the user's own)."""
-    return name is not None and name.startswith(READER)
+def is_ours(name: str | None) -> bool:
+    """Whether an adapter name is this library's (a reader's or an LLM encoder's), not one of the user's own."""
+    return name is not None and name.startswith(_OURS)
 
 
 @contextmanager
@@ -216,7 +218,7 @@ def adapter_scope(llm: Any, name: str | None) -> Iterator[None]:
     does an LLM whose active adapter is the user's own when no reader is asked for: a PEFT model the user tuned
     for plain text keeps its adapter on full-text prompts."""
     layers = list(_lora_layers(llm))
-    if not layers or (name is None and not is_reader(active_adapter(llm))):
+    if not layers or (name is None and not is_ours(active_adapter(llm))):
         with nullcontext():
             yield
         return

@@ -43,6 +43,15 @@ class TrainConfig:
             "unchanged)."
         },
     )
+    encoder: str = field(
+        default="icformer",
+        metadata={
+            "help": "Encoder of a new compressor: 'icformer' (cross-attention over word embeddings) or 'llm' (the "
+            "ICAE-style encoder: the LLM with a LoRA adapter of rank encoder_rank and k memory tokens; its adapter "
+            "trains at reader_lr)."
+        },
+    )
+    encoder_rank: int = field(default=16, metadata={"help": "LoRA rank of a new 'llm' encoder."})
     reader_rank: int = field(
         default=0,
         metadata={
@@ -174,6 +183,10 @@ class TrainConfig:
             raise ValueError("ae_self_feed must be in [0, 1]")
         if self.kl_weight < 0:
             raise ValueError("kl_weight must be >= 0")
+        if self.encoder not in ("icformer", "llm") or self.encoder_rank < 1:
+            raise ValueError(f"encoder must be 'icformer' or 'llm' and encoder_rank >= 1, got {self.encoder!r}")
+        if self.encoder == "llm" and self.fsdp:
+            raise ValueError("an 'llm' encoder with fsdp is not supported")
         if self.context_layers < 0 or self.reader_rank < 0 or self.reader_alpha <= 0 or self.reader_lr <= 0:
             raise ValueError("context_layers and reader_rank must be >= 0, reader_alpha and reader_lr > 0")
         if self.instruct_context not in ("digests", "text"):

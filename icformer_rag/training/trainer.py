@@ -208,6 +208,9 @@ class Trainer:
                 local_heads=cfg.local_heads,
                 chunk_queries=cfg.chunk_queries,
                 context_layers=cfg.context_layers,
+                encoder=cfg.encoder,
+                encoder_rank=cfg.encoder_rank,
+                encoder_alpha=2 * cfg.encoder_rank,
             )
         comp.reader_name = reader.READER if self.reader_params or self.reader_frozen else None
         self.compressor = comp
@@ -283,9 +286,13 @@ class Trainer:
         named = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
         if self.readout is not None:
             named += [(f"readout.{n}", p) for n, p in self.readout.named_parameters()]
+        # An LLM encoder's LoRA tensors (model.lora.N) train as the reader's do: LoRA rate, no decay.
+        lora = [p for n, p in named if n.startswith("lora.")]
+        named = [(n, p) for n, p in named if not n.startswith("lora.")]
         decay = [p for n, p in named if p.dim() == 2 and "embeddings" not in n]
         other = [p for n, p in named if not (p.dim() == 2 and "embeddings" not in n)]
         groups = [{"params": decay, "weight_decay": self.cfg.weight_decay}, {"params": other, "weight_decay": 0.0}]
+        groups.append({"params": lora, "weight_decay": 0.0, "reader": True})
         groups.append({"params": self.reader_params, "weight_decay": 0.0, "reader": True})
         groups = [g for g in groups if g["params"]]
         fused = self.device.type == "cuda"
@@ -502,6 +509,8 @@ class Trainer:
             reader.set_enabled(self.llm, True)
             for p in self.reader_params:
                 p.requires_grad_(True)
+            # peft's switches mark every adapter they turn off as frozen, an LLM encoder's too: it trains on.
+            self.model.requires_grad_(self.cfg.instruct_context == "digests")
         opt = load_file(str(path / "optimizer.safetensors"), device=str(self.device))
         for i, p in enumerate(self.trained_parameters()):
             entries = {k.split(".", 1)[1]: v for k, v in opt.items() if k.split(".", 1)[0] == str(i)}

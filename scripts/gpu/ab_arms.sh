@@ -1,25 +1,37 @@
 #!/usr/bin/env bash
-# Issue 14's A/B on one GPU: four arms started side by side from the shipped checkpoint (equal wall-clock, one
-# GPU shared: equal GPU minutes), each in its own out-dir under /tmp/work. Run after `device_job.sh setup` and
-# `device_job.sh initdir`; follow with `device_job.sh wait`, then scripts/gpu/ab_eval.sh.
+# Issue 14's A/B on one GPU: arms started side by side (equal wall-clock, one GPU shared: equal GPU minutes), each
+# in its own out-dir under /tmp/work. Run after `device_job.sh setup` and `device_job.sh initdir`; follow with
+# `device_job.sh wait`, then one eval call over every arm.
 #   a   the IC-Former with the frozen reader, on the counterfactual records (the baseline arm)
-#   b   + a reader adapter (LoRA r=16 on every linear layer, on only when digests are in the prompt)
+#   b   + a reader adapter (LoRA r=16 on every linear layer, on only when digests are in the prompt); with the
+#       shipped run 9 as init this continues run 9 (its reader included)
 #   c   b + two context layers (self-attention over each window before the digests read it)
+#   d   the ICAE-style encoder (--encoder llm: the LLM + its own LoRA r=16 reads each window and 128 memory tokens)
+#       with a new reader adapter, from scratch
+#   d2  d at 2x compression (256 memory tokens per 512-token window)
 #   ft  the full-text reader baseline: the same LoRA recipe on the same records with the text in the prompt
-# MINUTES (default 11) bounds each arm's training, compile time included.
+# ARMS (default "a b c ft") picks the arms; MINUTES (default 11) bounds each arm's training, compile time included.
 set -euo pipefail
 W=/tmp/work
 MIN=${MINUTES:-11}
-common=(--data-dir "$W/corpus_sub" --instruct-file "$W/cf_train.jsonl" --init-from "$W/init" --batch-size 32
-  --max-steps 50000 --max-minutes "$MIN" --save-every 500 --log-every 25 --no-progress --compile-llm
-  --readout-fraction 0.25 --window-weights 0.4 0.2 0.2 0.2)
+data=(--data-dir "$W/corpus_sub" --instruct-file "$W/cf_train.jsonl" --batch-size 32 --max-steps 50000
+  --max-minutes "$MIN" --save-every 500 --log-every 25 --no-progress --compile-llm --readout-fraction 0.25
+  --window-weights 0.4 0.2 0.2 0.2)
+common=("${data[@]}" --init-from "$W/init")
 mix=(--ae-fraction 0.3 --instruct-fraction 0.6 --readout-weight 1.0)
 lora=(--reader-rank 16 --reader-alpha 32 --reader-lr 2e-4)
-LOG=arm_a bash scripts/device_job.sh train "${common[@]}" "${mix[@]}" --out-dir "$W/arm_a"
-LOG=arm_b bash scripts/device_job.sh train "${common[@]}" "${mix[@]}" "${lora[@]}" --out-dir "$W/arm_b"
-LOG=arm_c bash scripts/device_job.sh train "${common[@]}" "${mix[@]}" "${lora[@]}" --context-layers 2 --out-dir "$W/arm_c"
-LOG=arm_ft bash scripts/device_job.sh train "${common[@]}" "${lora[@]}" --ae-fraction 0 --instruct-fraction 1 \
-  --instruct-context text --out-dir "$W/arm_ft"
+run() { LOG=arm_$1 bash scripts/device_job.sh train "${@:2}" --out-dir "$W/arm_$1"; }
+for arm in ${ARMS:-a b c ft}; do
+  case "$arm" in
+    a) run a "${common[@]}" "${mix[@]}" ;;
+    b) run b "${common[@]}" "${mix[@]}" "${lora[@]}" ;;
+    c) run c "${common[@]}" "${mix[@]}" "${lora[@]}" --context-layers 2 ;;
+    d) run d "${data[@]}" "${mix[@]}" "${lora[@]}" --encoder llm --encoder-rank 16 ;;
+    d2) run d2 "${data[@]}" "${mix[@]}" "${lora[@]}" --encoder llm --encoder-rank 16 --num-digest-tokens 256 ;;
+    ft) run ft "${common[@]}" "${lora[@]}" --ae-fraction 0 --instruct-fraction 1 --instruct-context text ;;
+    *) echo "unknown arm $arm" >&2; exit 2 ;;
+  esac
+done
 sleep 45
-for a in a b c ft; do echo "== arm_$a"; tail -c 1500 "$W/arm_$a.log"; done
+for a in ${ARMS:-a b c ft}; do echo "== arm_$a"; tail -c 1500 "$W/arm_$a.log"; done
 nvidia-smi --query-gpu=memory.used,utilization.gpu --format=csv
