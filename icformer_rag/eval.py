@@ -520,13 +520,23 @@ def run_eval(args: Any) -> dict[str, Any]:
             print(f"== {report['checkpoint']}")
         print(format_table(report))
         reports.append(report)
+        if args.out and len(reports) < len(checkpoints):
+            # A long multi-checkpoint eval that is cut off (a device call's time limit) keeps what it finished.
+            _write_json(args.out, {"checkpoints": reports, "partial": True})
     result = reports[0] if len(reports) == 1 else {"checkpoints": reports}
     if counterfactual is not None and len(reports) > 1:
         result["checkpoint_tests"] = _compare_counterfactual(reports)
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+        _write_json(args.out, result)
     return result
+
+
+def _write_json(path: str | Path, data: dict[str, Any]) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    tmp.replace(path)  # atomic: a reader never sees half a file
 
 
 def _compare_counterfactual(reports: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -161,6 +161,15 @@ def test_eval_of_several_checkpoints_shares_the_baselines(tok, llm_factory, comp
             assert shared["qa"][key] == alone["qa"][key], key
     # The two checkpoints differ, so their digest answers are their own, not one shared copy.
     assert both["checkpoints"][0]["fingerprint"] != both["checkpoints"][1]["fingerprint"]
+    # A checkpoint that fails after others finished (a cut-off device call fails the same way) leaves their reports.
+    (tmp_path / "broken").mkdir()
+    partial = tmp_path / "partial.json"
+    with pytest.raises(FileNotFoundError):
+        run_eval(_eval_args(*common, "--checkpoint", *ckpts, str(tmp_path / "broken"), "--out", str(partial)))
+    kept = json.loads(partial.read_text())
+    assert kept["partial"] and [r["checkpoint"] for r in kept["checkpoints"]] == ckpts
+    for got, want in zip(kept["checkpoints"], both["checkpoints"], strict=True):
+        assert got["fingerprint"] == want["fingerprint"] and got["qa"]["correct"] == want["qa"]["correct"]
 
 
 def test_eval_autoencoding_refuses_zero_windows(tok, tmp_path):
