@@ -40,7 +40,7 @@ from .compressor import ContextCompressor
 from .digest import Digest, content_hash
 from .eval import autoencoding_scores, sign_test
 from .generation import Context, GenerationSettings, SoftPromptLM
-from .modeling import ICFormer
+from .prompt import digest_block
 from .reader import adapter_scope
 
 PARTS = ("substituted", "generated")
@@ -259,17 +259,7 @@ def _ae_rows(compressor: ContextCompressor, llm: Any, z: torch.Tensor, windows: 
     for i, w in enumerate(windows):
         ids[i, : len(w)] = torch.as_tensor(list(w))
         targets[i, m + 2 : m + 2 + len(w)] = ids[i, : len(w)]
-    B = len(windows)
-    rows = torch.cat(
-        (
-            special[ICFormer.SPECIAL_BEGIN].expand(B, 1, -1),
-            z.to(dtype),
-            special[ICFormer.SPECIAL_END].expand(B, 1, -1),
-            special[ICFormer.SPECIAL_AE].expand(B, 1, -1),
-            embed(ids[:, :-1]),
-        ),
-        dim=1,
-    )
+    rows = torch.cat((digest_block(special, z.to(dtype), autoencode=True), embed(ids[:, :-1])), dim=1)
     return rows, targets
 
 

@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from .compressor import ContextCompressor
 from .generation import GenerationSettings, SoftPromptLM
-from .modeling import ICFormer
+from .prompt import digest_block
 from .reader import adapter_scope
 
 
@@ -70,18 +70,7 @@ def reconstruct(
             raise ValueError("reconstruct() takes windows of one length per batch")
         n = lengths.pop()
         digests = compressor.compress_windows(group)
-        rows = torch.stack(
-            [
-                torch.cat(
-                    (
-                        special[ICFormer.SPECIAL_BEGIN : ICFormer.SPECIAL_BEGIN + 1],
-                        d.to(dtype),
-                        special[ICFormer.SPECIAL_END : ICFormer.SPECIAL_AE + 1],
-                    )
-                )
-                for d in digests
-            ]
-        )
+        rows = torch.stack([digest_block(special, d.to(dtype), autoencode=True) for d in digests])
         mask = torch.ones(rows.shape[:2], dtype=torch.long, device=rows.device)
         # Exactly n tokens, as many as the window: end-of-sequence must not cut a reconstruction short. The prompt
         # holds digests, so the LLM reads it through the compressor's reader adapter, if it has one.

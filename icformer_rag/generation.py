@@ -26,8 +26,7 @@ import torch
 from .compressor import ContextCompressor
 from .digest import Digest
 from .llm import max_positions
-from .modeling import ICFormer
-from .prompt import DEFAULT_INSTRUCTION, end_of_turn, render_prompt
+from .prompt import DEFAULT_INSTRUCTION, digest_block, end_of_turn, pad_rows, render_prompt
 from .reader import adapter_scope
 
 Context = Digest | str
@@ -213,15 +212,8 @@ class SoftPromptLM:
                 f"digest vectors are {tuple(digest.embeddings.shape)}, but this LLM reads "
                 f"{self._embed.embedding_dim}-wide embeddings"
             )
-        special = self.compressor.model.special_embeddings
-        dtype = self._embed.weight.dtype
-        return torch.cat(
-            (
-                special[ICFormer.SPECIAL_BEGIN : ICFormer.SPECIAL_BEGIN + 1].to(self.device, dtype),
-                digest.embeddings.to(self.device, dtype),
-                special[ICFormer.SPECIAL_END : ICFormer.SPECIAL_END + 1].to(self.device, dtype),
-            )
-        )
+        vectors = digest.embeddings.to(self.device, self._embed.weight.dtype)
+        return digest_block(self.compressor.model.special_embeddings, vectors)
 
     @torch.no_grad()
     def build_inputs(
@@ -428,14 +420,8 @@ class SoftPromptLM:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Prompt embedding rows (positions x hidden) as one left-padded batch and its attention mask, after
         checking that the longest row leaves room for `settings.max_new_tokens`."""
-        longest = max(r.shape[0] for r in rows)
-        self._check_length(longest, settings)
-        embeds = torch.zeros(len(rows), longest, rows[0].shape[1], dtype=rows[0].dtype, device=self.device)
-        mask = torch.zeros(len(rows), longest, dtype=torch.long, device=self.device)
-        for i, r in enumerate(rows):  # left padding: every row's last position is its own
-            embeds[i, longest - r.shape[0] :] = r
-            mask[i, longest - r.shape[0] :] = 1
-        return embeds, mask
+        self._check_length(max(r.shape[0] for r in rows), settings)
+        return pad_rows([r.to(self.device) for r in rows], "left")
 
     @torch.no_grad()
     def generate_prompts(

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from . import reader
+from . import prompt, reader
 from .config import ICFormerConfig
 from .modeling import RMSNorm
 
@@ -46,9 +46,9 @@ def free_adapter_name(llm: Any, base: str) -> str:
 class LLMEncoder(nn.Module):
     """ICAE-style compressor: context word embeddings (B, N, C) -> digest embeddings (B, M, C), through `llm`."""
 
-    SPECIAL_BEGIN = 0
-    SPECIAL_END = 1
-    SPECIAL_AE = 2
+    SPECIAL_BEGIN = prompt.SPECIAL_BEGIN
+    SPECIAL_END = prompt.SPECIAL_END
+    SPECIAL_AE = prompt.SPECIAL_AE
 
     def __init__(self, config: ICFormerConfig, llm: Any, adapter_name: str | None = None, seed: int | None = 0) -> None:
         super().__init__()

@@ -19,6 +19,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from . import prompt
 from .config import ICFormerConfig
 
 
@@ -140,9 +141,9 @@ class ICFormer(nn.Module):
     (:data:`SPECIAL_AE`); they train with the compressor because the LLM stays frozen.
     """
 
-    SPECIAL_BEGIN = 0
-    SPECIAL_END = 1
-    SPECIAL_AE = 2
+    SPECIAL_BEGIN = prompt.SPECIAL_BEGIN
+    SPECIAL_END = prompt.SPECIAL_END
+    SPECIAL_AE = prompt.SPECIAL_AE
 
     def __init__(self, config: ICFormerConfig) -> None:
         super().__init__()

@@ -12,7 +12,8 @@ The user turn is
     Question: {question}
 
 inside the LLM's own chat template; each context slot is filled with a digest (learned BEGIN embedding, the
-digest vectors, learned END embedding) or, for the full-text baseline, the document's text.
+digest vectors, learned END embedding: :func:`digest_block`) or, for the full-text baseline, the document's text.
+The auto-encoding prompt is the digest block followed by the learned AE embedding, then the window's tokens.
 """
 
 from __future__ import annotations
@@ -20,10 +21,47 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import torch
+
 DEFAULT_INSTRUCTION = "Answer the question using the context below."
 _MARK = "<<ICFORMER_CONTEXT_{}>>"
 _MARK_RE = re.compile(r"<<ICFORMER_CONTEXT_(\d+)>>")
 _ANSWER_PROBE = "ICFORMER-ANSWER-PROBE"
+
+# Rows of a compressor's `special_embeddings`: learned vectors the LLM reads around digests.
+SPECIAL_BEGIN = 0  # before a digest
+SPECIAL_END = 1  # after a digest
+SPECIAL_AE = 2  # after the digest block of an auto-encoding prompt: "now recite the window"
+
+
+def digest_block(special: torch.Tensor, digests: torch.Tensor, autoencode: bool = False) -> torch.Tensor:
+    """What a digest is read as: BEGIN, its vectors, END (and AE when `autoencode`), in the digests' dtype and
+    device. `digests` is (m, C) or a batch (B, m, C); `special` the compressor's (S, C) special embeddings (gradients
+    flow to both, for training). Generation, every training objective and the evaluators splice digests through
+    here, so a compressor is trained on exactly the block it is read with."""
+    special = special.to(device=digests.device, dtype=digests.dtype)
+    begin = special[SPECIAL_BEGIN : SPECIAL_BEGIN + 1]
+    tail = special[SPECIAL_END : SPECIAL_AE + 1] if autoencode else special[SPECIAL_END : SPECIAL_END + 1]
+    if digests.dim() == 3:
+        begin, tail = begin.expand(digests.shape[0], -1, -1), tail.expand(digests.shape[0], -1, -1)
+    return torch.cat((begin, digests, tail), dim=-2)
+
+
+def pad_rows(rows: list[torch.Tensor], side: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Prompt rows (positions x hidden, any lengths) as one batch (B, T, C) and its attention mask (B, T), padded
+    with zeros on `side`: "left" for generation (every row's last position is its own, where the answer starts),
+    "right" for training (positions count from 0 in every row; causal attention never sees the padding after)."""
+    if side not in ("left", "right"):
+        raise ValueError(f"side must be 'left' or 'right', got {side!r}")
+    longest = max(r.shape[0] for r in rows)
+    first = rows[0]
+    embeds = first.new_zeros(len(rows), longest, first.shape[1])
+    mask = torch.zeros(len(rows), longest, dtype=torch.long, device=first.device)
+    for i, r in enumerate(rows):
+        where = slice(longest - r.shape[0], longest) if side == "left" else slice(0, r.shape[0])
+        embeds[i, where] = r
+        mask[i, where] = 1
+    return embeds, mask
 
 
 def render_prompt(

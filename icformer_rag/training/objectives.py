@@ -20,8 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from ..llm import max_positions
-from ..modeling import ICFormer
-from ..prompt import end_of_turn, render_prompt
+from ..prompt import digest_block, end_of_turn, pad_rows, render_prompt
 from ..reader import adapter_scope
 from .readout import ReadoutHead, ReadoutOutput
 
@@ -36,15 +35,12 @@ class LossOutput:
     kl: torch.Tensor | None = None  # KL(teacher || student) per target token, detached, when distilling
 
 
-def core(model: Any) -> ICFormer:
-    """The ICFormer inside a DDP and/or torch.compile wrapper (their forward is what trains)."""
+def core(model: Any) -> Any:
+    """The compressor module (ICFormer or LLMEncoder) inside a DDP and/or torch.compile wrapper (whose forward
+    is what trains)."""
     while isinstance(getattr(model, "module", None), torch.nn.Module) or hasattr(model, "_orig_mod"):
         model = getattr(model, "module", None) or model._orig_mod
     return model
-
-
-def _special(model: Any, index: int, batch: int, dtype: torch.dtype) -> torch.Tensor:
-    return core(model).special_embeddings[index].to(dtype).expand(batch, 1, -1)  # (B, 1, C)
 
 
 def target_loss(
@@ -132,14 +128,7 @@ def autoencoding_inputs(
             raise ValueError(f"input_drop {tuple(input_drop.shape)} != teacher-forced tokens {tuple(prefix.shape[:2])}")
         prefix = prefix.masked_fill(input_drop.unsqueeze(-1), 0.0)
     inputs = torch.cat(
-        (
-            _special(model, ICFormer.SPECIAL_BEGIN, B, dtype),
-            raw.to(dtype),
-            _special(model, ICFormer.SPECIAL_END, B, dtype),
-            _special(model, ICFormer.SPECIAL_AE, B, dtype),
-            prefix,
-        ),
-        dim=1,
+        (digest_block(core(model).special_embeddings, raw.to(dtype), autoencode=True), prefix), dim=1
     )  # (B, m + 3 + n - 1, C)
     targets = torch.full(inputs.shape[:2], -100, dtype=torch.long, device=window_ids.device)
     targets[:, m + 2 :] = window_ids
@@ -226,13 +215,7 @@ def lm_loss(
     raw = model(embed(window_ids), None, num_digests=m)
     digests = raw.to(dtype)
     inputs = torch.cat(
-        (
-            _special(model, ICFormer.SPECIAL_BEGIN, B, dtype),
-            digests,
-            _special(model, ICFormer.SPECIAL_END, B, dtype),
-            embed(continuation_ids[:, :-1]),
-        ),
-        dim=1,
+        (digest_block(core(model).special_embeddings, digests), embed(continuation_ids[:, :-1])), dim=1
     )  # (B, m + 2 + l - 1, C)
     targets = torch.full(inputs.shape[:2], -100, dtype=torch.long, device=window_ids.device)
     targets[:, m + 1 :] = continuation_ids  # [END] predicts c_0
@@ -407,14 +390,13 @@ def instruct_loss(model: Any, llm: Any, examples: Sequence[InstructExample], kl_
         per_context[i][c].append(digests[r, : counts[r]])
 
     special = core(model).special_embeddings
-    begin = special[ICFormer.SPECIAL_BEGIN : ICFormer.SPECIAL_BEGIN + 1].to(dtype)
-    end = special[ICFormer.SPECIAL_END : ICFormer.SPECIAL_END + 1].to(dtype)
+    no_windows = torch.zeros(0, special.shape[-1], dtype=dtype, device=device)  # an empty context: BEGIN END
     rows, row_targets = [], []
     for ex, contexts in zip(examples, per_context, strict=True):
         seq, tgt = [], []
         for p in ex.pieces:
             if isinstance(p, int):
-                block = torch.cat([begin, *contexts[p], end])
+                block = digest_block(special, torch.cat(contexts[p]) if contexts[p] else no_windows)
             else:
                 block = embed(torch.tensor(p, dtype=torch.long, device=device))
             seq.append(block)
@@ -426,14 +408,9 @@ def instruct_loss(model: Any, llm: Any, examples: Sequence[InstructExample], kl_
         t[-len(ex.answer_ids) :] = answer  # the last prompt position predicts the first answer token
         rows.append(torch.cat(seq))
         row_targets.append(t)
-    T = max(r.shape[0] for r in rows)
-    B, C = len(rows), rows[0].shape[1]
-    inputs = torch.zeros(B, T, C, dtype=dtype, device=device)
-    targets = torch.full((B, T), -100, dtype=torch.long, device=device)
-    attn = torch.zeros(B, T, dtype=torch.long, device=device)
-    for b, (r, t) in enumerate(zip(rows, row_targets, strict=True)):
-        inputs[b, : r.shape[0]] = r
+    inputs, attn = pad_rows(rows, "right")
+    targets = torch.full(attn.shape, -100, dtype=torch.long, device=device)
+    for b, t in enumerate(row_targets):
         targets[b, : t.shape[0]] = t
-        attn[b, : r.shape[0]] = 1
     teacher = teacher_logits(llm, examples) if kl_weight > 0 else None
     return target_loss(llm, inputs, targets, attention_mask=attn, kl_teacher_logits=teacher, kl_weight=kl_weight)
