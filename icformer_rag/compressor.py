@@ -27,6 +27,7 @@ from .windows import documents_to_windows, plan_batches
 SHIPPED_CHECKPOINTS = Path(__file__).parent / "checkpoints"
 DEFAULT_CHECKPOINT = SHIPPED_CHECKPOINTS / "smollm2-135m-instruct"
 
+_ENCODER_FIELDS = ("encoder", "encoder_rank", "encoder_alpha")
 _PROBE_ROWS = 32
 _PROBE_COLS = 8
 
@@ -53,7 +54,13 @@ def llm_signature(llm: Any, name: str | None = None) -> LLMSignature:
 def fingerprint_of(config: ICFormerConfig, state: dict[str, torch.Tensor]) -> str:
     """Hash of a compressor's config and weights. Weights are hashed as bf16, so the same checkpoint loaded in fp32
     or bf16 gives the same fingerprint (and shares cached digests)."""
-    h = hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True).encode())
+    data = config.to_dict()
+    if data.get("encoder") == "icformer":
+        # Fields added for other encoders, at their defaults, leave an IC-Former's identity as it was before they
+        # existed: checkpoints written earlier recompute to the fingerprint they were saved with.
+        for key in _ENCODER_FIELDS:
+            data.pop(key, None)
+    h = hashlib.sha256(json.dumps(data, sort_keys=True).encode())
     for name, tensor in sorted(state.items()):
         h.update(name.encode())
         h.update(tensor.detach().to(torch.bfloat16).cpu().contiguous().view(torch.int16).numpy().tobytes())

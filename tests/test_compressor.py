@@ -119,6 +119,15 @@ def test_fingerprint_follows_weights(tiny_llm, tokenizer, compressor_kwargs):
     assert c.refresh_fingerprint() != before
 
 
+def test_shipped_checkpoint_recomputes_to_its_stored_fingerprint(default_llm):
+    """Config fields added later (the LLM encoder's) must not change an existing IC-Former's identity: digests
+    stored under its fingerprint stay valid."""
+    llm, tok = default_llm
+    c = ContextCompressor.from_pretrained(None, llm, tok, load_reader=False)
+    stored = (compressor_module.DEFAULT_CHECKPOINT / "fingerprint.txt").read_text().strip()
+    assert c.fingerprint == stored == c.compute_fingerprint()
+
+
 def test_save_and_load_round_trip(compressor, tiny_llm, tokenizer, tmp_path):
     compressor.save_pretrained(tmp_path)
     assert {p.name for p in tmp_path.iterdir()} >= {"config.json", "model.safetensors"}
