@@ -112,3 +112,28 @@ def test_training_an_llm_encoder_with_a_reader_resumes_exactly_and_ships_it(toke
     got = loaded.compress([DOC_A])[0].embeddings.float()
     want = full.compressor.compress([DOC_A])[0].embeddings.float()
     assert torch.allclose(got, want, atol=5e-2)
+
+
+def test_an_llm_encoder_can_start_from_a_trained_reader(tokenizer, tmp_path):
+    """--reader-from: a new encoder reads through a reader trained elsewhere (run 10's, say), continued."""
+    llm = make_tiny_llm(len(tokenizer))
+    _perturb(reader.add_reader(llm, reader.ReaderConfig(r=4, alpha=8)))
+    saved = reader.save_reader(llm, tmp_path / "reader")
+    data = write_corpus(tmp_path / "c")
+    kw = dict(encoder="llm", encoder_rank=4, reader_rank=4, instruct_fraction=0.5, ae_fraction=0.3)
+    kw["instruct_file"] = str(_records(tmp_path / "cf.jsonl"))
+    trainer = Trainer(
+        small_config(data, tmp_path / "run", max_steps=2, reader_from=str(saved), **kw),
+        make_tiny_llm(len(tokenizer)),
+        tokenizer,
+    )
+    for a, b in zip(reader.adapter_parameters(llm), trainer.reader_params, strict=True):
+        assert torch.equal(a, b)
+    assert all(p.requires_grad for p in trainer.reader_params) and reader.active_adapter(trainer.llm) == reader.READER
+    trainer.train()
+    with pytest.raises(FileNotFoundError, match="reader_from"):
+        Trainer(
+            small_config(data, tmp_path / "bad", reader_from=str(tmp_path), **kw),
+            make_tiny_llm(len(tokenizer)),
+            tokenizer,
+        )

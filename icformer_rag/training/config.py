@@ -61,6 +61,13 @@ class TrainConfig:
         },
     )
     reader_alpha: int = field(default=32, metadata={"help": "LoRA alpha of a new reader adapter."})
+    reader_from: str | None = field(
+        default=None,
+        metadata={
+            "help": "Start the reader adapter from this peft adapter folder (e.g. a checkpoint's reader_adapter/), "
+            "for a compressor that does not come with one (a new --encoder llm next to a trained reader)."
+        },
+    )
     reader_lr: float = field(
         default=2e-4, metadata={"help": "Peak learning rate of the reader adapter (warm-up as the compressor's)."}
     )

@@ -253,10 +253,17 @@ class Trainer:
     def _setup_reader(self, llm: Any) -> list[torch.nn.Parameter]:
         """The reader adapter's trainable parameters (fp32), injected into the LLM and switched on for the whole
         run: every training prompt holds digests (or, for the full-text reader baseline, is that reader's).
-        An adapter beside `init_from` is continued; with reader_rank 0 it is kept frozen, still switched on."""
+        An adapter beside `init_from`, or in `reader_from`, is continued; with reader_rank 0 it is kept frozen, still
+        switched on."""
         cfg = self.cfg
         self.reader_frozen = False
         saved = Path(cfg.init_from) / ADAPTER_DIR if cfg.init_from else None
+        if cfg.reader_from:
+            if saved is not None and saved.is_dir():
+                raise ValueError(f"reader_from given, but {cfg.init_from} has its own reader adapter to continue")
+            saved = Path(cfg.reader_from)
+            if not (saved / reader.ADAPTER_CONFIG).is_file():
+                raise FileNotFoundError(f"reader_from {saved}: no {reader.ADAPTER_CONFIG} there")
         if saved is not None and saved.is_dir():
             reader.load_reader(llm, saved, dtype=torch.float32 if cfg.reader_rank else None)
             params = reader.adapter_parameters(llm) if cfg.reader_rank else []

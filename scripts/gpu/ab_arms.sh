@@ -8,7 +8,8 @@
 #   c   b + two context layers (self-attention over each window before the digests read it)
 #   d   the ICAE-style encoder (--encoder llm: the LLM + its own LoRA r=16 reads each window and 128 memory tokens)
 #       with a new reader adapter, from scratch
-#   d2  d at 2x compression (256 memory tokens per 512-token window)
+#   dr  d with its reader started from the init checkpoint's (--reader-from): the encoder alone starts from zero
+#   d2  d at 2x compression (256 memory tokens per 512-token window; 57 GB: not beside d)
 #   ft  the full-text reader baseline: the same LoRA recipe on the same records with the text in the prompt
 # ARMS (default "a b c ft") picks the arms; MINUTES (default 11) bounds each arm's training, compile time included.
 set -euo pipefail
@@ -27,6 +28,7 @@ for arm in ${ARMS:-a b c ft}; do
     b) run b "${common[@]}" "${mix[@]}" "${lora[@]}" ;;
     c) run c "${common[@]}" "${mix[@]}" "${lora[@]}" --context-layers 2 ;;
     d) run d "${data[@]}" "${mix[@]}" "${lora[@]}" --encoder llm --encoder-rank 16 ;;
+    dr) run dr "${data[@]}" "${mix[@]}" "${lora[@]}" --encoder llm --encoder-rank 16 --reader-from "$W/init/reader_adapter" ;;
     d2) run d2 "${data[@]}" "${mix[@]}" "${lora[@]}" --encoder llm --encoder-rank 16 --num-digest-tokens 256 ;;
     ft) run ft "${common[@]}" "${lora[@]}" --ae-fraction 0 --instruct-fraction 1 --instruct-context text ;;
     *) echo "unknown arm $arm" >&2; exit 2 ;;
