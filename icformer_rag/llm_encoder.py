@@ -29,7 +29,7 @@ import torch.nn as nn
 
 from . import prompt, reader
 from .config import ICFormerConfig
-from .modeling import RMSNorm
+from .modeling import RMSNorm, check_windows
 
 ENCODER = "icformer_encoder"  # adapter name prefix inside the LLM
 
@@ -89,20 +89,9 @@ class LLMEncoder(nn.Module):
         num_digests: int | None = None,
     ) -> torch.Tensor:
         """Compress a batch of windows (see :meth:`ICFormer.forward`: same arguments, same result shape)."""
-        if context_embeds.dim() != 3 or context_embeds.shape[-1] != self.config.hidden_size:
-            raise ValueError(
-                f"context_embeds must be (B, N, {self.config.hidden_size}), got {tuple(context_embeds.shape)}"
-            )
+        real, M = check_windows(self.config, context_embeds, attention_mask, num_digests)
         B, N, C = context_embeds.shape
-        M = self.config.num_digest_tokens if num_digests is None else num_digests
-        if not 1 <= M <= self.config.num_digest_tokens:
-            raise ValueError(f"num_digests must be in [1, {self.config.num_digest_tokens}], got {M}")
         device = context_embeds.device
-        if attention_mask is None:
-            attention_mask = torch.ones(B, N, dtype=torch.bool, device=device)
-        if tuple(attention_mask.shape) != (B, N):
-            raise ValueError(f"attention_mask must be (B, N) = {(B, N)}, got {tuple(attention_mask.shape)}")
-        real = attention_mask.bool()
         llm_dtype = self.llm.get_input_embeddings().weight.dtype
         memory = self.digest_embeddings[:M].to(llm_dtype).expand(B, M, C)
         inputs = torch.cat((context_embeds.to(llm_dtype), memory), dim=1)  # (B, N + M, C)

@@ -133,6 +133,24 @@ class ContextLayer(nn.Module):
         return x + self.mlp(self.mlp_norm(x))
 
 
+def check_windows(
+    config: ICFormerConfig, context_embeds: torch.Tensor, attention_mask: torch.Tensor | None, num_digests: int | None
+) -> tuple[torch.Tensor, int]:
+    """Validate a compressor's inputs (shared by ICFormer and LLMEncoder); returns the real-token mask (B, N) and
+    the number of digests to produce."""
+    if context_embeds.dim() != 3 or context_embeds.shape[-1] != config.hidden_size:
+        raise ValueError(f"context_embeds must be (B, N, {config.hidden_size}), got {tuple(context_embeds.shape)}")
+    B, N, _ = context_embeds.shape
+    if attention_mask is not None and tuple(attention_mask.shape) != (B, N):
+        raise ValueError(f"attention_mask must be (B, N) = {(B, N)}, got {tuple(attention_mask.shape)}")
+    M = config.num_digest_tokens if num_digests is None else num_digests
+    if not 1 <= M <= config.num_digest_tokens:
+        raise ValueError(f"num_digests must be in [1, {config.num_digest_tokens}], got {M}")
+    if attention_mask is None:
+        return torch.ones(B, N, dtype=torch.bool, device=context_embeds.device), M
+    return attention_mask.bool(), M
+
+
 class ICFormer(nn.Module):
     """IC-Former compressor: context word embeddings (B, N, C) -> digest embeddings (B, M, C).
 
@@ -204,21 +222,10 @@ class ICFormer(nn.Module):
         Returns:
             (B, M, C) digest embeddings.
         """
-        if context_embeds.dim() != 3 or context_embeds.shape[-1] != self.config.hidden_size:
-            raise ValueError(
-                f"context_embeds must be (B, N, {self.config.hidden_size}), got {tuple(context_embeds.shape)}"
-            )
+        real, M = check_windows(self.config, context_embeds, attention_mask, num_digests)  # (B, N)
         B, N, C = context_embeds.shape
-        if attention_mask is not None and tuple(attention_mask.shape) != (B, N):
-            raise ValueError(f"attention_mask must be (B, N) = {(B, N)}, got {tuple(attention_mask.shape)}")
-        M = self.config.num_digest_tokens if num_digests is None else num_digests
-        if not 1 <= M <= self.config.num_digest_tokens:
-            raise ValueError(f"num_digests must be in [1, {self.config.num_digest_tokens}], got {M}")
         device = context_embeds.device
         dtype = self.digest_embeddings.dtype
-        if attention_mask is None:
-            attention_mask = torch.ones(B, N, dtype=torch.bool, device=device)
-        real = attention_mask.bool()  # (B, N)
 
         # Context token i sits at position i (counting real tokens only).
         ctx_pos = (real.long().cumsum(-1) - 1).clamp(min=0)  # (B, N)
