@@ -11,18 +11,20 @@
 #   dr  d with its reader started from the init checkpoint's (--reader-from): the encoder alone starts from zero
 #   d2  d at 2x compression (256 memory tokens per 512-token window; 57 GB: not beside d)
 #   ft  the full-text reader baseline: the same LoRA recipe on the same records with the text in the prompt
-# ARMS (default "a b c ft") picks the arms; MINUTES (default 11) bounds each arm's training, compile time included.
+# ARMS (default "a b c ft") picks the arms, each optionally with its own minutes ("b:15 ft:7"); MINUTES (default 11)
+# bounds the training of an arm that names none, compile time included.
 set -euo pipefail
 W=/tmp/work
 MIN=${MINUTES:-11}
 data=(--data-dir "$W/corpus_sub" --instruct-file "$W/cf_train.jsonl" --batch-size 32 --max-steps 50000
-  --max-minutes "$MIN" --save-every 500 --log-every 25 --no-progress --compile-llm --readout-fraction 0.25
+  --save-every 500 --log-every 25 --no-progress --compile-llm --readout-fraction 0.25
   --window-weights 0.4 0.2 0.2 0.2)
 common=("${data[@]}" --init-from "$W/init")
 mix=(--ae-fraction 0.3 --instruct-fraction 0.6 --readout-weight 1.0)
 lora=(--reader-rank 16 --reader-alpha 32 --reader-lr 2e-4)
-run() { LOG=arm_$1 bash scripts/device_job.sh train "${@:2}" --out-dir "$W/arm_$1"; }
-for arm in ${ARMS:-a b c ft}; do
+run() { LOG=arm_$1 bash scripts/device_job.sh train "${@:2}" --max-minutes "$min" --out-dir "$W/arm_$1"; }
+for spec in ${ARMS:-a b c ft}; do
+  arm=${spec%%:*}; min=${spec#*:}; [ "$min" = "$spec" ] && min=$MIN
   case "$arm" in
     a) run a "${common[@]}" "${mix[@]}" ;;
     b) run b "${common[@]}" "${mix[@]}" "${lora[@]}" ;;
@@ -35,5 +37,5 @@ for arm in ${ARMS:-a b c ft}; do
   esac
 done
 sleep 45
-for a in ${ARMS:-a b c ft}; do echo "== arm_$a"; tail -c 1500 "$W/arm_$a.log"; done
+for spec in ${ARMS:-a b c ft}; do a=${spec%%:*}; echo "== arm_$a"; tail -c 1500 "$W/arm_$a.log"; done
 nvidia-smi --query-gpu=memory.used,utilization.gpu --format=csv
