@@ -16,7 +16,7 @@ import torch.nn as nn
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from .config import WEIGHTS_NAME, ICFormerConfig, LLMSignature
+from .config import CONFIG_NAME, WEIGHTS_NAME, ICFormerConfig, LLMSignature
 from .digest import Digest, content_hash
 from .llm import resolve_device, resolve_dtype
 from .modeling import ICFormer
@@ -30,6 +30,9 @@ DEFAULT_CHECKPOINT = SHIPPED_CHECKPOINTS / "smollm2-135m-instruct"
 _ENCODER_FIELDS = ("encoder", "encoder_rank", "encoder_alpha")
 _PROBE_ROWS = 32
 _PROBE_COLS = 8
+FINGERPRINT_NAME = "fingerprint.txt"
+# Weight dtypes a checkpoint may hold (safetensors' names): an integer or bool tensor would be cast silently.
+_WEIGHT_DTYPES = ("F16", "BF16", "F32", "F64")
 
 
 def llm_signature(llm: Any, name: str | None = None) -> LLMSignature:
@@ -65,6 +68,101 @@ def fingerprint_of(config: ICFormerConfig, state: dict[str, torch.Tensor]) -> st
         h.update(name.encode())
         h.update(tensor.detach().to(torch.bfloat16).cpu().contiguous().view(torch.int16).numpy().tobytes())
     return h.hexdigest()[:16]
+
+
+class _ShapesOnly(ICFormer):
+    """An ICFormer that skips its initialisation: built on the meta device, it gives the exact parameter names and
+    shapes of a config without allocating (and without meta-device random init, whose first call costs seconds)."""
+
+    def reset_parameters(self, embedding_rms: float = 0.02) -> None:
+        pass
+
+
+def expected_weight_shapes(config: ICFormerConfig) -> dict[str, tuple[int, ...]]:
+    """Names and shapes of the tensors an IC-Former checkpoint of `config` holds, computed without allocating.
+    (An LLM encoder's adapter tensors depend on the LLM: only its own tensors are listed for it.)"""
+    if config.encoder == "llm":
+        c = config.hidden_size
+        return {
+            "digest_embeddings": (config.num_digest_tokens, c),
+            "special_embeddings": (config.num_special_tokens, c),
+            "proj.weight": (c, c),
+            "norm.weight": (c,),
+        }
+    with torch.device("meta"):
+        model = _ShapesOnly(config)
+    return {name: tuple(t.shape) for name, t in model.state_dict().items()}
+
+
+def check_weights(path: Path, config: ICFormerConfig) -> None:
+    """Raise ValueError unless the weights file in `path` holds exactly the floating tensors `config` describes.
+
+    Reads only the safetensors header (names, dtypes, shapes), so a config that does not fit its weights
+    (`num_blocks: 5` beside 3 blocks of weights, a wrong `intermediate_size`) is refused before anything is
+    allocated, with the tensors that differ named, instead of a size mismatch from inside torch.
+    """
+    from safetensors import safe_open
+
+    file = path / WEIGHTS_NAME
+    try:
+        with safe_open(str(file), framework="pt") as f:
+            found = {k: (f.get_slice(k).get_dtype(), tuple(f.get_slice(k).get_shape())) for k in f.keys()}
+    except Exception as err:  # safetensors raises its own error types for a damaged or foreign file
+        raise ValueError(f"{file} is not a readable safetensors file: {err}") from err
+    bad_dtypes = sorted(f"{k} ({d})" for k, (d, _) in found.items() if d not in _WEIGHT_DTYPES)
+    if bad_dtypes:
+        raise ValueError(f"{file}: weights must be floating point, got {', '.join(bad_dtypes[:5])}")
+    want = expected_weight_shapes(config)
+    problems: list[str] = []
+    missing = sorted(set(want) - set(found))
+    if missing:
+        problems.append(f"missing {len(missing)} tensors ({_few(missing)})")
+    if config.encoder == "llm":
+        # The adapter's LoRA tensors, `lora.<i>`, are (rank, in) or (out, rank): their count and other sides
+        # depend on the LLM and are checked by load_state_dict once the adapter exists.
+        extra = sorted(k for k in set(found) - set(want) if not k.startswith("lora."))
+        problems += [
+            f"{k} is {list(shape)}, not a rank-{config.encoder_rank} LoRA matrix"
+            for k, (_, shape) in sorted(found.items())
+            if k.startswith("lora.") and (len(shape) != 2 or config.encoder_rank not in shape)
+        ][:4]
+    else:
+        extra = sorted(set(found) - set(want))
+    if extra:
+        problems.append(f"unexpected {len(extra)} tensors ({_few(extra)})")
+    problems += [
+        f"{k} is {list(found[k][1])}, the config gives {list(shape)}"
+        for k, shape in sorted(want.items())
+        if k in found and found[k][1] != shape
+    ][:4]
+    if problems:
+        raise ValueError(f"{file} does not fit {path / CONFIG_NAME}: " + "; ".join(problems))
+
+
+def _few(names: list[str], n: int = 4) -> str:
+    return ", ".join(names[:n]) + (", ..." if len(names) > n else "")
+
+
+def check_fingerprint(path: Path, computed: str) -> None:
+    """Raise ValueError if a fingerprint stored with the checkpoint in `path` (``fingerprint.txt``, the weights
+    file's metadata) differs from `computed`, the one its config and weights give. A checkpoint whose weights or
+    config changed after saving would otherwise share (and write) digests under another compressor's name."""
+    from safetensors import safe_open
+
+    stored: list[tuple[str, str]] = []
+    if (path / FINGERPRINT_NAME).is_file():
+        stored.append((FINGERPRINT_NAME, (path / FINGERPRINT_NAME).read_text().strip()))
+    with safe_open(str(path / WEIGHTS_NAME), framework="pt") as f:
+        meta = f.metadata() or {}
+    if "fingerprint" in meta:
+        stored.append((f"{WEIGHTS_NAME} metadata", meta["fingerprint"]))
+    for where, value in stored:
+        if value != computed:
+            raise ValueError(
+                f"compressor checkpoint {path}: the stored fingerprint {value!r} ({where}) does not match "
+                f"{computed!r}, which its config and weights give: the checkpoint was changed after it was saved. "
+                f"Save it again with save_pretrained (or delete {FINGERPRINT_NAME} if the change is meant)."
+            )
 
 
 def build_model(config: ICFormerConfig, llm: Any, adapter_name: str | None = None, seed: int | None = 0) -> nn.Module:
@@ -260,7 +358,7 @@ class ContextCompressor:
         path = Path(path)
         if not (path / WEIGHTS_NAME).is_file():
             raise FileNotFoundError(f"no {WEIGHTS_NAME} in {path}")
-        config = ICFormerConfig.load(path)
+        config = ICFormerConfig.load(path)  # types and ranges are checked here
         given = llm_signature(llm)
         why = config.llm.mismatch(given)
         if why:
@@ -268,7 +366,12 @@ class ContextCompressor:
                 f"compressor checkpoint {path} was trained for the LLM {config.llm.describe()}, but the given "
                 f"LLM is {given.describe()}: {why}. Train or load a compressor for this LLM."
             )
+        check_weights(path, config)  # before allocating anything
         state = load_file(str(path / WEIGHTS_NAME))
+        # The fingerprint names the digests this checkpoint makes in every store: it is recomputed from what was
+        # loaded (config with its LLM signature, and weights), never taken on trust from the files (~20 ms).
+        fingerprint = fingerprint_of(config, state)
+        check_fingerprint(path, fingerprint)
         extend = context_layers is not None and context_layers != config.context_layers
         if extend and config.encoder != "icformer":
             raise ValueError(f"{path} is an {config.encoder!r} encoder: context layers belong to the IC-Former")
@@ -276,19 +379,22 @@ class ContextCompressor:
             if context_layers < config.context_layers:
                 raise ValueError(f"{path} has {config.context_layers} context layers; cannot drop to {context_layers}")
             config.context_layers = context_layers
-        meta_path = path / "fingerprint.txt"
-        fingerprint = meta_path.read_text().strip() if meta_path.is_file() and not extend else None
         with torch.random.fork_rng(devices=[]):  # the throw-away initialisation must not move the caller's RNG
             # An LLM encoder's adapter is named after the weights, so that checkpoints can share one LLM.
-            adapter = f"icformer_encoder_{fingerprint or fingerprint_of(config, state)}"
-            model = build_model(config, llm, adapter_name=adapter)
-        result = model.load_state_dict(state, strict=not extend)
+            model = build_model(config, llm, adapter_name=f"icformer_encoder_{fingerprint}")
+        try:
+            result = model.load_state_dict(state, strict=not extend)
+        except RuntimeError as err:  # what check_weights cannot see: an LLM encoder's adapter for another LLM
+            raise ValueError(f"{path}: weights do not fit the architecture: {err}") from err
         if extend and (result.unexpected_keys or any(not k.startswith("context_layers.") for k in result.missing_keys)):
             raise ValueError(f"{path}: weights do not fit the extended architecture ({result})")
         embed = llm.get_input_embeddings()
         device = embed.weight.device
         model.to(device=device, dtype=resolve_dtype(dtype, device) if dtype else embed.weight.dtype)
-        comp = cls(model, embed, tokenizer, max_batch_tokens=max_batch_tokens, fingerprint=fingerprint)
+        # Extended by new context layers, it is another compressor: its fingerprint is computed from the result.
+        comp = cls(
+            model, embed, tokenizer, max_batch_tokens=max_batch_tokens, fingerprint=None if extend else fingerprint
+        )
         if load_reader and (path / ADAPTER_DIR).is_dir():
             comp._attach_reader(llm, path / ADAPTER_DIR)
         return comp
@@ -305,13 +411,20 @@ class ContextCompressor:
         self.reader_name = name
 
     def save_pretrained(self, path: str | Path, dtype: torch.dtype | None = None) -> Path:
-        """Write `config.json` and `model.safetensors` (only the compressor's weights, never pickle)."""
+        """Write `config.json`, `model.safetensors` (only the compressor's weights, never pickle) and
+        `fingerprint.txt`.
+
+        The fingerprint written is the one of what is written (config and weights as saved), which is what
+        :meth:`from_pretrained` recomputes and checks; a stale in-memory one (weights changed without
+        :meth:`refresh_fingerprint`) would otherwise make a checkpoint that refuses to load.
+        """
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         self.config.save(path)
         state = {k: v.detach().to(dtype or v.dtype).cpu().contiguous() for k, v in self.model.state_dict().items()}
-        save_file(state, str(path / WEIGHTS_NAME), metadata={"format": "pt", "fingerprint": self.fingerprint})
-        (path / "fingerprint.txt").write_text(self.fingerprint + "\n")
+        fingerprint = fingerprint_of(self.config, state)
+        save_file(state, str(path / WEIGHTS_NAME), metadata={"format": "pt", "fingerprint": fingerprint})
+        (path / FINGERPRINT_NAME).write_text(fingerprint + "\n")
         return path
 
     # ------------------------------------------------------------------------------------- compression

@@ -14,12 +14,47 @@ DIGEST_POSITIONS = ("spread", "after")
 ENCODERS = ("icformer", "llm")
 
 
+# Upper bounds of the config's sizes. An IC-Former is a small module beside its LLM: these leave room for any
+# real LLM (hidden 8192, MLP 28672, ...) while a typo or a hostile config.json (intermediate_size 1e9: a 2.3 TB
+# allocation) is refused before torch allocates anything.
+_MAX_HIDDEN = 1 << 16
+_MAX_INTERMEDIATE = 1 << 18
+_MAX_BLOCKS = 128
+_MAX_WINDOW = 1 << 17
+_MAX_SPECIAL = 1024
+_MAX_RANK = 4096
+_MAX_ALPHA = 1 << 16
+_MAX_PARAMETERS = 1 << 34  # ~17e9 parameters (68 GB in fp32): far above any compressor, far below a crash
+
+
 def from_known_fields(cls: Any, data: dict[str, Any]) -> Any:
     """Build dataclass `cls` from `data`, rejecting unknown keys (a typo must not be silently ignored)."""
+    if not isinstance(data, dict):
+        raise ValueError(f"{cls.__name__} must be given as a JSON object (dict), got {type(data).__name__}")
     unknown = set(data) - {f.name for f in fields(cls)}
     if unknown:
         raise ValueError(f"unknown {cls.__name__} fields: {sorted(unknown)}")
     return cls(**data)
+
+
+def _check_int(owner: str, name: str, value: Any, low: int, high: int) -> None:
+    """Raise unless `value` is an int in [low, high]. bool is refused: JSON `true` must not pass as 1."""
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ValueError(f"{owner}.{name} must be an integer, got {value!r} ({type(value).__name__})")
+    if not low <= value <= high:
+        raise ValueError(f"{owner}.{name} must be in [{low}, {high}], got {value}")
+
+
+def _check_real(owner: str, name: str, value: Any, low: float, high: float) -> None:
+    """Raise unless `value` is a finite int or float in the open interval (low, high); bool and strings refused."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        raise ValueError(f"{owner}.{name} must be a number, got {value!r} ({type(value).__name__})")
+    if not math.isfinite(value) or not low < value < high:
+        raise ValueError(f"{owner}.{name} must be a finite number in ({low:g}, {high:g}), got {value!r}")
+
+
+def _is_sha256(value: Any) -> bool:
+    return isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value)
 
 
 @dataclass
@@ -41,6 +76,25 @@ class LLMSignature:
         default_factory=list, metadata={"help": "Embedding values at fixed (row, column) places."}
     )
 
+    def __post_init__(self) -> None:
+        # A signature read from a checkpoint decides whether the checkpoint may load: wrong types must be an error
+        # here, not a silent pass in `mismatch` (NaN probe values compare as "close" to anything).
+        if not isinstance(self.name, str):
+            raise ValueError(f"LLMSignature.name must be a string, got {self.name!r}")
+        _check_int("LLMSignature", "hidden_size", self.hidden_size, 0, _MAX_HIDDEN)
+        _check_int("LLMSignature", "vocab_size", self.vocab_size, 0, 1 << 31)
+        if not isinstance(self.embedding_probe, list):
+            raise ValueError(f"LLMSignature.embedding_probe must be a list of numbers, got {self.embedding_probe!r}")
+        for value in self.embedding_probe:
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+                raise ValueError(f"LLMSignature.embedding_probe holds {value!r}: only finite numbers")
+
+    @property
+    def is_blank(self) -> bool:
+        """True when the signature records nothing of the embedding table (no valid hash, no probe), so that it
+        cannot tell the LLM it was made for from any other LLM of the same shape."""
+        return not _is_sha256(self.embedding_sha256) and not self.embedding_probe
+
     def describe(self) -> str:
         return f"{self.name or '?'} (hidden {self.hidden_size}, vocab {self.vocab_size})"
 
@@ -50,7 +104,7 @@ class LLMSignature:
             return f"hidden size {other.hidden_size} != {self.hidden_size}"
         if self.vocab_size != other.vocab_size:
             return f"vocabulary size {other.vocab_size} != {self.vocab_size}"
-        if self.embedding_sha256 and self.embedding_sha256 == other.embedding_sha256:
+        if _is_sha256(self.embedding_sha256) and self.embedding_sha256 == other.embedding_sha256:
             return None
         # Hashes can differ for the same model loaded in fp16 (bf16 values that fp16 cannot hold): the probe,
         # compared with a tolerance, decides.
@@ -58,11 +112,18 @@ class LLMSignature:
             if len(self.embedding_probe) != len(other.embedding_probe):
                 return "embedding probes of different lengths"
             pairs = zip(self.embedding_probe, other.embedding_probe, strict=True)
-            bad = sum(abs(a - b) > atol + rtol * abs(a) for a, b in pairs)
+            bad = sum(not abs(a - b) <= atol + rtol * abs(a) for a, b in pairs)  # `not <=`: NaN counts as bad
             # A few values may round differently between dtypes; a different model differs almost everywhere.
             if bad > len(self.embedding_probe) // 10:
                 return f"input-embedding table differs ({bad}/{len(self.embedding_probe)} probe values)"
-        return None
+            return None
+        # No probe to compare and no equal hash: nothing shows that this is the LLM. Passing here would let a
+        # blanked (or hand-edited) signature load against every LLM of the same width and vocabulary.
+        if self.is_blank:
+            return "the recorded signature has no embedding hash or probe, so no LLM can be shown to match it"
+        if not other.embedding_probe:
+            return "the given LLM's signature has no embedding probe to compare"
+        return "input-embedding table differs (sha256 of the table)"
 
 
 @dataclass
@@ -128,19 +189,23 @@ class ICFormerConfig:
     llm: LLMSignature = field(default_factory=LLMSignature, metadata={"help": "The LLM this compressor serves."})
 
     def __post_init__(self) -> None:
+        owner = "ICFormerConfig"
         if isinstance(self.llm, dict):
-            self.llm = LLMSignature(**self.llm)
-        for name in (
-            "hidden_size",
-            "num_blocks",
-            "num_heads",
-            "intermediate_size",
-            "num_digest_tokens",
-            "window_tokens",
-        ):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"ICFormerConfig.{name} must be a positive integer, got {value!r}")
+            self.llm = from_known_fields(LLMSignature, self.llm)
+        if not isinstance(self.llm, LLMSignature):
+            raise ValueError(f"{owner}.llm must be an LLMSignature (or its dict), got {type(self.llm).__name__}")
+        # Types first, then ranges: every check below may then compare and divide without a TypeError from inside.
+        _check_int(owner, "hidden_size", self.hidden_size, 1, _MAX_HIDDEN)
+        _check_int(owner, "num_blocks", self.num_blocks, 1, _MAX_BLOCKS)
+        _check_int(owner, "num_heads", self.num_heads, 1, self.hidden_size)
+        _check_int(owner, "intermediate_size", self.intermediate_size, 1, _MAX_INTERMEDIATE)
+        _check_int(owner, "window_tokens", self.window_tokens, 1, _MAX_WINDOW)
+        _check_int(owner, "num_digest_tokens", self.num_digest_tokens, 1, self.window_tokens)
+        _check_real(owner, "rope_theta", self.rope_theta, 0.0, math.inf)
+        _check_real(owner, "rms_norm_eps", self.rms_norm_eps, 0.0, 1.0)
+        _check_int(owner, "num_special_tokens", self.num_special_tokens, 3, _MAX_SPECIAL)
+        if not isinstance(self.chunk_queries, bool):
+            raise ValueError(f"{owner}.chunk_queries must be true or false, got {self.chunk_queries!r}")
         if self.hidden_size % self.num_heads:
             raise ValueError(f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
         if (self.hidden_size // self.num_heads) % 2:
@@ -150,20 +215,49 @@ class ICFormerConfig:
                 f"window_tokens {self.window_tokens} must be a multiple of num_digest_tokens "
                 f"{self.num_digest_tokens} (the compression ratio is an integer)"
             )
-        if self.num_special_tokens < 3:
-            raise ValueError("num_special_tokens must be at least 3")
-        if not isinstance(self.local_heads, int) or not 0 <= self.local_heads <= self.num_heads:
+        if (
+            not isinstance(self.local_heads, int)
+            or isinstance(self.local_heads, bool)  # `true` would silently mean one local head
+            or not 0 <= self.local_heads <= self.num_heads
+        ):
             raise ValueError(f"local_heads must be in [0, num_heads={self.num_heads}], got {self.local_heads!r}")
-        if not isinstance(self.context_layers, int) or self.context_layers < 0:
-            raise ValueError(f"context_layers must be a non-negative integer, got {self.context_layers!r}")
-        if self.encoder not in ENCODERS:
+        _check_int(owner, "context_layers", self.context_layers, 0, _MAX_BLOCKS)
+        if not isinstance(self.encoder, str) or self.encoder not in ENCODERS:
             raise ValueError(f"encoder must be one of {ENCODERS}, got {self.encoder!r}")
-        for name in ("encoder_rank", "encoder_alpha"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"ICFormerConfig.{name} must be a positive integer, got {value!r}")
-        if self.digest_positions not in DIGEST_POSITIONS:
+        _check_int(owner, "encoder_rank", self.encoder_rank, 1, _MAX_RANK)
+        _check_int(owner, "encoder_alpha", self.encoder_alpha, 1, _MAX_ALPHA)
+        if not isinstance(self.digest_positions, str) or self.digest_positions not in DIGEST_POSITIONS:
             raise ValueError(f"digest_positions must be one of {DIGEST_POSITIONS}, got {self.digest_positions!r}")
+        if self.llm.hidden_size and self.llm.hidden_size != self.hidden_size:
+            raise ValueError(
+                f"{owner}.hidden_size {self.hidden_size} differs from its LLM's hidden size {self.llm.hidden_size}"
+            )
+        # Each size may be sane on its own and the product still absurd (hidden 65536 x MLP 262144 x 128 blocks).
+        params = self.estimated_parameters()
+        if params > _MAX_PARAMETERS:
+            raise ValueError(
+                f"this config describes a compressor of about {params:.3g} parameters (more than "
+                f"{_MAX_PARAMETERS:.3g}): check hidden_size, intermediate_size, num_blocks and context_layers"
+            )
+
+    def estimated_parameters(self) -> int:
+        """About how many parameters the compressor holds (exact for the IC-Former; an LLM encoder's LoRA
+        adapter is left out, its size depends on the LLM). Computed from the fields, without allocating."""
+        c, i = self.hidden_size, self.intermediate_size
+        mlp = 3 * c * i
+        if self.encoder == "llm":
+            return (self.num_digest_tokens + self.num_special_tokens) * c + c * c + c
+        block = 4 * c * c + mlp + 3 * c
+        layer = 4 * c * c + mlp + 2 * c
+        extra = (self.ratio * c * c + c) if self.chunk_queries else 0
+        extra += self.num_blocks * self.local_heads
+        return (
+            (self.num_digest_tokens + self.num_special_tokens) * c
+            + self.num_blocks * block
+            + self.context_layers * layer
+            + c
+            + extra
+        )
 
     @property
     def head_dim(self) -> int:

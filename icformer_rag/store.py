@@ -2,7 +2,9 @@
 
 A key names one (text, compressor) pair, so a digest made by another compressor, or for another text, can never
 be served under it: every entry read back (from memory or disk) is checked against its key before it is
-returned. On disk each digest is one safetensors file `<key>.digest.safetensors` (see :meth:`Digest.save`),
+returned. Every entry is also checked for what the LLM would read (floating dtype, shape, finite values, and on
+disk the vectors' saved sha256): a damaged one raises :class:`InvalidDigestError` naming the key and the file,
+it is never a hit. On disk each digest is one safetensors file `<key>.digest.safetensors` (see :meth:`Digest.save`),
 written atomically, so a crash or a concurrent writer never leaves a half-written digest behind.
 
 Markers are short texts that stand for a digest inside ordinary prompt text (``⟦icf:<key>⟧``): adapters put them
@@ -23,7 +25,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from .digest import Digest, content_hash
+from .digest import Digest, InvalidDigestError, content_hash
 
 if TYPE_CHECKING:
     from .compressor import ContextCompressor
@@ -114,21 +116,44 @@ class DigestStore:
     # ------------------------------------------------------------------------------------------- access
     def get(self, key: str) -> Digest | None:
         """The digest stored under `key`, or None. An entry that does not match its key (another compressor,
-        another text, an unreadable file) is never returned."""
+        another text) or a file that is no digest file at all is never returned (a miss: the next put overwrites
+        it).
+
+        Raises:
+            InvalidDigestError: the entry is a digest whose contents cannot be trusted (NaN/inf values, a
+                non-floating dtype, a shape that contradicts its metadata, vectors that fail their saved sha256).
+                Serving it would give empty or garbage answers silently; the message names the file to remove.
+        """
         if not isinstance(key, str) or not _KEY_RE.fullmatch(key):
             return None
         with self._lock:
             digest = self._cache.get(key)
             if digest is not None:
                 self._cache.move_to_end(key)
-                return digest
+        if digest is not None:
+            # Cached objects are the caller's too and can be changed in place after put(): checked on every read
+            # (values only; the checksum guards the bytes on disk).
+            try:
+                digest.validate()
+            except InvalidDigestError as err:
+                with self._lock:  # not kept: a later read goes to the file, which is checked on its own
+                    if self._cache.get(key) is digest:
+                        del self._cache[key]
+                raise InvalidDigestError(
+                    f"stored digest {key} was changed in memory and will not be served: {err}"
+                ) from err
+            return digest
         path = self.path_for(key)
         if path is None or not path.is_file():
             return None
         try:
             digest = Digest.load(path, device=self.device)
+        except InvalidDigestError as err:
+            raise InvalidDigestError(
+                f"stored digest {key} is damaged and will not be served: {err}. Remove {path} to recompute it."
+            ) from err
         except (ValueError, OSError, KeyError):
-            return None  # a corrupt or foreign file is a miss; the next put overwrites it
+            return None  # not a digest file (garbage, another format): a miss; the next put overwrites it
         if digest_key(digest) != key:
             return None
         self._remember(key, digest)
@@ -148,6 +173,7 @@ class DigestStore:
         """Store `digest` (in memory, and atomically on disk) and return its key."""
         if not isinstance(digest, Digest):
             raise TypeError(f"put() takes a Digest, got {type(digest).__name__}")
+        digest.validate()  # a NaN or integer digest must not enter the store (it would only fail on every read)
         key = digest_key(digest)
         path = self.path_for(key)
         if path is not None:
@@ -182,7 +208,23 @@ class DigestStore:
         fingerprint = compressor.fingerprint
         keys = [key_for(t, fingerprint) for t in texts]
         found = {k: d for k in dict.fromkeys(keys) if (d := self.get(k)) is not None}
+        for k, d in found.items():
+            _check_shape(k, d, compressor)
         misses = list(dict.fromkeys(t for t, k in zip(texts, keys, strict=True) if k not in found))
         made = compressor.compress(misses, show_progress=show_progress) if misses else []
         fresh = {self.put(d): d for d in made}
         return [found[k] if k in found else fresh[k] for k in keys], [k in found for k in keys]
+
+
+def _check_shape(key: str, digest: Digest, compressor: ContextCompressor) -> None:
+    """Raise InvalidDigestError unless a stored digest has the shape `compressor` gives its text: its width, and
+    one vector count per window of `num_tokens` tokens. The key vouches for the text and the compressor, not for
+    the vectors: a file edited with consistent metadata and checksum would still pass :meth:`Digest.validate`."""
+    cfg = compressor.config
+    full, rest = divmod(digest.num_tokens, cfg.window_tokens)
+    counts = [cfg.digests_for(cfg.window_tokens)] * full + ([cfg.digests_for(rest)] if rest else [])
+    if digest.embeddings.shape[1] != cfg.hidden_size or len(digest) != sum(counts):
+        raise InvalidDigestError(
+            f"stored digest {key} is damaged and will not be served: {tuple(digest.embeddings.shape)} vectors for "
+            f"{digest.num_tokens} tokens, where this compressor gives ({sum(counts)}, {cfg.hidden_size})"
+        )
