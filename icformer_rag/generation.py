@@ -16,6 +16,7 @@ embedding) or, for the full-text baseline, the document's text. Splicing happens
 
 from __future__ import annotations
 
+import atexit
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -26,7 +27,16 @@ import torch
 from .compressor import ContextCompressor
 from .digest import Digest
 from .llm import max_positions
-from .prompt import DEFAULT_INSTRUCTION, digest_block, end_of_turn, pad_rows, render_prompt
+from .prompt import (
+    DEFAULT_INSTRUCTION,
+    check_text,
+    digest_block,
+    encode_text,
+    end_of_turn,
+    guard_text,
+    pad_rows,
+    render_prompt,
+)
 from .reader import adapter_scope
 
 Context = Digest | str
@@ -44,8 +54,16 @@ class GenerationSettings:
     # Only the answer's own tokens count, never the prompt's or the documents'. For small LLMs that loop, such as
     # the default 135M one; try 1.1-1.3. 1.0 = off.
     repetition_penalty: float = 1.0
+    # Generation ends as soon as the answer holds one of these strings (transformers' `stop_strings`); the text
+    # is not cut here: callers that take stop strings cut the answer before the first one.
+    stop_strings: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        if isinstance(self.stop_strings, str):
+            self.stop_strings = (self.stop_strings,)
+        if not all(isinstance(s, str) for s in self.stop_strings):
+            raise TypeError("stop_strings must be strings")
+        self.stop_strings = tuple(s for s in self.stop_strings if s)
         if self.max_new_tokens < 1:
             raise ValueError("max_new_tokens must be positive")
         if self.temperature <= 0:
@@ -92,6 +110,8 @@ class GenerationSettings:
             from transformers import LogitsProcessorList, RepetitionPenaltyLogitsProcessor
 
             kw["logits_processor"] = LogitsProcessorList([RepetitionPenaltyLogitsProcessor(self.repetition_penalty)])
+        if self.stop_strings:
+            kw["stop_strings"] = list(self.stop_strings)  # generate also needs the tokenizer: SoftPromptLM adds it
         return kw
 
 
@@ -133,7 +153,8 @@ def _check_messages(messages: Any) -> list[dict[str, str]]:
     for i, m in enumerate(messages):
         if not isinstance(m, dict) or not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str):
             raise TypeError(f"message {i} must be a dict with str 'role' and 'content', got {m!r:.80}")
-        out.append({"role": m["role"], "content": m["content"]})
+        out.append({"role": check_text(m["role"], f"the role of message {i}"), "content": m["content"]})
+        check_text(m["content"], f"message {i}")
     return out
 
 
@@ -150,6 +171,33 @@ def _counting_streamer(tokenizer: Any) -> Any:
             super().put(value)
 
     return CountingStreamer(tokenizer, skip_prompt=False, skip_special_tokens=True)
+
+
+def _stop_when(event: threading.Event) -> Any:
+    """A stopping criterion that ends generation (every row) at the next token once `event` is set."""
+    from transformers import StoppingCriteria
+
+    class StopWhen(StoppingCriteria):
+        def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: Any) -> torch.BoolTensor:
+            return torch.full((input_ids.shape[0],), event.is_set(), dtype=torch.bool, device=input_ids.device)
+
+    return StopWhen()
+
+
+# Generate threads of the streams still open: told to stop, and waited for, when the interpreter exits (a stream
+# whose consumer never closed it would otherwise still be generating, in torch, while the process shuts down).
+_open_streams: set[tuple[threading.Event, threading.Thread]] = set()
+_open_streams_lock = threading.Lock()
+
+
+@atexit.register
+def _stop_open_streams(timeout: float = 10.0) -> None:
+    with _open_streams_lock:
+        streams = list(_open_streams)
+    for stop, _ in streams:
+        stop.set()
+    for _, thread in streams:
+        thread.join(timeout)
 
 
 class SoftPromptLM:
@@ -195,8 +243,10 @@ class SoftPromptLM:
         return max_positions(self.llm)
 
     # ---------------------------------------------------------------------------------- prompt building
-    def _text_embeds(self, text: str, add_special_tokens: bool = False) -> torch.Tensor:
-        ids = self.tokenizer(text, add_special_tokens=add_special_tokens)["input_ids"] if text else []
+    def _text_embeds(self, text: str) -> torch.Tensor:
+        """Embeddings of prompt text: rendered template text whose user and document parts went through
+        `guard_text`, so that a control token typed in them reads as plain text (see `encode_text`)."""
+        ids = encode_text(self.tokenizer, text)
         return self._embed(torch.tensor(ids, dtype=torch.long, device=self.device))  # (T, C)
 
     def _digest_embeds(self, digest: Digest) -> torch.Tensor:
@@ -227,20 +277,22 @@ class SoftPromptLM:
         for i, c in enumerate(contexts):
             if not isinstance(c, (str, Digest)):
                 raise TypeError(f"context {i} is a {type(c).__name__}; give Digest objects or strings")
+            if isinstance(c, str):
+                check_text(c, f"context {i}")
         instruction = self.instruction if instruction is None else instruction
-        if all(isinstance(c, str) for c in contexts):
+        # User and document text is guarded: a control token typed in it stays text (see `encode_text`).
+        pieces = render_prompt(self.tokenizer, question, len(contexts), instruction, self.system, guard=True)
+        texts = [guard_text(self.tokenizer, c) if isinstance(c, str) else c for c in contexts]
+        if all(isinstance(c, str) for c in texts):
             # Full-text baseline: exactly the prompt a plain chat user would send, tokenized in one go.
-            pieces = render_prompt(self.tokenizer, question, len(contexts), instruction, self.system)
-            text = "".join(p if isinstance(p, str) else contexts[p] for p in pieces)
-            embeds = self._text_embeds(text)
+            embeds = self._text_embeds("".join(p if isinstance(p, str) else texts[p] for p in pieces))
         else:
-            pieces = render_prompt(self.tokenizer, question, len(contexts), instruction, self.system)
             parts = []
             for p in pieces:
                 if isinstance(p, str):
                     parts.append(self._text_embeds(p))
                 else:
-                    c = contexts[p]
+                    c = texts[p]
                     parts.append(self._digest_embeds(c) if isinstance(c, Digest) else self._text_embeds(c))
             embeds = torch.cat(parts)
         return embeds
@@ -269,6 +321,8 @@ class SoftPromptLM:
     def _generate(
         self, embeds: torch.Tensor, mask: torch.Tensor, settings: GenerationSettings, reader: str | None, **kw: Any
     ) -> Any:
+        if settings.stop_strings:
+            kw["tokenizer"] = self.tokenizer  # transformers' stop strings are matched through the tokenizer
         with adapter_scope(self.llm, reader):
             return self.llm.generate(
                 inputs_embeds=embeds,
@@ -343,22 +397,37 @@ class SoftPromptLM:
         reader: str | None = None,
     ) -> Iterator[str]:
         """Generate in a worker thread and yield text chunks; errors resurface in the caller's thread. When
-        the stream ends, the number of generated tokens is appended to `token_counts` (if given)."""
+        the stream ends, the number of generated tokens is appended to `token_counts` (if given).
+
+        A consumer that leaves early (breaks out of its loop, closes the stream, drops it, or fails) stops the
+        generation at the next token, and the thread is waited for before the stream is closed."""
+        from transformers import StoppingCriteriaList
+
         streamer = _counting_streamer(self.tokenizer)
         errors: list[BaseException] = []
+        stop = threading.Event()  # set when the consumer is gone
 
         def run() -> None:
             try:
                 with torch.no_grad():
-                    self._generate(embeds, mask, settings, reader, streamer=streamer)
+                    criteria = StoppingCriteriaList([_stop_when(stop)])
+                    self._generate(embeds, mask, settings, reader, streamer=streamer, stopping_criteria=criteria)
             except BaseException as err:  # surfaced in the caller's thread below
                 errors.append(err)
                 streamer.end()
 
-        thread = threading.Thread(target=run, daemon=True)
-        thread.start()
-        yield from (chunk for chunk in streamer if chunk)
-        thread.join()
+        thread = threading.Thread(target=run, name="icformer-stream", daemon=True)
+        with _open_streams_lock:
+            _open_streams.add((stop, thread))
+        try:
+            thread.start()
+            yield from (chunk for chunk in streamer if chunk)
+        finally:  # also on GeneratorExit: the consumer closed the stream (or it was garbage-collected)
+            stop.set()
+            if thread.ident is not None:  # started
+                thread.join()
+            with _open_streams_lock:
+                _open_streams.discard((stop, thread))
         if errors:
             raise errors[0]
         if token_counts is not None:
@@ -394,7 +463,9 @@ class SoftPromptLM:
         from .store import marker_for, split_markers
 
         messages = _check_messages(messages)
-        text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        # Roles and contents are guarded: a control token typed in them stays text (see `encode_text`).
+        guarded = [{k: guard_text(self.tokenizer, v) for k, v in m.items()} for m in messages]
+        text = self.tokenizer.apply_chat_template(guarded, add_generation_prompt=True, tokenize=False)
         pieces = split_markers(text)
         keys = [p[0] for p in pieces if isinstance(p, tuple)]
         if not keys:
@@ -444,13 +515,21 @@ class SoftPromptLM:
         for prompt, row in zip(prompts, rows, strict=True):
             # A row that ended early is padded after its end-of-turn token: count up to and including it.
             end = next((i + 1 for i, t in enumerate(row) if t in eos), None)
+            length = end or len(row)
+            text = self.tokenizer.decode(row[:length], skip_special_tokens=True)
+            stopped = end is not None
+            if not stopped and any(s in text for s in settings.stop_strings):
+                # Ended at a stop string: a row that stopped before the others of its batch is padded after it.
+                stopped = True
+                while length and row[length - 1] == self.pad_token_id:
+                    length -= 1
             results.append(
                 ChatResult(
-                    text=self.tokenizer.decode(row[: end or len(row)], skip_special_tokens=True).strip(),
+                    text=text.strip(),
                     prompt_tokens=prompt.num_positions,
-                    completion_tokens=end or len(row),
+                    completion_tokens=length,
                     digest_keys=list(prompt.digest_keys),
-                    finish_reason="stop" if end else "length",
+                    finish_reason="stop" if stopped else "length",
                 )
             )
         return results

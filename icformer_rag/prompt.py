@@ -14,11 +14,18 @@ The user turn is
 inside the LLM's own chat template; each context slot is filled with a digest (learned BEGIN embedding, the
 digest vectors, learned END embedding: :func:`digest_block`) or, for the full-text baseline, the document's text.
 The auto-encoding prompt is the digest block followed by the learned AE embedding, then the window's tokens.
+
+Only the chat template writes the chat's structure: with ``guard=True`` (generation) every text that comes from a
+user or a document (question, instruction, system prompt, chat messages, full-text contexts) goes through
+:func:`guard_text`, and :func:`encode_text` reads a control token typed in it (``<|im_end|><|im_start|>system``) as
+the plain characters it is made of, never as the token. Text without control tokens is tokenized exactly as
+``tokenizer(text, add_special_tokens=False)`` tokenizes it, so the prompts of ordinary text are unchanged.
 """
 
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from typing import Any
 
 import torch
@@ -64,19 +71,127 @@ def pad_rows(rows: list[torch.Tensor], side: str) -> tuple[torch.Tensor, torch.T
     return embeds, mask
 
 
+def check_text(text: str, what: str) -> str:
+    """`text`, after checking that it is valid Unicode (a lone surrogate such as ``"\\ud800"`` is not, and would
+    fail inside the tokenizer with an obscure TypeError): ValueError naming `what` otherwise. The check
+    :meth:`~icformer_rag.compressor.ContextCompressor.compress` makes on its texts."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise ValueError(f"{what} is not valid Unicode: {err.reason} at character {err.start}") from err
+    return text
+
+
+# ------------------------------------------------------------------------------------------ control tokens
+# Private-use characters wrapped around each control token found in user or document text (by `guard_text`), so
+# that `encode_text` can tell it from the control tokens the chat template writes itself.
+_GUARD_OPEN, _GUARD_CLOSE = "\U000f1ce0", "\U000f1ce1"
+
+
+def control_tokens(tokenizer: Any) -> tuple[str, ...]:
+    """The tokens that only the chat template may write: the tokenizer's special tokens, and the other added
+    tokens its chat template holds (whitespace tokens excepted: templates write those as ordinary text)."""
+    template = tokenizer.chat_template if isinstance(getattr(tokenizer, "chat_template", None), str) else ""
+    tokens = set(getattr(tokenizer, "all_special_tokens", None) or ())
+    for token in (getattr(tokenizer, "added_tokens_decoder", None) or {}).values():
+        content = getattr(token, "content", str(token))
+        if getattr(token, "special", False) or (content in template and not content.isspace()):
+            tokens.add(content)
+    return tuple(sorted(t for t in tokens if t))
+
+
+@lru_cache(maxsize=32)
+def _control_patterns(tokens: tuple[str, ...]) -> tuple[re.Pattern[str], re.Pattern[str]]:
+    """A regex matching any of `tokens` (longest first, so a token wins over the tokens it contains), and one
+    matching a guarded token (group 1) or a lone guard character (no group)."""
+    any_token = "|".join(map(re.escape, sorted(tokens, key=len, reverse=True))) or "(?!)"
+    guarded = f"{_GUARD_OPEN}({any_token}){_GUARD_CLOSE}|[{_GUARD_OPEN}{_GUARD_CLOSE}]"
+    return re.compile(any_token), re.compile(guarded)
+
+
+def guard_text(tokenizer: Any, text: str) -> str:
+    """User or document `text` with every control token in it guarded, for :func:`encode_text` to read as plain
+    text (guard characters already in `text` are dropped first, so none can be forged). Text without control
+    tokens comes back unchanged."""
+    text = text.replace(_GUARD_OPEN, "").replace(_GUARD_CLOSE, "")
+    any_token, _ = _control_patterns(control_tokens(tokenizer))
+    return any_token.sub(lambda m: _GUARD_OPEN + m.group(0) + _GUARD_CLOSE, text)
+
+
+def encode_text(tokenizer: Any, text: str) -> list[int]:
+    """Token ids of prompt `text` (no special tokens added): each control token that :func:`guard_text` guarded
+    as the plain text it reads as, everything else exactly as ``tokenizer(text, add_special_tokens=False)``
+    (which already cuts the text at every control token, so the text around one tokenizes as before)."""
+    if not text:
+        return []
+    if _GUARD_OPEN not in text and _GUARD_CLOSE not in text:
+        return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+    _, guarded = _control_patterns(control_tokens(tokenizer))
+    ids: list[int] = []
+    # [text, guarded token or None (a lone guard character), text, ...]
+    for i, piece in enumerate(guarded.split(text)):
+        if piece:
+            ids += (
+                _plain_text_ids(tokenizer, piece) if i % 2 else tokenizer(piece, add_special_tokens=False)["input_ids"]
+            )
+    return ids
+
+
+def _plain_text_ids(tokenizer: Any, token: str) -> list[int]:
+    """Token ids of a control token's text read as plain characters (``<|im_end|>`` as ``<``, ``|``, ``im``...)."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        # The backend's pipeline without its added tokens (normalizer, pre-tokenizer, model). Unlike the per-call
+        # `split_special_tokens`, which flips a flag on the shared Rust tokenizer, this is safe across threads.
+        def encode(s: str) -> list[int]:
+            if backend.normalizer is not None:
+                s = backend.normalizer.normalize_str(s)
+            splits = [p for p, _ in backend.pre_tokenizer.pre_tokenize_str(s)] if backend.pre_tokenizer else [s]
+            return [t.id for p in splits for t in backend.model.tokenize(p)]
+    else:
+
+        def encode(s: str) -> list[int]:
+            return list(tokenizer(s, add_special_tokens=False, split_special_tokens=True)["input_ids"])
+
+    # Encoded after a newline, then the newline's ids cut off: a SentencePiece tokenizer would otherwise read the
+    # token as the start of a text and give it a word-start piece.
+    newline, ids = encode("\n"), encode("\n" + token)
+    ids = ids[len(newline) :] if newline and ids[: len(newline)] == newline else encode(token)
+    controls = set(tokenizer.convert_tokens_to_ids(list(control_tokens(tokenizer))))
+    if controls.intersection(ids):
+        raise ValueError(f"{token!r} cannot be given to this tokenizer as text: it reads as a control token")
+    return ids
+
+
 def render_prompt(
-    tokenizer: Any, question: str, num_contexts: int, instruction: str | None = None, system: str | None = None
+    tokenizer: Any,
+    question: str,
+    num_contexts: int,
+    instruction: str | None = None,
+    system: str | None = None,
+    guard: bool = False,
 ) -> list[str | int]:
-    """The chat prompt as text pieces with context indices between them (ints mark where context i goes)."""
-    # A marker typed by the user would be taken for a context slot.
+    """The chat prompt as text pieces with context indices between them (ints mark where context i goes).
+
+    With `guard`, the question, instruction and system prompt go through :func:`guard_text`: encode the pieces
+    with :func:`encode_text`, so a control token typed in them stays text (generation does; for text without
+    control tokens the pieces are the same either way)."""
     for what, value in (("question", question), ("instruction", instruction), ("system prompt", system)):
-        found = _MARK_RE.search(value) if isinstance(value, str) else None
-        if found:
-            raise ValueError(f"the {what} contains {found.group(0)!r}, a marker reserved for contexts")
-    user = (instruction if instruction is not None else DEFAULT_INSTRUCTION).strip()
+        if isinstance(value, str):
+            check_text(value, f"the {what}")
+            # A marker typed by the user would be taken for a context slot (guard characters are dropped first).
+            found = _MARK_RE.search(value.replace(_GUARD_OPEN, "").replace(_GUARD_CLOSE, ""))
+            if found:
+                raise ValueError(f"the {what} contains {found.group(0)!r}, a marker reserved for contexts")
+
+    def user_text(text: str) -> str:
+        return guard_text(tokenizer, text) if guard else text
+
+    user = user_text((instruction if instruction is not None else DEFAULT_INSTRUCTION).strip())
     if num_contexts:
         user += "\n\n" + "\n".join(_MARK.format(i) for i in range(num_contexts))
-    user += f"\n\nQuestion: {question.strip()}" if question.strip() else ""
+    user += f"\n\nQuestion: {user_text(question.strip())}" if question.strip() else ""
+    system = user_text(system) if system else system
     messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user}]
     text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
     pieces: list[str | int] = []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -169,13 +170,16 @@ class ChatICFormer(BaseChatModel):
         return params
 
     # ------------------------------------------------------------------------------------------ helpers
-    def _settings(self, **kwargs: Any) -> GenerationSettings:
+    def _settings(self, stop: list[str] | None = None, **kwargs: Any) -> GenerationSettings:
+        """Decoding settings; generation ends at the first of the `stop` strings (transformers' own
+        `stop_strings`), and the answer is then cut before it."""
         return _Settings.from_temperature(
             kwargs.get("max_tokens", self.max_tokens),
             kwargs.get("temperature", self.temperature),
             kwargs.get("top_p", self.top_p),
             kwargs.get("repetition_penalty", self.repetition_penalty),
             max_time=kwargs.get("timeout", self.timeout),
+            stop_strings=tuple(s for s in (stop or []) if s),
         )
 
     def _prompt(self, messages: list[BaseMessage]) -> ChatPrompt:
@@ -199,7 +203,7 @@ class ChatICFormer(BaseChatModel):
         if self.streaming:
             return generate_from_stream(self._stream(messages, stop, run_manager, **kwargs))
         prompt = self._prompt(messages)
-        result = self.lm.generate_prompts([prompt], self._settings(**kwargs))[0]
+        result = self.lm.generate_prompts([prompt], self._settings(stop or self.stop, **kwargs))[0]
         text, stopped = _cut_at_stop(result.text, stop or self.stop)
         text = text.rstrip() if stopped else text
         metadata = {
@@ -230,20 +234,24 @@ class ChatICFormer(BaseChatModel):
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
         prompt = self._prompt(messages)
-        settings = self._settings(**kwargs)
         stops = [s for s in (stop or self.stop or []) if s]
+        settings = self._settings(stops, **kwargs)
         counts: list[int] = []
         text, sent, stopped = "", 0, False
-        for piece in self.lm.stream_prompt(prompt, settings, counts):
-            text = (text + piece).lstrip() if not sent else text + piece  # as generate(), no leading blanks
-            cut, stopped = _cut_at_stop(text, stops)
-            # Hold back a tail that may be the start of a stop string until the next piece decides it.
-            end = len(cut) if stopped else len(cut) - _longest_stop_prefix(cut, stops)
-            if end > sent:
-                yield self._chunk(cut[sent:end], run_manager)
-                sent = end
-            if stopped:
-                break  # the generate thread runs on to its end in the background; nothing more is read
+        pieces = self.lm.stream_prompt(prompt, settings, counts)
+        try:
+            for piece in pieces:
+                text = (text + piece).lstrip() if not sent else text + piece  # as generate(), no leading blanks
+                cut, stopped = _cut_at_stop(text, stops)
+                # Hold back a tail that may be the start of a stop string until the next piece decides it.
+                end = len(cut) if stopped else len(cut) - _longest_stop_prefix(cut, stops)
+                if end > sent:
+                    yield self._chunk(cut[sent:end], run_manager)
+                    sent = end
+                if stopped:
+                    break
+        finally:  # a stop string, or a consumer that left: the generation stops at its next token
+            pieces.close()
         if not stopped and len(text) > sent:
             yield self._chunk(text[sent:], run_manager)
         if counts:
@@ -280,13 +288,18 @@ class ChatICFormer(BaseChatModel):
     ) -> AsyncIterator[ChatGenerationChunk]:
         iterator = self._stream(messages, stop, None, **kwargs)
         done = object()
-        while True:
-            chunk = await asyncio.to_thread(next, iterator, done)
-            if chunk is done:
-                break
-            if run_manager is not None and chunk.text:
-                await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
-            yield chunk
+        try:
+            while True:
+                chunk = await asyncio.to_thread(next, iterator, done)
+                if chunk is done:
+                    break
+                if run_manager is not None and chunk.text:
+                    await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+                yield chunk
+        finally:  # the consumer left: stop the generation
+            # ValueError: cancelled while a next() still runs in its thread; the stream closes when it is collected
+            with contextlib.suppress(ValueError):
+                iterator.close()
 
 
 class _Settings(GenerationSettings):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncGenerator, Sequence
 from pathlib import Path
 from typing import Any
@@ -132,12 +133,16 @@ class ICFormerLLM(CustomLLM):
         prompt = self._prompt(messages)
         counts: list[int] = []
         text = ""
-        for piece in self._lm.stream_prompt(prompt, self._settings(**kwargs), counts):
-            delta = piece.lstrip() if not text else piece  # as generate(), no leading blanks
-            if not delta:
-                continue
-            text += delta
-            yield ChatResponse(message=ChatMessage(role=MessageRole.ASSISTANT, content=text), delta=delta)
+        pieces = self._lm.stream_prompt(prompt, self._settings(**kwargs), counts)
+        try:
+            for piece in pieces:
+                delta = piece.lstrip() if not text else piece  # as generate(), no leading blanks
+                if not delta:
+                    continue
+                text += delta
+                yield ChatResponse(message=ChatMessage(role=MessageRole.ASSISTANT, content=text), delta=delta)
+        finally:  # a consumer that left stops the generation at its next token
+            pieces.close()
         usage = self._usage(prompt, counts[0] if counts else 0)
         yield ChatResponse(
             message=ChatMessage(role=MessageRole.ASSISTANT, content=text), delta="", additional_kwargs=usage
@@ -169,6 +174,7 @@ class ICFormerLLM(CustomLLM):
     # --------------------------------------------------------------------------------------- completion
     @llm_completion_callback()
     def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
+        _check_prompt(prompt, "complete")
         response = self.chat([ChatMessage(role=MessageRole.USER, content=prompt)], **kwargs)
         return CompletionResponse(
             text=response.message.content or "", additional_kwargs=response.additional_kwargs, raw=response.raw
@@ -176,31 +182,49 @@ class ICFormerLLM(CustomLLM):
 
     @llm_completion_callback()
     def stream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponseGen:
+        _check_prompt(prompt, "stream_complete")
+
         def gen() -> CompletionResponseGen:
-            for r in self._stream([ChatMessage(role=MessageRole.USER, content=prompt)], **kwargs):
-                yield CompletionResponse(
-                    text=r.message.content or "", delta=r.delta, additional_kwargs=r.additional_kwargs
-                )
+            responses = self._stream([ChatMessage(role=MessageRole.USER, content=prompt)], **kwargs)
+            try:
+                for r in responses:
+                    yield CompletionResponse(
+                        text=r.message.content or "", delta=r.delta, additional_kwargs=r.additional_kwargs
+                    )
+            finally:  # a consumer that left stops the generation
+                responses.close()
 
         return gen()
 
     @llm_completion_callback()
     async def acomplete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
+        _check_prompt(prompt, "acomplete")
         return await asyncio.to_thread(self.complete, prompt, formatted, **kwargs)
 
     @llm_completion_callback()
     async def astream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponseAsyncGen:
+        _check_prompt(prompt, "astream_complete")
         return _in_thread(self.stream_complete(prompt, formatted, **kwargs))
 
 
 async def _in_thread(iterator: Any) -> AsyncGenerator[Any, None]:
     """Drive a blocking generator from worker threads, one item at a time, so the event loop stays free."""
     done = object()
-    while True:
-        item = await asyncio.to_thread(next, iterator, done)
-        if item is done:
-            return
-        yield item
+    try:
+        while True:
+            item = await asyncio.to_thread(next, iterator, done)
+            if item is done:
+                return
+            yield item
+    finally:  # the consumer left: stop the generation
+        # ValueError: cancelled while a next() still runs in its thread; the stream closes when it is collected
+        with contextlib.suppress(ValueError):
+            iterator.close()
+
+
+def _check_prompt(prompt: Any, method: str) -> None:
+    if not isinstance(prompt, str):
+        raise TypeError(f"{method}() takes the prompt as a str, got {type(prompt).__name__}")
 
 
 def _to_chat_dict(message: ChatMessage) -> dict[str, str]:
