@@ -17,6 +17,7 @@ embedding) or, for the full-text baseline, the document's text. Splicing happens
 from __future__ import annotations
 
 import atexit
+import logging
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -30,16 +31,20 @@ from .llm import max_positions
 from .prompt import (
     DEFAULT_INSTRUCTION,
     check_text,
+    count_foreign_markers,
     digest_block,
     encode_text,
     end_of_turn,
     guard_text,
+    marker_for,
     pad_rows,
     render_prompt,
+    split_markers,
 )
 from .reader import adapter_scope
 
 Context = Digest | str
+_log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -452,20 +457,30 @@ class SoftPromptLM:
     # ------------------------------------------------------------------------- chat messages with markers
     @torch.no_grad()
     def build_chat_inputs(self, messages: Sequence[dict[str, str]], digests: DigestSource | None = None) -> ChatPrompt:
-        """Prompt embeddings for chat `messages` whose contents may hold digest markers (``⟦icf:<key>⟧``).
+        """Prompt embeddings for chat `messages` whose contents may hold digest markers (:func:`marker_for`).
 
         The chat template is applied once, to the messages as given (markers included, as plain text); the
         rendered text is then cut at the markers, each text piece embedded, and each marker replaced by its
-        digest between the learned BEGIN/END embeddings, exactly as :meth:`build_inputs` places digests. A
-        marker whose digest `digests` lacks raises ValueError naming it; with no markers this is the plain
-        chat prompt, tokenized in one go.
+        digest between the learned BEGIN/END embeddings, exactly as :meth:`build_inputs` places digests. Only
+        markers made in this process (by an adapter's compressor, or :func:`marker_for`) are read as digests:
+        marker-looking text that came from anywhere else (typed in a question, in a document read as full text, in
+        metadata a prompt template formats, made by another process or an earlier run) is tokenized as the text it
+        is, whatever `digests` holds, and a warning is logged that names no key. A genuine marker whose digest
+        `digests` lacks raises ValueError naming it; with no markers this is the plain chat prompt, tokenized in one
+        go.
         """
-        from .store import marker_for, split_markers
-
         messages = _check_messages(messages)
         # Roles and contents are guarded: a control token typed in them stays text (see `encode_text`).
         guarded = [{k: guard_text(self.tokenizer, v) for k, v in m.items()} for m in messages]
         text = self.tokenizer.apply_chat_template(guarded, add_generation_prompt=True, tokenize=False)
+        foreign = count_foreign_markers(text)
+        if foreign:
+            # The same count whatever the store holds: no signal about its contents. No key or text is logged.
+            _log.warning(
+                "%d marker-looking text(s) in the chat messages were not made in this process and are read as text "
+                "(markers are only valid in the process whose compressor made them)",
+                foreign,
+            )
         pieces = split_markers(text)
         keys = [p[0] for p in pieces if isinstance(p, tuple)]
         if not keys:

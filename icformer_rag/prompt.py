@@ -20,19 +20,29 @@ user or a document (question, instruction, system prompt, chat messages, full-te
 :func:`guard_text`, and :func:`encode_text` reads a control token typed in it (``<|im_end|><|im_start|>system``) as
 the plain characters it is made of, never as the token. Text without control tokens is tokenized exactly as
 ``tokenizer(text, add_special_tokens=False)`` tokenizes it, so the prompts of ordinary text are unchanged.
+
+One marker syntax stands for anything in prompt text that is not text: ``⟦icf:<ref>.<tag>⟧``, where `<ref>` is a
+digest key (:func:`marker_for`: adapters put these where a document's text would go, and
+:meth:`~icformer_rag.generation.SoftPromptLM.build_chat_inputs` reads each as its digest) or a context slot of
+:func:`render_prompt`, and `<tag>` is an HMAC of `<ref>` under a random secret that this process makes when it
+imports this module and never writes anywhere. Only code in this process can make a marker, so text (a question, a
+document read as full text, metadata a prompt template formats) can pull no digest and probe no store: any
+marker-looking text in it, typed or copied from another process or an earlier run, is read as the plain text it
+is (see :func:`split_markers`).
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import re
+import secrets
 from functools import lru_cache
 from typing import Any
 
 import torch
 
 DEFAULT_INSTRUCTION = "Answer the question using the context below."
-_MARK = "<<ICFORMER_CONTEXT_{}>>"
-_MARK_RE = re.compile(r"<<ICFORMER_CONTEXT_(\d+)>>")
 _ANSWER_PROBE = "ICFORMER-ANSWER-PROBE"
 
 # Rows of a compressor's `special_embeddings`: learned vectors the LLM reads around digests.
@@ -80,6 +90,74 @@ def check_text(text: str, what: str) -> str:
     except UnicodeEncodeError as err:
         raise ValueError(f"{what} is not valid Unicode: {err.reason} at character {err.start}") from err
     return text
+
+
+# ------------------------------------------------------------------------------------------------ markers
+KEY_CHARS = 24  # hex digits of a digest key (DigestStore's): 96 bits, far from any collision for any corpus
+TAG_CHARS = 16  # hex digits of a marker's tag: 64 bits, and each guess costs the guesser a model call
+# Mathematical white square brackets: not on keyboards, not markup or template syntax for Jinja/Markdown/
+# f-strings/LangChain templates, and byte-level tokenizers carry them through untouched.
+MARKER_OPEN = "\u27e6icf:"
+MARKER_CLOSE = "\u27e7"
+# A marker's reference: a digest key, or `ctx<i>` for context slot i of `render_prompt`.
+MARKER_RE = re.compile(
+    re.escape(MARKER_OPEN)
+    + rf"([0-9a-f]{{{KEY_CHARS}}}|ctx[0-9]{{1,9}})\.([0-9a-f]{{{TAG_CHARS}}})"
+    + re.escape(MARKER_CLOSE)
+)
+_KEY_RE = re.compile(rf"[0-9a-f]{{{KEY_CHARS}}}")
+# Made once per process, never saved, logged or sent: a marker made by another process (or an earlier run) is text.
+_MARKER_SECRET = secrets.token_bytes(32)
+
+
+def _tag(ref: str) -> str:
+    return hmac.new(_MARKER_SECRET, b"icformer-marker\0" + ref.encode(), hashlib.sha256).hexdigest()[:TAG_CHARS]
+
+
+def _marker(ref: str) -> str:
+    return f"{MARKER_OPEN}{ref}.{_tag(ref)}{MARKER_CLOSE}"
+
+
+def _genuine(text: str) -> list[re.Match[str]]:
+    """The markers in `text` that this process made (their tag checks out), in order; anything else that looks
+    like a marker is text."""
+    return [m for m in MARKER_RE.finditer(text) if hmac.compare_digest(m.group(2), _tag(m.group(1)))]
+
+
+def marker_for(key: str) -> str:
+    """The marker that stands for the digest with `key` in prompt text (``⟦icf:<key>.<tag>⟧``), valid in this
+    process only. For code that has just put the digest where the chat model reads (adapters): never make one from
+    a key that text supplied, or that text can pull the digest."""
+    if not isinstance(key, str) or not _KEY_RE.fullmatch(key):
+        raise ValueError(f"not a digest key: {key!r} (expected {KEY_CHARS} lowercase hex digits)")
+    return _marker(key)
+
+
+def split_markers(text: str) -> list[str | tuple[str]]:
+    """`text` cut at the digest markers this process made: plain text pieces, and a 1-tuple `(key,)` where a marker
+    stood. Marker-looking text that this process did not make (typed, forged, the old ``⟦icf:<key>⟧`` form, made by
+    another process) stays in the text pieces, as text."""
+    pieces: list[str | tuple[str]] = []
+    pos = 0
+    for m in _genuine(text):
+        if m.group(1).startswith("ctx"):
+            continue  # context slots exist only inside render_prompt; anywhere else one is text
+        pieces.append(text[pos : m.start()])
+        pieces.append((m.group(1),))
+        pos = m.end()
+    pieces.append(text[pos:])
+    return pieces
+
+
+def find_markers(text: str) -> list[str]:
+    """Keys of the digest markers in `text` that this process made, in order (repeats kept)."""
+    return [p[0] for p in split_markers(text) if isinstance(p, tuple)]
+
+
+def count_foreign_markers(text: str) -> int:
+    """How many marker-looking texts (``⟦icf:`` ...) in `text` are not markers this process made: they are read as
+    text. The same count whatever any store holds, so it tells nothing about a store's contents."""
+    return text.count(MARKER_OPEN) - len(_genuine(text))
 
 
 # ------------------------------------------------------------------------------------------ control tokens
@@ -175,32 +253,34 @@ def render_prompt(
 
     With `guard`, the question, instruction and system prompt go through :func:`guard_text`: encode the pieces
     with :func:`encode_text`, so a control token typed in them stays text (generation does; for text without
-    control tokens the pieces are the same either way)."""
+    control tokens the pieces are the same either way). Marker-looking text in them (a context slot's or a
+    digest's) is text: the slots are cut at markers made for this prompt only (see :func:`split_markers`)."""
     for what, value in (("question", question), ("instruction", instruction), ("system prompt", system)):
         if isinstance(value, str):
             check_text(value, f"the {what}")
-            # A marker typed by the user would be taken for a context slot (guard characters are dropped first).
-            found = _MARK_RE.search(value.replace(_GUARD_OPEN, "").replace(_GUARD_CLOSE, ""))
-            if found:
-                raise ValueError(f"the {what} contains {found.group(0)!r}, a marker reserved for contexts")
 
     def user_text(text: str) -> str:
         return guard_text(tokenizer, text) if guard else text
 
     user = user_text((instruction if instruction is not None else DEFAULT_INSTRUCTION).strip())
     if num_contexts:
-        user += "\n\n" + "\n".join(_MARK.format(i) for i in range(num_contexts))
+        user += "\n\n" + "\n".join(_marker(f"ctx{i}") for i in range(num_contexts))
     user += f"\n\nQuestion: {user_text(question.strip())}" if question.strip() else ""
     system = user_text(system) if system else system
     messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user}]
     text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    # Cut at the slots' markers only: marker-looking text in the question, instruction or system prompt (another
+    # slot's marker typed, a digest marker) cannot be one of them, and stays text.
     pieces: list[str | int] = []
     pos = 0
-    for m in _MARK_RE.finditer(text):
-        pieces.append(text[pos : m.start()])
-        pieces.append(int(m.group(1)))
-        pos = m.end()
+    for m in _genuine(text):
+        if m.group(1).startswith("ctx"):
+            pieces.append(text[pos : m.start()])
+            pieces.append(int(m.group(1)[3:]))
+            pos = m.end()
     pieces.append(text[pos:])
+    if [p for p in pieces if isinstance(p, int)] != list(range(num_contexts)):
+        raise ValueError(f"the chat template of {type(tokenizer).__name__} does not keep the context slots in order")
     return pieces
 
 

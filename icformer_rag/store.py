@@ -7,15 +7,16 @@ disk the vectors' saved sha256): a damaged one raises :class:`InvalidDigestError
 it is never a hit. On disk each digest is one safetensors file `<key>.digest.safetensors` (see :meth:`Digest.save`),
 written atomically, so a crash or a concurrent writer never leaves a half-written digest behind.
 
-Markers are short texts that stand for a digest inside ordinary prompt text (``⟦icf:<key>⟧``): adapters put them
-where a document's text would go, and :meth:`SoftPromptLM.build_chat_inputs` swaps each for its digest vectors.
+Markers are short texts that stand for a digest inside ordinary prompt text (``⟦icf:<key>.<tag>⟧``): adapters put
+them where a document's text would go, and :meth:`SoftPromptLM.build_chat_inputs` swaps each for its digest vectors.
+Their syntax is :mod:`icformer_rag.prompt`'s (re-exported here): the tag is an HMAC of the key under a secret of this
+process, so only markers that code of this process made are read as digests, never marker-looking text.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-import re
 import threading
 import uuid
 from collections import OrderedDict
@@ -26,17 +27,35 @@ from typing import TYPE_CHECKING
 import torch
 
 from .digest import Digest, InvalidDigestError, content_hash
+from .prompt import (  # the marker syntax, re-exported: prompt.py owns it
+    _KEY_RE,
+    KEY_CHARS,
+    MARKER_CLOSE,
+    MARKER_OPEN,
+    MARKER_RE,
+    find_markers,
+    marker_for,
+    split_markers,
+)
 
 if TYPE_CHECKING:
     from .compressor import ContextCompressor
 
-KEY_CHARS = 24  # hex digits: 96 bits, far from any collision for any realistic corpus
-_KEY_RE = re.compile(rf"[0-9a-f]{{{KEY_CHARS}}}")
-# Mathematical white square brackets: not on keyboards, not markup or template syntax for Jinja/Markdown/
-# f-strings/LangChain templates, and byte-level tokenizers carry them through untouched.
-MARKER_OPEN = "\u27e6icf:"
-MARKER_CLOSE = "\u27e7"
-MARKER_RE = re.compile(re.escape(MARKER_OPEN) + rf"([0-9a-f]{{{KEY_CHARS}}})" + re.escape(MARKER_CLOSE))
+__all__ = [
+    "KEY_CHARS",
+    "MARKER_CLOSE",
+    "MARKER_OPEN",
+    "MARKER_RE",
+    "DigestStore",
+    "InvalidDigestError",
+    "digest_key",
+    "find_markers",
+    "key_for",
+    "key_for_hash",
+    "marker_for",
+    "split_markers",
+]
+
 _SUFFIX = ".digest.safetensors"
 
 
@@ -53,30 +72,6 @@ def key_for(text: str, fingerprint: str) -> str:
 def digest_key(digest: Digest) -> str:
     """The key a digest is stored under."""
     return key_for_hash(digest.content_hash, digest.fingerprint)
-
-
-def marker_for(key: str) -> str:
-    """The reference text that stands for the digest with `key` in a prompt."""
-    if not isinstance(key, str) or not _KEY_RE.fullmatch(key):
-        raise ValueError(f"not a digest key: {key!r} (expected {KEY_CHARS} lowercase hex digits)")
-    return f"{MARKER_OPEN}{key}{MARKER_CLOSE}"
-
-
-def find_markers(text: str) -> list[str]:
-    """Keys of the digest markers in `text`, in order (repeats kept)."""
-    return MARKER_RE.findall(text)
-
-
-def split_markers(text: str) -> list[str | tuple[str]]:
-    """`text` cut at its markers: plain text pieces, and a 1-tuple `(key,)` where a marker stood."""
-    pieces: list[str | tuple[str]] = []
-    pos = 0
-    for m in MARKER_RE.finditer(text):
-        pieces.append(text[pos : m.start()])
-        pieces.append((m.group(1),))
-        pos = m.end()
-    pieces.append(text[pos:])
-    return pieces
 
 
 class DigestStore:
@@ -110,7 +105,8 @@ class DigestStore:
         return f"DigestStore({where}, {len(self._cache)} cached)"
 
     def path_for(self, key: str) -> Path | None:
-        marker_for(key)  # validates the key: it becomes a file name
+        if not isinstance(key, str) or not _KEY_RE.fullmatch(key):  # it becomes a file name
+            raise ValueError(f"not a digest key: {key!r} (expected {KEY_CHARS} lowercase hex digits)")
         return self.folder / f"{key}{_SUFFIX}" if self.folder is not None else None
 
     # ------------------------------------------------------------------------------------------- access

@@ -25,10 +25,13 @@ def test_keys_and_markers(compressor):
     assert len(key) == 24 and key == key_for(TEXT_A, compressor.fingerprint)
     assert key != key_for(TEXT_A, "another-compressor") and key != key_for(TEXT_B, compressor.fingerprint)
     marker = marker_for(key)
-    assert marker == f"\u27e6icf:{key}\u27e7"
+    assert marker.startswith(f"\u27e6icf:{key}.") and marker.endswith("\u27e7") and marker == marker_for(key)
     assert find_markers(f"see {marker} and {marker}.") == [key, key]
     assert find_markers("no markers here, not even [icf:abc]") == []
     assert split_markers(f"a{marker}b") == ["a", (key,), "b"]
+    # Marker-looking text this process did not make is text: the old form, or a guessed tag.
+    for forged in (f"\u27e6icf:{key}\u27e7", f"\u27e6icf:{key}.{'0' * 16}\u27e7"):
+        assert find_markers(forged) == [] and split_markers(f"a{forged}b") == [f"a{forged}b"]
     with pytest.raises(ValueError, match="not a digest key"):
         marker_for("../../etc/passwd")
 

@@ -1,9 +1,11 @@
 """LangChain integration of icformer-rag: a document compressor that turns retrieved documents into digests, and a
 local chat model that reads them.
 
-`ICFormerCompressor` replaces each document's text with a short marker (``⟦icf:<key>⟧``) and puts its digest in a
-:class:`~icformer_rag.store.DigestStore`; `ChatICFormer`, sharing that store, swaps every marker in its messages
-for the digest vectors. Needs the `langchain` extra: ``pip install "icformer-rag[langchain]"``.
+`ICFormerCompressor` replaces each document's text with a short marker (``⟦icf:<key>.<tag>⟧``) and puts its digest in
+a :class:`~icformer_rag.store.DigestStore`; `ChatICFormer`, sharing that store, swaps every marker in its messages
+for the digest vectors. Only markers made in this process are read as digests (the tag is an HMAC under a
+per-process secret): marker-looking text in a question, a document or metadata is read as text. Needs the
+`langchain` extra: ``pip install "icformer-rag[langchain]"``.
 """
 
 import importlib.util

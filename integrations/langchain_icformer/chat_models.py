@@ -31,10 +31,14 @@ from icformer_rag.store import DigestStore
 class ChatICFormer(BaseChatModel):
     """A local Hugging Face chat model that reads IC-Former digests in place of retrieved documents.
 
-    Its messages go through the LLM's own chat template; every digest marker ``⟦icf:<key>⟧`` in them (put there by
-    :class:`ICFormerCompressor`, and carried unchanged through any prompt template or document formatting) is
-    replaced by the digest's vectors from `store`, fed to the frozen LLM through `inputs_embeds`. A marker whose
+    Its messages go through the LLM's own chat template; every digest marker ``⟦icf:<key>.<tag>⟧`` in them (put
+    there by :class:`ICFormerCompressor`, and carried unchanged through any prompt template or document formatting)
+    is replaced by the digest's vectors from `store`, fed to the frozen LLM through `inputs_embeds`. A marker whose
     digest is not in the store raises ValueError naming it. Without markers this is an ordinary local chat model.
+    Only markers made in this process are read as digests: the tag is an HMAC of the key under a secret this process
+    made, so marker-looking text typed in a question, held by a document read as full text, formatted from
+    metadata, or made by another process (or saved from an earlier run) is read as the text it is, and can neither
+    pull a digest nor tell whether a text is in the store.
     Greedy decoding unless `temperature > 0`.
 
     Setup:

@@ -25,7 +25,8 @@ class ICFormerCompressor(BaseDocumentCompressor):
 
     Every document of a call is compressed in one batch (documents already in the store are not compressed
     again). Each returned `Document` keeps the original's `id` and metadata; its `page_content` becomes a
-    marker ``⟦icf:<key>⟧`` that the chat model, sharing the same `store`, replaces with the digest vectors, and
+    marker ``⟦icf:<key>.<tag>⟧`` that the chat model, sharing the same `store`, replaces with the digest vectors
+    (in this process only: the tag is an HMAC under a per-process secret, so text cannot forge a marker), and
     its metadata gains `icformer_digest_key`, `icformer_cache_hit`, `icformer_tokens` (source tokens) and
     `icformer_digests` (digest vectors). Compression does not depend on the query, so a digest is made once
     per text and compressor, and can be made ahead of time with :meth:`index_documents`. With
@@ -48,7 +49,7 @@ class ICFormerCompressor(BaseDocumentCompressor):
     Invoke:
         ```python
         docs = compressor.compress_documents(retrieved_docs, "Who founded Velmora?")
-        docs[0].page_content        # '⟦icf:3f0c…⟧'
+        docs[0].page_content        # '⟦icf:3f0c….9a1e…⟧'
         docs[0].metadata            # {..., 'icformer_cache_hit': False, 'icformer_tokens': 57, ...}
         ```
 

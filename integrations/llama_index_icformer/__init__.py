@@ -1,10 +1,12 @@
 """LlamaIndex integration of icformer-rag: a node postprocessor that turns retrieved nodes into digests, an
 ingestion transform that computes them at indexing time, and a local LLM that reads them.
 
-`ICFormerNodePostprocessor` replaces each node's text with a short marker (``⟦icf:<key>⟧``) and puts its digest
-in a :class:`~icformer_rag.store.DigestStore`; `ICFormerLLM`, sharing that store, swaps every marker in its
-prompts for the digest vectors. `ICFormerDigestTransform` fills the store inside an `IngestionPipeline`, so that
-queries do no compression. Needs the `llamaindex` extra: ``pip install "icformer-rag[llamaindex]"``.
+`ICFormerNodePostprocessor` replaces each node's text with a short marker (``⟦icf:<key>.<tag>⟧``) and puts its
+digest in a :class:`~icformer_rag.store.DigestStore`; `ICFormerLLM`, sharing that store, swaps every marker in its
+prompts for the digest vectors. Only markers made in this process are read as digests (the tag is an HMAC under a
+per-process secret): marker-looking text in a query, a node's text or its metadata is read as text.
+`ICFormerDigestTransform` fills the store inside an `IngestionPipeline`, so that queries do no compression. Needs the
+`llamaindex` extra: ``pip install "icformer-rag[llamaindex]"``.
 
 One flat package rather than LlamaIndex's `llama_index.<kind>.<name>` namespace: the three classes ship inside
 icformer-rag (one distribution, one extra), the same way as `langchain_icformer`, and a namespace portion kept in a

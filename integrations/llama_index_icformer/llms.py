@@ -33,11 +33,13 @@ class ICFormerLLM(CustomLLM):
     """A local Hugging Face chat LLM that reads IC-Former digests in place of retrieved text.
 
     Prompts go through the LLM's own chat template (`complete` sends the prompt as one user message); every
-    digest marker ``⟦icf:<key>⟧`` in them (put there by :class:`ICFormerNodePostprocessor`) is replaced by the
-    digest's vectors from `store`. A marker whose digest is missing raises ValueError naming it. Without markers
-    it is an ordinary local chat LLM. Greedy decoding unless `temperature > 0`. Responses carry the token counts
-    (`prompt_tokens`, `completion_tokens`, `total_tokens`) and the digest keys read (`icformer_digest_keys`) in
-    `additional_kwargs`.
+    digest marker ``⟦icf:<key>.<tag>⟧`` in them (put there by :class:`ICFormerNodePostprocessor`) is replaced by
+    the digest's vectors from `store`. A marker whose digest is missing raises ValueError naming it. Without
+    markers it is an ordinary local chat LLM. Only markers made in this process are read as digests (the tag is
+    an HMAC under a per-process secret): marker-looking text in a query, a node's text or metadata, or made by
+    another process is read as text, and can neither pull a digest nor tell whether a text is in the store. Greedy
+    decoding unless `temperature > 0`. Responses carry the token counts (`prompt_tokens`, `completion_tokens`,
+    `total_tokens`) and the digest keys read (`icformer_digest_keys`) in `additional_kwargs`.
 
     Example:
         ```python

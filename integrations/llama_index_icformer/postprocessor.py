@@ -29,9 +29,9 @@ class ICFormerNodePostprocessor(BaseNodePostprocessor):
 
     All nodes of a query are compressed in one batch (nodes already in the store, e.g. by
     :class:`ICFormerDigestTransform` at indexing time, are not compressed again). Each returned node is a copy
-    with the same id, metadata, relationships and score; its text becomes a marker ``⟦icf:<key>⟧`` and its
-    metadata gains `icformer_digest_key`, `icformer_cache_hit`, `icformer_tokens` and `icformer_digests`
-    (hidden from the LLM and the embedder). The query is not used: digests do not depend on it. With
+    with the same id, metadata, relationships and score; its text becomes a marker ``⟦icf:<key>.<tag>⟧`` (valid in
+    this process only) and its metadata gains `icformer_digest_key`, `icformer_cache_hit`, `icformer_tokens` and
+    `icformer_digests` (hidden from the LLM and the embedder). The query is not used: digests do not depend on it. With
     `key_terms=True` the marker is followed by a plain line of the node's names and numbers, which the LLM reads
     as text beside the digests (about 50 tokens a node; better answers on names, dates and counts).
 
