@@ -16,7 +16,7 @@ import torch.nn as nn
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from .config import CONFIG_NAME, WEIGHTS_NAME, ICFormerConfig, LLMSignature
+from .config import CONFIG_NAME, REMOVED_CONFIG_FIELDS, WEIGHTS_NAME, ICFormerConfig, LLMSignature
 from .digest import Digest, content_hash
 from .llm import resolve_device, resolve_dtype
 from .modeling import ICFormer
@@ -57,7 +57,9 @@ def llm_signature(llm: Any, name: str | None = None) -> LLMSignature:
 def fingerprint_of(config: ICFormerConfig, state: dict[str, torch.Tensor]) -> str:
     """Hash of a compressor's config and weights. Weights are hashed as bf16, so the same checkpoint loaded in fp32
     or bf16 gives the same fingerprint (and shares cached digests)."""
-    data = config.to_dict()
+    # Options removed since, at their off value, stay in the hashed dict: every checkpoint's config was hashed with
+    # them, so its fingerprint (and the digests cached under it) stays what it was.
+    data = {**REMOVED_CONFIG_FIELDS, **config.to_dict()}
     if data.get("encoder") == "icformer":
         # Fields added for other encoders, at their defaults, leave an IC-Former's identity as it was before they
         # existed: checkpoints written earlier recompute to the fingerprint they were saved with.

@@ -12,6 +12,9 @@ CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 DIGEST_POSITIONS = ("spread", "after")
 ENCODERS = ("icformer", "llm")
+# Options removed from ICFormerConfig, with the value that meant "off": config.json files written while they existed
+# hold them (at that value), and the fingerprint of every checkpoint was computed with them (see fingerprint_of).
+REMOVED_CONFIG_FIELDS: dict[str, Any] = {"chunk_queries": False}
 
 
 # Upper bounds of the config's sizes. An IC-Former is a small module beside its LLM: these leave room for any
@@ -35,6 +38,27 @@ def from_known_fields(cls: Any, data: dict[str, Any]) -> Any:
     if unknown:
         raise ValueError(f"unknown {cls.__name__} fields: {sorted(unknown)}")
     return cls(**data)
+
+
+def without_removed_fields(cls: Any, data: dict[str, Any], removed: dict[str, Any]) -> dict[str, Any]:
+    """`data` without the keys of options that were removed (`removed`: name -> the value that meant "off").
+
+    Files written while such an option existed hold its key, at its off value: those still load. A file that asks
+    for the removed behaviour (any other value) is refused, naming the option, instead of loading as something it
+    was not."""
+    if not isinstance(data, dict):
+        return data  # from_known_fields says what is wrong
+    for name, off in removed.items():
+        if name not in data:
+            continue
+        value = data[name]
+        same_type = type(value) is type(off) or (type(off) is float and type(value) is int)
+        if not (same_type and value == off):
+            raise ValueError(
+                f"{cls.__name__}.{name} is {value!r}, but the option {name!r} was removed (it lost its A/B, see "
+                f"training_logs/README.md); only its off value {off!r} is accepted"
+            )
+    return {k: v for k, v in data.items() if k not in removed}
 
 
 def _check_int(owner: str, name: str, value: Any, low: int, high: int) -> None:
@@ -146,14 +170,6 @@ class ICFormerConfig:
     num_special_tokens: int = field(
         default=3, metadata={"help": "Learned embeddings: context begin, context end, auto-encoding token."}
     )
-    chunk_queries: bool = field(
-        default=False,
-        metadata={
-            "help": "Start digest j's query from a learned projection of the `ratio` context tokens it stands for "
-            "(a strided patch embedding, O(n)) before the cross-attention blocks refine it; False = the paper's "
-            "content-free digest queries."
-        },
-    )
     local_heads: int = field(
         default=0,
         metadata={
@@ -204,8 +220,6 @@ class ICFormerConfig:
         _check_real(owner, "rope_theta", self.rope_theta, 0.0, math.inf)
         _check_real(owner, "rms_norm_eps", self.rms_norm_eps, 0.0, 1.0)
         _check_int(owner, "num_special_tokens", self.num_special_tokens, 3, _MAX_SPECIAL)
-        if not isinstance(self.chunk_queries, bool):
-            raise ValueError(f"{owner}.chunk_queries must be true or false, got {self.chunk_queries!r}")
         if self.hidden_size % self.num_heads:
             raise ValueError(f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
         if (self.hidden_size // self.num_heads) % 2:
@@ -249,8 +263,7 @@ class ICFormerConfig:
             return (self.num_digest_tokens + self.num_special_tokens) * c + c * c + c
         block = 4 * c * c + mlp + 3 * c
         layer = 4 * c * c + mlp + 2 * c
-        extra = (self.ratio * c * c + c) if self.chunk_queries else 0
-        extra += self.num_blocks * self.local_heads
+        extra = self.num_blocks * self.local_heads
         return (
             (self.num_digest_tokens + self.num_special_tokens) * c
             + self.num_blocks * block
@@ -300,7 +313,8 @@ class ICFormerConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ICFormerConfig:
         # Checkpoints written before these fields existed were trained with the paper's layout.
-        return from_known_fields(cls, {"digest_positions": "after", "chunk_queries": False, "local_heads": 0, **data})
+        data = without_removed_fields(cls, data, REMOVED_CONFIG_FIELDS)
+        return from_known_fields(cls, {"digest_positions": "after", "local_heads": 0, **data})
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)

@@ -168,11 +168,6 @@ class ICFormer(nn.Module):
         self.config = config
         self.digest_embeddings = nn.Parameter(torch.empty(config.num_digest_tokens, config.hidden_size))
         self.special_embeddings = nn.Parameter(torch.empty(config.num_special_tokens, config.hidden_size))
-        if config.chunk_queries:
-            # Each digest starts from its own `ratio` tokens, in order: the blocks then only have to add
-            # context, instead of first learning from scratch which tokens a digest stands for.
-            self.chunk_norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
-            self.chunk_proj = nn.Linear(config.ratio * config.hidden_size, config.hidden_size, bias=False)
         if config.local_heads:
             # log of each local head's slope (nats of attention logit lost per token of distance), per block.
             self.log_slopes = nn.Parameter(torch.empty(config.num_blocks, config.local_heads))
@@ -255,8 +250,6 @@ class ICFormer(nn.Module):
             context = self._contextualize(context, real, ctx_pos)
         kv = torch.cat((context, digests), dim=1)  # (B, N+M, C)
         h = digests
-        if self.config.chunk_queries:
-            h = h + self._chunk_features(context_embeds.to(dtype), real, ctx_pos, M)
         for block, block_mask in zip(self.blocks, masks, strict=True):
             h = block(h, kv, q_cos_sin, kv_cos_sin, block_mask)
         return self.norm(h)
@@ -284,16 +277,6 @@ class ICFormer(nn.Module):
             slopes = torch.cat((log_slopes.exp(), log_slopes.new_zeros(H - Hl)))  # (H,)
             out.append((blocked - slopes[None, :, None, None] * dist).to(self.digest_embeddings.dtype))
         return out
-
-    def _chunk_features(self, embeds: torch.Tensor, real: torch.Tensor, ctx_pos: torch.Tensor, M: int) -> torch.Tensor:
-        """(B, M, C): digest j's projection of real tokens ratio*j .. ratio*j + ratio - 1 (zeros past the end)."""
-        B, N, C = embeds.shape
-        r = self.config.ratio
-        # Scatter real tokens to their slot; padding and tokens past M digests go to a spare slot, dropped.
-        slot = torch.where(real & (ctx_pos < M * r), ctx_pos, M * r)  # (B, N)
-        slots = embeds.new_zeros(B, M * r + 1, C)
-        slots = slots.scatter_add(1, slot[..., None].expand(B, N, C), self.chunk_norm(embeds) * real[..., None])
-        return self.chunk_proj(slots[:, : M * r].reshape(B, M, r * C))
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

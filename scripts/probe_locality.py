@@ -27,7 +27,6 @@ VARIANTS = {
     "after": dict(digest_positions="after"),
     "spread": dict(digest_positions="spread"),
     "spread+local6": dict(digest_positions="spread", local_heads=6),
-    "spread+chunk": dict(digest_positions="spread", chunk_queries=True),
 }
 
 

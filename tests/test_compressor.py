@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import shutil
 
@@ -126,6 +127,33 @@ def test_shipped_checkpoint_recomputes_to_its_stored_fingerprint(default_llm):
     c = ContextCompressor.from_pretrained(None, llm, tok, load_reader=False)
     stored = (compressor_module.DEFAULT_CHECKPOINT / "fingerprint.txt").read_text().strip()
     assert c.fingerprint == stored == c.compute_fingerprint()
+
+
+def test_checkpoint_written_with_the_removed_chunk_queries_loads_to_the_same_fingerprint(
+    compressor, tiny_llm, tokenizer, tmp_path
+):
+    """config.json files written while `chunk_queries` was a field hold `"chunk_queries": false`, and their
+    fingerprint was computed over a config holding it: they load, to that same fingerprint (digests cached
+    under it stay valid); one with `true` is refused."""
+    compressor.save_pretrained(tmp_path)
+    path = tmp_path / "config.json"
+    config = json.loads(path.read_text())
+    assert "chunk_queries" not in config
+    # The fingerprint as it was computed when the field existed: config (without the LLM encoder's fields, for an
+    # IC-Former) with chunk_queries, then the weights as bf16.
+    old = {k: v for k, v in {**config, "chunk_queries": False}.items() if k not in ("encoder_rank", "encoder_alpha")}
+    old.pop("encoder")
+    h = hashlib.sha256(json.dumps(old, sort_keys=True).encode())
+    for name, tensor in sorted(compressor.model.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().to(torch.bfloat16).cpu().contiguous().view(torch.int16).numpy().tobytes())
+    assert compressor.fingerprint == h.hexdigest()[:16]
+    path.write_text(json.dumps({**config, "chunk_queries": False}))
+    loaded = ContextCompressor.from_pretrained(tmp_path, tiny_llm, tokenizer)
+    assert loaded.fingerprint == compressor.fingerprint
+    path.write_text(json.dumps({**config, "chunk_queries": True}))
+    with pytest.raises(ValueError, match="chunk_queries"):
+        ContextCompressor.from_pretrained(tmp_path, tiny_llm, tokenizer)
 
 
 def test_save_and_load_round_trip(compressor, tiny_llm, tokenizer, tmp_path):

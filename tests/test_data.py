@@ -24,7 +24,6 @@ from transformers import PreTrainedTokenizerFast
 from icformer_rag.data.corpus import (
     CorpusConfig,
     Manifest,
-    TokenWindows,
     build_corpus,
     clean_text,
     prepare_documents,
@@ -149,6 +148,29 @@ def test_other_seed_changes_split_not_format(corpus: dict) -> None:
     assert split7 != split8
 
 
+class Windows:
+    """The windows of one split, read as icformer_rag/data/README.md documents the shards (the trainer's
+    SpanSampler reads them the same way): `windows[i]` is window i's token ids."""
+
+    def __init__(self, directory: Path, split: str) -> None:
+        dtype = Manifest.load(directory).dtype
+        self.tokens = np.fromfile(Path(directory) / f"{split}.bin", dtype=dtype)
+        self.index = np.load(Path(directory) / f"{split}.idx.npy")  # offset, length, doc index, next (-1: none)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        offset, length = self.index[i, :2]
+        return self.tokens[offset : offset + length]
+
+    def doc_of(self, i: int) -> int:
+        return int(self.index[i, 2])
+
+    def next_of(self, i: int) -> int | None:
+        return None if self.index[i, 3] < 0 else int(self.index[i, 3])
+
+
 def test_manifest_counts_and_drops(corpus: dict) -> None:
     m = Manifest.load(corpus["out"])
     assert m.dtype == "uint16"
@@ -157,7 +179,7 @@ def test_manifest_counts_and_drops(corpus: dict) -> None:
     assert m.dropped["synth"]["duplicate_docs"] == 1
     assert [a["file"] for a in m.sources[0]["artifacts"]][:2] == ["doc_000.txt", "doc_001.txt"]
     for split in ("train", "heldout"):
-        windows = TokenWindows(corpus["out"], split)
+        windows = Windows(corpus["out"], split)
         assert len(windows) == m.counts[split]["total"]["windows"]
         assert windows.tokens.size == m.counts[split]["total"]["tokens"]
     assert m.counts["heldout"]["synth"]["docs"] >= SMALL.min_heldout_docs_per_source
@@ -169,7 +191,7 @@ def test_split_is_by_document(corpus: dict) -> None:
     held_ids = {d["doc_id"] for d in docs if d["split"] == "heldout"}
     assert held_ids and train_ids and not (train_ids & held_ids)
     for split in ("train", "heldout"):
-        windows = TokenWindows(corpus["out"], split)
+        windows = Windows(corpus["out"], split)
         assert {docs[windows.doc_of(i)]["split"] for i in range(len(windows))} == {split}
     # A document's split depends on its id and the seed only, not on which other documents exist.
     documents = list(corpus["source"].documents(Path()))
@@ -186,7 +208,7 @@ def test_windows_cover_each_document(corpus: dict) -> None:
     tok = corpus["tokenizer"]
     tails = 0
     for split in ("train", "heldout"):
-        windows = TokenWindows(corpus["out"], split)
+        windows = Windows(corpus["out"], split)
         firsts = [i for i in range(len(windows)) if i == 0 or windows.next_of(i - 1) is None]
         assert len(firsts) == sum(d["split"] == split and d["status"] == "kept" for d in docs)
         for first in firsts:
@@ -208,7 +230,7 @@ def test_windows_cover_each_document(corpus: dict) -> None:
 
 
 def test_next_window_links(corpus: dict) -> None:
-    windows = TokenWindows(corpus["out"], "train")
+    windows = Windows(corpus["out"], "train")
     idx = np.asarray(windows.index)
     assert (idx[1:, 0] == idx[:-1, 0] + idx[:-1, 1]).all()  # windows are contiguous in train.bin
     for i in range(len(windows)):
@@ -218,18 +240,6 @@ def test_next_window_links(corpus: dict) -> None:
         elif i + 1 < len(windows):
             assert windows.doc_of(i + 1) != windows.doc_of(i)
     assert any(windows.next_of(i) is not None for i in range(len(windows)))
-
-
-def test_sample_batch(corpus: dict) -> None:
-    windows = TokenWindows(corpus["out"], "train")
-    idx, batch, lengths = windows.sample_batch(np.random.default_rng(0), 8, pad_id=1, require_next=True)
-    assert batch.shape == (8, int(lengths.max())) and batch.dtype == np.int64
-    for row, i in enumerate(idx):
-        assert windows.next_of(int(i)) is not None
-        assert batch[row, : lengths[row]].tolist() == windows[int(i)].tolist()
-        assert (batch[row, lengths[row] :] == 1).all()
-    again = windows.sample_batch(np.random.default_rng(0), 8, pad_id=1, require_next=True)
-    assert (again[1] == batch).all()
 
 
 def test_token_caps(corpus: dict) -> None:

@@ -323,8 +323,6 @@ BAD_CONFIG_VALUES = [
     ("rms_norm_eps", "1e-5"),
     ("rms_norm_eps", 0.0),
     ("local_heads", True),
-    ("chunk_queries", 1),
-    ("chunk_queries", "false"),
     ("context_layers", True),
     ("num_special_tokens", "3"),
     ("intermediate_size", 10**9),
@@ -369,7 +367,7 @@ def test_a_product_of_sane_sizes_that_is_absurd_is_refused():
 
 @pytest.mark.parametrize(
     "overrides",
-    [{}, dict(chunk_queries=True), dict(local_heads=2), dict(context_layers=2), dict(digest_positions="after")],
+    [{}, dict(local_heads=2), dict(context_layers=2), dict(digest_positions="after")],
 )
 def test_estimated_parameters_is_exact_for_the_icformer(compressor_kwargs, overrides):
     cfg = ICFormerConfig(hidden_size=64, num_heads=4, **{**compressor_kwargs, **overrides})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -16,9 +17,9 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from icformer_rag.llm import load_tokenizer
 from icformer_rag.training import TrainConfig, Trainer
+from icformer_rag.training.config import ARCHITECTURE_FIELDS, ArchitectureConfig
 from icformer_rag.training.objectives import (
     autoencoding_loss,
-    input_dropout_mask,
     instruct_loss,
     lm_loss,
     target_loss,
@@ -92,7 +93,9 @@ def small_config(data: Path, out: Path, **kw) -> TrainConfig:
         min_lr=3e-4,
     )
     values.update(kw)
-    return TrainConfig(**values)
+    # The compressor's shape is TrainConfig.architecture; given here flat, as on the command line.
+    shape = {k: values.pop(k) for k in ARCHITECTURE_FIELDS if k in values}
+    return TrainConfig(**values, architecture=ArchitectureConfig(**shape))
 
 
 def test_config_validation():
@@ -300,124 +303,17 @@ def test_training_with_kl_logs_it_and_resumes_exactly(tok, tmp_path):
     assert lines[-1]["loss"] != pytest.approx(plain_lines[-1]["loss"], rel=1e-6)  # the KL changed training
 
 
-def test_ae_input_dropout_blanks_what_the_llm_reads_not_the_targets(tok):
-    """Word dropout in auto-encoding: the LLM reads a zero vector at the dropped teacher-forced positions and
-    the true tokens elsewhere, the targets stay the true window, the compressor sees the true
-    window, and no mask gives the plain loss exactly."""
-    from icformer_rag.compressor import ContextCompressor
-    from icformer_rag.training.objectives import target_loss
-
-    llm = tiny_llm(len(tok))
-    comp = ContextCompressor.from_llm(llm, tok, num_blocks=2, num_digest_tokens=8, window_tokens=32)
-    windows = torch.as_tensor(np.random.default_rng(0).integers(5, 300, size=(3, 32)))
-    rng = np.random.default_rng(7)
-    drop = input_dropout_mask(rng, 3, 32, 0.5, torch.device("cpu"))
-    assert drop.shape == (3, 31) and 0.3 < drop.float().mean() < 0.7
-    assert input_dropout_mask(rng, 3, 32, 0.0, torch.device("cpu")) is None
-    again = input_dropout_mask(np.random.default_rng(7), 3, 32, 0.5, torch.device("cpu"))
-    assert torch.equal(drop, again)  # a function of the step's RNG: exact resume holds
-
-    seen = []
-    hook = llm.get_decoder().register_forward_pre_hook(
-        lambda _m, _a, kw: seen.append(kw["inputs_embeds"]), with_kwargs=True
-    )
-    try:
-        with torch.no_grad():
-            plain = autoencoding_loss(comp.model, llm, windows)
-            none = autoencoding_loss(comp.model, llm, windows, input_drop=torch.zeros_like(drop))
-            dropped = autoencoding_loss(comp.model, llm, windows, input_drop=drop)
-    finally:
-        hook.remove()
-    assert none.loss.item() == plain.loss.item()
-    embed = llm.get_input_embeddings().weight
-    prefix = seen[2][:, 8 + 3 :]  # after [BEGIN] 8 digests [END] [AE]
-    assert not prefix[drop].any()
-    assert torch.equal(prefix[~drop], embed[windows[:, :-1]][~drop])
-    assert torch.equal(seen[2][:, : 8 + 3], seen[0][:, : 8 + 3])  # the same digests: the compressor saw the true text
-    targets = torch.full(seen[2].shape[:2], -100, dtype=torch.long)
-    targets[:, 8 + 2 :] = windows
-    assert dropped.loss.item() == pytest.approx(target_loss(llm, seen[2], targets).loss.item(), rel=1e-6)
-    assert dropped.loss.item() > plain.loss.item()
-    with pytest.raises(ValueError, match="input_drop"):
-        autoencoding_loss(comp.model, llm, windows, input_drop=drop[:, :5])
-
-
-@pytest.mark.parametrize(
-    ("option", "value", "bad"), [("ae_input_dropout", 0.3, (1.0,)), ("ae_self_feed", 0.5, (-0.1, 1.5))]
-)
-def test_training_with_ae_input_options_resumes_exactly(tok, tmp_path, option, value, bad):
-    """Word dropout and self-feeding draw their masks from the step's RNG: an interrupted run resumes to the
-    same weights, and the option changes training."""
-    data = write_corpus(tmp_path / "c")
-    kw = dict(max_steps=10, ae_fraction=0.8, **{option: value})
-    full = Trainer(small_config(data, tmp_path / "full", **kw), llm=tiny_llm(len(tok)), tokenizer=tok)
-    full.train()
-    Trainer(small_config(data, tmp_path / "split", stop_at_step=4, **kw), llm=tiny_llm(len(tok)), tokenizer=tok).train()
-    second = Trainer(small_config(data, tmp_path / "split", **kw), llm=tiny_llm(len(tok)), tokenizer=tok)
-    assert second.step == 4
-    second.train()
-    for (name, a), b in zip(full.model.state_dict().items(), second.model.state_dict().values(), strict=True):
-        assert torch.equal(a, b), name
-    plain = Trainer(
-        small_config(data, tmp_path / "plain", max_steps=10, ae_fraction=0.8), llm=tiny_llm(len(tok)), tokenizer=tok
-    )
-    plain.train()
-    assert any(not torch.equal(a, b) for a, b in zip(full.model.parameters(), plain.model.parameters(), strict=True))
-    for v in bad:
-        with pytest.raises(ValueError, match=option):
-            TrainConfig(**{option: v})
-
-
-def test_ae_self_feed_shows_the_llm_its_own_predictions(tok):
-    """Parallel scheduled sampling: where the mask says so, the LLM reads its own greedy prediction of a window
-    token (made from the digests and the true prefix) instead of the token; the targets stay the true window."""
-    from icformer_rag.compressor import ContextCompressor
-    from icformer_rag.training.objectives import autoencoding_inputs, logits_at, self_fed_prefix
-
-    llm = tiny_llm(len(tok))
-    comp = ContextCompressor.from_llm(llm, tok, num_blocks=2, num_digest_tokens=8, window_tokens=32)
-    windows = torch.as_tensor(np.random.default_rng(0).integers(5, 300, size=(3, 32)))
-    feed = input_dropout_mask(np.random.default_rng(7), 3, 32, 0.5, torch.device("cpu"))
-    assert self_fed_prefix(comp.model, llm, windows, None) is None
-    with torch.no_grad():
-        inputs, targets, _ = autoencoding_inputs(comp.model, llm, windows)
-        predicted = logits_at(llm, inputs, targets != -100).argmax(-1).view(3, 32)
-    prefix = self_fed_prefix(comp.model, llm, windows, feed)
-    assert prefix.shape == (3, 31) and not prefix.requires_grad
-    assert torch.equal(prefix[feed], predicted[:, :-1][feed])
-    assert torch.equal(prefix[~feed], windows[:, :-1][~feed])
-    assert (prefix != windows[:, :-1]).any()  # the untrained model's guesses differ from the text
-    assert torch.equal(self_fed_prefix(comp.model, llm, windows, torch.zeros_like(feed)), windows[:, :-1])
-
-    with torch.no_grad():
-        plain = autoencoding_loss(comp.model, llm, windows)
-        same = autoencoding_loss(comp.model, llm, windows, prefix_ids=windows[:, :-1])
-        fed = autoencoding_loss(comp.model, llm, windows, prefix_ids=prefix)
-        fed_inputs, fed_targets, _ = autoencoding_inputs(comp.model, llm, windows, prefix_ids=prefix)
-    assert same.loss.item() == plain.loss.item()
-    assert fed.loss.item() != plain.loss.item()
-    assert torch.equal(fed_targets, targets)  # still the true window
-    embed = llm.get_input_embeddings().weight
-    assert torch.equal(fed_inputs[:, 8 + 3 :], embed[prefix])  # after [BEGIN] 8 digests [END] [AE]
-    assert torch.equal(fed_inputs[:, : 8 + 3], inputs[:, : 8 + 3])  # the compressor saw the true text
-    with pytest.raises(ValueError, match="prefix_ids"):
-        autoencoding_inputs(comp.model, llm, windows, prefix_ids=prefix[:, :5])
-
-
-@pytest.mark.parametrize("self_feed", [0.0, 0.5])
-def test_compile_llm_trains_like_eager(tok, tmp_path, self_feed):
+def test_compile_llm_trains_like_eager(tok, tmp_path):
     """compile_llm compiles every decoder block of the frozen LLM in place, and training through the compiled
     blocks gives eager's losses, step by step (auto-encoding, LM and padded instruction batches at two window
     lengths), and the same weights, up to float32 rounding. The sequence length changes between steps: the
-    compiled graph is reused, not recompiled per length. With `ae_self_feed` the extra forward without gradients
-    goes through the same compiled blocks."""
+    compiled graph is reused, not recompiled per length."""
     from icformer_rag.training.trainer import decoder_blocks
 
     data = write_corpus(tmp_path / "c")
     instruct = tmp_path / "instruct.jsonl"
     instruct.write_text("".join(json.dumps(r) + "\n" for r in INSTRUCT_RECORDS))
     kw = dict(max_steps=8, log_every=1, ae_fraction=0.4, instruct_fraction=0.3, instruct_file=str(instruct))
-    kw["ae_self_feed"] = self_feed
     runs = {}
     for compiled in (False, True):
         torch._dynamo.reset()
@@ -566,6 +462,136 @@ def test_continue_from_release_keeps_step(tok, tmp_path):
     assert cont.step == 6 and cont.rewarm_from == 6
     record = cont.train_step()
     assert record["lr"] < lr_at(6, cont.cfg)  # the fresh optimizer warms up again
+
+
+def _train_args(*argv: str) -> TrainConfig:
+    """A TrainConfig from command-line options, parsed as `icformer-rag train` parses them."""
+    import argparse
+
+    from icformer_rag.training.__main__ import add_train_arguments, config_from_args
+
+    parser = argparse.ArgumentParser()
+    add_train_arguments(parser)
+    return config_from_args(parser.parse_args(list(argv)))
+
+
+def _small_args(data: Path, out: Path, *more: str) -> list[str]:
+    """small_config's run settings as command-line options, without the architecture flags."""
+    return [
+        *("--data-dir", str(data), "--out-dir", str(out), "--batch-size", "4", "--max-steps", "3"),
+        *("--warmup-steps", "1", "--lm-tokens", "8", "--no-progress", "--window-lengths", "32", "16"),
+        *("--window-weights", "0.5", "0.5", *more),
+    ]
+
+
+def test_init_from_refuses_a_conflicting_architecture_flag_and_records_the_trained_one(tok, tmp_path):
+    """Architecture flags shape a new compressor. Under --init-from one that contradicts the checkpoint was ignored
+    (the shipped checkpoint's train_info.json said local_heads 0, its config.json 6): now it is refused, naming the
+    flag, the given value and the checkpoint's. Left out, the checkpoint's value is used, and the config (as
+    train_config.json and train_info.json record it) holds the architecture actually trained; more context layers
+    still extend the checkpoint."""
+    data = write_corpus(tmp_path / "c")
+    shape = ("--num-blocks", "2", "--num-digest-tokens", "8", "--window-tokens", "32")
+    first = _train_args(*_small_args(data, tmp_path / "a", *shape, "--local-heads", "2", "--context-layers", "1"))
+    Trainer(first, llm=tiny_llm(len(tok)), tokenizer=tok).train()
+    release = tmp_path / "a" / "release"
+    for flag, value, have in [
+        ("--local-heads", "0", "2"),
+        ("--num-blocks", "3", "2"),
+        ("--context-layers", "0", "1"),
+        ("--window-tokens", "64", "32"),
+        ("--digest-positions", "after", "spread"),
+        ("--encoder", "llm", "icformer"),
+    ]:
+        cfg = _train_args(*_small_args(data, tmp_path / "b", "--init-from", str(release), flag, value))
+        with pytest.raises(ValueError, match=rf"init_from .*{flag} {value} \(the checkpoint has {have}\)"):
+            Trainer(cfg, llm=tiny_llm(len(tok)), tokenizer=tok)
+    # The window lengths are checked against the checkpoint's window (32), which the config alone does not know.
+    cfg = _train_args("--data-dir", str(data), "--out-dir", str(tmp_path / "b"), "--init-from", str(release))
+    with pytest.raises(ValueError, match=r"window_lengths must lie in \[1, window_tokens=32\]"):
+        Trainer(cfg, llm=tiny_llm(len(tok)), tokenizer=tok)
+
+    trained = ArchitectureConfig(
+        num_blocks=2,
+        num_digest_tokens=8,
+        window_tokens=32,
+        digest_positions="spread",
+        local_heads=2,
+        context_layers=1,
+        encoder="icformer",
+        encoder_rank=16,
+    )
+    for out, more in (("same", ("--local-heads", "2", "--num-blocks", "2")), ("none", ())):
+        cfg = _train_args(*_small_args(data, tmp_path / out, "--init-from", str(release), *more))
+        assert cfg.architecture.local_heads == (2 if more else None)
+        cont = Trainer(cfg, llm=tiny_llm(len(tok)), tokenizer=tok)
+        assert cont.cfg.architecture == trained and cont.compressor.config.local_heads == 2
+        cont.train()
+        info = json.loads((tmp_path / out / "release" / "train_info.json").read_text())
+        recorded = json.loads((tmp_path / out / "train_config.json").read_text())
+        assert info["config"]["architecture"] == recorded["architecture"] == dataclasses.asdict(trained)
+        assert TrainConfig.from_dict(info["config"]).architecture == trained
+    cfg = _train_args(*_small_args(data, tmp_path / "more", "--init-from", str(release), "--context-layers", "3"))
+    more = Trainer(cfg, llm=tiny_llm(len(tok)), tokenizer=tok)
+    assert more.cfg.architecture.context_layers == len(more.compressor.model.context_layers) == 3
+
+
+def test_resume_keeps_the_resumed_runs_architecture(tok, tmp_path):
+    """A resumed run takes the architecture flags it leaves out from out_dir/resume and ends where the uninterrupted
+    run does; a flag that contradicts the resumed run is refused, not loaded into the wrong layout."""
+    data = write_corpus(tmp_path / "c")
+    kw = dict(max_steps=8, local_heads=2, digest_positions="after")
+    full = Trainer(small_config(data, tmp_path / "full", **kw), llm=tiny_llm(len(tok)), tokenizer=tok)
+    full.train()
+    first = small_config(data, tmp_path / "split", stop_at_step=3, **kw)
+    Trainer(first, llm=tiny_llm(len(tok)), tokenizer=tok).train()
+    # digest_positions: the same weights would load and silently compute something else.
+    for change, match in ((dict(digest_positions="spread"), "--digest-positions spread"), (dict(local_heads=1), "")):
+        cfg = small_config(data, tmp_path / "split", **{**kw, **change})
+        with pytest.raises(ValueError, match=rf"resume .*{match or '--local-heads 1'} \(the checkpoint has"):
+            Trainer(cfg, llm=tiny_llm(len(tok)), tokenizer=tok)
+    bare = dataclasses.replace(small_config(data, tmp_path / "split", max_steps=8), architecture=ArchitectureConfig())
+    second = Trainer(bare, llm=tiny_llm(len(tok)), tokenizer=tok)
+    assert second.step == 3 and second.cfg.architecture == full.cfg.architecture
+    second.train()
+    for (name, a), b in zip(full.model.state_dict().items(), second.model.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+
+
+def test_removed_options_are_gone_and_old_records_still_load(tok):
+    """chunk_queries (A/B "chunk": AE loss 2.917 against spread's 2.751, not pursued), ae_input_dropout (session 4:
+    not for run 7) and ae_self_feed (session 5: not for run 8) left TrainConfig and the command line. Configs
+    written while they existed (train_info.json, train_config.json, --config files) hold them at their off values
+    and the architecture at the top level: those load; one asking for a removed option is refused."""
+    from icformer_rag.compressor import DEFAULT_CHECKPOINT
+
+    for flag in ("--ae-self-feed", "--ae-input-dropout", "--chunk-queries"):
+        with pytest.raises(SystemExit):
+            _train_args(flag, "1")
+    old = dict(
+        num_blocks=2,
+        window_tokens=32,
+        local_heads=0,
+        window_lengths=[32],
+        window_weights=[1.0],
+        chunk_queries=False,
+        ae_input_dropout=0.0,
+        ae_self_feed=0.0,
+    )
+    cfg = TrainConfig.from_dict(old)
+    assert cfg.architecture == ArchitectureConfig(num_blocks=2, window_tokens=32, local_heads=0)
+    assert TrainConfig.from_dict(cfg.to_dict()) == cfg and "num_blocks" not in cfg.to_dict()
+    shipped = json.loads((DEFAULT_CHECKPOINT / "train_info.json").read_text())["config"]
+    TrainConfig.from_dict(shipped)
+    for name, on in (("chunk_queries", True), ("ae_input_dropout", 0.15), ("ae_self_feed", 0.5)):
+        with pytest.raises(ValueError, match=rf"{name}.*removed"):
+            TrainConfig.from_dict({**old, name: on})
+        with pytest.raises(TypeError):
+            TrainConfig(**{name: on})
+    with pytest.raises(ValueError, match="both"):
+        TrainConfig.from_dict({"num_blocks": 2, "architecture": {"num_blocks": 3}})
+    with pytest.raises(ValueError, match="unknown ArchitectureConfig"):
+        TrainConfig.from_dict({"architecture": {"num_block": 3}})
 
 
 def _free_port() -> int:

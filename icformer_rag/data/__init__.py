@@ -6,7 +6,6 @@ Build everything with ``python -m icformer_rag.data build --out DIR``; see READM
 from .corpus import (
     CorpusConfig,
     Manifest,
-    TokenWindows,
     build_corpus,
     clean_text,
     prepare_documents,
@@ -35,7 +34,6 @@ __all__ = [
     "Manifest",
     "Source",
     "SourceError",
-    "TokenWindows",
     "answer_in",
     "build_corpus",
     "build_instruct_train",

@@ -36,7 +36,6 @@ __all__ = [
     "CorpusConfig",
     "PreparedCorpus",
     "Manifest",
-    "TokenWindows",
     "build_corpus",
     "clean_text",
     "prepare_documents",
@@ -421,72 +420,3 @@ def read_docs(directory: str | Path) -> list[dict[str, Any]]:
     """The rows of ``docs.jsonl``; row ``i`` describes doc index ``i``."""
     with open(Path(directory) / "docs.jsonl", encoding="utf-8") as f:
         return [json.loads(line) for line in f]
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Reading
-
-
-class TokenWindows:
-    """The windows of one split, memory-mapped: ``windows[i]`` is an array of token ids.
-
-    Example::
-
-        train = TokenWindows("corpus", "train")
-        rng = np.random.default_rng(0)
-        idx, batch, lengths = train.sample_batch(rng, 32, require_next=True)
-        continuation = train[train.next_of(int(idx[0]))]
-    """
-
-    def __init__(self, directory: str | Path, split: str = "train") -> None:
-        if split not in SPLITS:
-            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-        self.directory = Path(directory)
-        self.split = split
-        self.manifest = Manifest.load(self.directory)
-        dtype = np.dtype(self.manifest.dtype)
-        path = self.directory / f"{split}.bin"
-        # np.memmap refuses empty files; an empty split is still a valid (empty) split.
-        self.tokens = np.memmap(path, dtype=dtype, mode="r") if path.stat().st_size else np.zeros(0, dtype)
-        self.index = np.load(self.directory / f"{split}.idx.npy", mmap_mode="r")
-        self.window_tokens = int(self.manifest.config["window_tokens"])
-
-    def __len__(self) -> int:
-        return int(self.index.shape[0])
-
-    def __getitem__(self, i: int) -> np.ndarray:
-        """Token ids of window ``i`` (a copy, in the shard's dtype)."""
-        if not -len(self) <= i < len(self):
-            raise IndexError(f"window {i} out of range for {len(self)} windows")
-        offset, length = int(self.index[i, 0]), int(self.index[i, 1])
-        return np.array(self.tokens[offset : offset + length])
-
-    def next_of(self, i: int) -> int | None:
-        """Index of the window that continues window ``i`` in its document, or None at a document's end."""
-        nxt = int(self.index[i, 3])
-        return None if nxt < 0 else nxt
-
-    def doc_of(self, i: int) -> int:
-        """Doc index (line of docs.jsonl) of window ``i``."""
-        return int(self.index[i, 2])
-
-    def sample_batch(
-        self, rng: np.random.Generator, batch_size: int, pad_id: int = 0, require_next: bool = False
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Random windows: ``(indices (B,), tokens (B, T) int64 right-padded with pad_id, lengths (B,))``.
-
-        With ``require_next`` only windows that have a continuation are drawn (for language modelling).
-        """
-        if batch_size < 1:
-            raise ValueError("batch_size must be >= 1")
-        pool = np.flatnonzero(self.index[:, 3] >= 0) if require_next else None
-        n = len(pool) if pool is not None else len(self)
-        if n == 0:
-            raise ValueError(f"no windows to sample in split {self.split!r}")
-        picks = rng.integers(0, n, size=batch_size)
-        indices = pool[picks] if pool is not None else picks
-        lengths = self.index[indices, 1].astype(np.int64)
-        batch = np.full((batch_size, int(lengths.max())), pad_id, dtype=np.int64)
-        for row, i in enumerate(indices):
-            batch[row, : lengths[row]] = self[int(i)]
-        return indices.astype(np.int64), batch, lengths

@@ -3,11 +3,93 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from ..config import from_known_fields
+from ..config import ENCODERS, ICFormerConfig, from_known_fields, without_removed_fields
+
+# TrainConfig options removed after their A/B, with the value that meant "off" (train_info.json and --config files
+# written while they existed hold them): chunk_queries (A/B "chunk", AE loss 2.917 against spread's 2.751: not
+# pursued), ae_input_dropout (session 4: not for run 7), ae_self_feed (session 5: not for run 8).
+REMOVED_TRAIN_FIELDS: dict[str, Any] = {"chunk_queries": False, "ae_input_dropout": 0.0, "ae_self_feed": 0.0}
+
+_ICFORMER_FIELDS = {f.name: f for f in fields(ICFormerConfig)}
+
+
+def _chosen(name: str, note: str = "") -> Any:
+    """A field of ArchitectureConfig: ICFormerConfig's field `name`, with its help, unset (None) by default."""
+    source = _ICFORMER_FIELDS[name]
+    return field(default=None, metadata={"help": source.metadata["help"] + note, "icformer_default": source.default})
+
+
+@dataclass
+class ArchitectureConfig:
+    """The compressor's shape as a run chooses it: the :class:`~icformer_rag.config.ICFormerConfig` fields that are
+    not taken from the LLM (width, heads, MLP size and RoPE base are). None = not chosen: a new compressor gets
+    ICFormerConfig's default, a run with `init_from` the checkpoint's value. A chosen value that differs from the
+    checkpoint's is refused (:meth:`check_fits`), except more context layers, which extend it. Once a run has built
+    its compressor, the trainer records its actual architecture here (train_config.json, train_info.json)."""
+
+    num_blocks: int | None = _chosen("num_blocks")
+    num_digest_tokens: int | None = _chosen("num_digest_tokens")
+    window_tokens: int | None = _chosen("window_tokens")
+    digest_positions: str | None = _chosen("digest_positions")
+    local_heads: int | None = _chosen("local_heads")
+    context_layers: int | None = _chosen(
+        "context_layers", " With init_from, a checkpoint with fewer gets them added (it starts unchanged)."
+    )
+    encoder: str | None = _chosen("encoder", " An 'llm' encoder's adapter trains at reader_lr.")
+    encoder_rank: int | None = _chosen("encoder_rank", " Its alpha is twice the rank.")
+
+    def __post_init__(self) -> None:
+        # Full checks (ranges against the LLM's width and heads) run when ICFormerConfig is built; these catch what
+        # can be told without the LLM.
+        for f in fields(self):
+            value = getattr(self, f.name)
+            want = str if isinstance(f.metadata["icformer_default"], str) else int
+            if value is not None and (type(value) is not want):
+                raise ValueError(f"{f.name} must be {want.__name__}, got {value!r}")
+        if self.encoder is not None and self.encoder not in ENCODERS:
+            raise ValueError(f"encoder must be one of {ENCODERS}, got {self.encoder!r}")
+        if self.encoder_rank is not None and self.encoder_rank < 1:
+            raise ValueError(f"encoder_rank must be >= 1, got {self.encoder_rank}")
+        if self.context_layers is not None and self.context_layers < 0:
+            raise ValueError(f"context_layers must be >= 0, got {self.context_layers}")
+
+    def chosen(self) -> dict[str, Any]:
+        """The fields that were set, as ICFormerConfig overrides."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
+
+    def resolved(self, name: str) -> Any:
+        """The value a new compressor gets for field `name`: the chosen one, else ICFormerConfig's default."""
+        value = getattr(self, name)
+        return _ICFORMER_FIELDS[name].default if value is None else value
+
+    @classmethod
+    def of(cls, config: ICFormerConfig) -> ArchitectureConfig:
+        """The architecture of a built compressor."""
+        return cls(**{f.name: getattr(config, f.name) for f in fields(cls)})
+
+    def check_fits(self, config: ICFormerConfig, source: str, extend_context: bool = True) -> None:
+        """Raise ValueError naming every chosen field (as its command-line flag) whose value differs from the
+        checkpoint's `config` (`source` says which checkpoint). More context layers extend a checkpoint, unless
+        `extend_context` is False (a resume: the architecture must be the one saved)."""
+        problems = []
+        for name, value in self.chosen().items():
+            have = getattr(config, name)
+            if name == "context_layers" and extend_context and value > have:
+                continue
+            if value != have:
+                problems.append(f"--{name.replace('_', '-')} {value} (the checkpoint has {have})")
+        if problems:
+            raise ValueError(
+                f"{source}: {'; '.join(problems)}. Architecture flags shape a new compressor; with a checkpoint, "
+                "leave them out (the checkpoint's are used) or give the checkpoint's values"
+            )
+
+
+ARCHITECTURE_FIELDS = tuple(f.name for f in fields(ArchitectureConfig))
 
 
 @dataclass
@@ -25,33 +107,10 @@ class TrainConfig:
     continue_step: bool = field(
         default=True, metadata={"help": "With init_from, continue its step count (and LR schedule) where it ended."}
     )
-    num_blocks: int = field(default=3, metadata={"help": "Blocks of a new compressor."})
-    num_digest_tokens: int = field(default=128, metadata={"help": "Digests per window of a new compressor."})
-    window_tokens: int = field(default=512, metadata={"help": "Window length of a new compressor."})
-    digest_positions: str = field(
-        default="spread", metadata={"help": "Digest RoPE layout of a new compressor: 'spread' or 'after'."}
+    architecture: ArchitectureConfig = field(
+        default_factory=ArchitectureConfig,
+        metadata={"help": "The compressor's shape (ArchitectureConfig); one command-line flag per field."},
     )
-    local_heads: int = field(default=0, metadata={"help": "Distance-decaying heads per block of a new compressor."})
-    chunk_queries: bool = field(
-        default=False, metadata={"help": "New compressor: digest queries start from a projection of their tokens."}
-    )
-    context_layers: int = field(
-        default=0,
-        metadata={
-            "help": "Self-attention layers over each window's tokens before the digests read them (contextual keys "
-            "and values). With init_from, a checkpoint with fewer gets them added (zero-initialised: it starts "
-            "unchanged)."
-        },
-    )
-    encoder: str = field(
-        default="icformer",
-        metadata={
-            "help": "Encoder of a new compressor: 'icformer' (cross-attention over word embeddings) or 'llm' (the "
-            "ICAE-style encoder: the LLM with a LoRA adapter of rank encoder_rank and k memory tokens; its adapter "
-            "trains at reader_lr)."
-        },
-    )
-    encoder_rank: int = field(default=16, metadata={"help": "LoRA rank of a new 'llm' encoder."})
     reader_rank: int = field(
         default=0,
         metadata={
@@ -115,23 +174,6 @@ class TrainConfig:
             "costs ~15% of a step on an H100 at 1.0; once its accuracy saturates (~0.999), 0.25 keeps the signal."
         },
     )
-    ae_input_dropout: float = field(
-        default=0.0,
-        metadata={
-            "help": "Auto-encoding steps: share of the teacher-forced window tokens the LLM reads as a blank (a "
-            "zero vector; the targets stay the true tokens), so that more predictions must come from the digests "
-            "(word dropout). The logged AE loss is then over the blanked inputs. 0 = off."
-        },
-    )
-    ae_self_feed: float = field(
-        default=0.0,
-        metadata={
-            "help": "Auto-encoding steps: share of the teacher-forced window tokens replaced by the LLM's own greedy "
-            "prediction of them (from the digests and the true prefix, one extra forward without gradients; the "
-            "targets stay the true tokens), so the digests learn to pull a reconstruction back after a slip "
-            "(parallel scheduled sampling). 0 = off."
-        },
-    )
     lm_tokens: int = field(default=128, metadata={"help": "Continuation tokens predicted in LM steps."})
     window_lengths: tuple[int, ...] = field(
         default=(512, 384, 256, 128), metadata={"help": "Window lengths a step draws from (one per batch)."}
@@ -163,6 +205,11 @@ class TrainConfig:
     progress: bool = field(default=True, metadata={"help": "Show a progress bar."})
 
     def __post_init__(self) -> None:
+        if isinstance(self.architecture, dict):
+            self.architecture = from_known_fields(ArchitectureConfig, self.architecture)
+        if not isinstance(self.architecture, ArchitectureConfig):
+            raise ValueError(f"architecture must be an ArchitectureConfig, got {type(self.architecture).__name__}")
+        arch = self.architecture
         self.window_lengths = tuple(self.window_lengths)
         self.window_weights = tuple(self.window_weights)
         if not 0 <= self.ae_fraction <= 1 or not 0 <= self.instruct_fraction <= 1:
@@ -173,8 +220,10 @@ class TrainConfig:
             raise ValueError("instruct_fraction > 0 needs an instruct_file")
         if len(self.window_lengths) != len(self.window_weights) or not self.window_lengths:
             raise ValueError("window_lengths and window_weights must have the same, non-zero length")
-        if any(n < 1 or n > self.window_tokens for n in self.window_lengths):
-            raise ValueError(f"window_lengths must lie in [1, window_tokens={self.window_tokens}]")
+        # With init_from and no window_tokens given, the checkpoint's window decides (the trainer checks it then).
+        window = arch.resolved("window_tokens") if arch.window_tokens is not None or not self.init_from else None
+        if window is not None and any(n < 1 or n > window for n in self.window_lengths):
+            raise ValueError(f"window_lengths must lie in [1, window_tokens={window}]")
         for name in ("batch_size", "grad_accum", "max_steps", "lm_tokens", "log_every", "save_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be positive")
@@ -184,18 +233,12 @@ class TrainConfig:
             raise ValueError("readout_weight must be >= 0")
         if not 0 < self.readout_fraction <= 1:
             raise ValueError("readout_fraction must be in (0, 1]")
-        if not 0 <= self.ae_input_dropout < 1:
-            raise ValueError("ae_input_dropout must be in [0, 1)")
-        if not 0 <= self.ae_self_feed <= 1:
-            raise ValueError("ae_self_feed must be in [0, 1]")
         if self.kl_weight < 0:
             raise ValueError("kl_weight must be >= 0")
-        if self.encoder not in ("icformer", "llm") or self.encoder_rank < 1:
-            raise ValueError(f"encoder must be 'icformer' or 'llm' and encoder_rank >= 1, got {self.encoder!r}")
-        if self.encoder == "llm" and self.fsdp:
+        if arch.encoder == "llm" and self.fsdp:
             raise ValueError("an 'llm' encoder with fsdp is not supported")
-        if self.context_layers < 0 or self.reader_rank < 0 or self.reader_alpha <= 0 or self.reader_lr <= 0:
-            raise ValueError("context_layers and reader_rank must be >= 0, reader_alpha and reader_lr > 0")
+        if self.reader_rank < 0 or self.reader_alpha <= 0 or self.reader_lr <= 0:
+            raise ValueError("reader_rank must be >= 0, reader_alpha and reader_lr > 0")
         if self.instruct_context not in ("digests", "text"):
             raise ValueError(f"instruct_context must be 'digests' or 'text', got {self.instruct_context!r}")
         if self.instruct_context == "text" and (self.instruct_fraction != 1 or self.reader_rank < 1):
@@ -208,9 +251,29 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @staticmethod
+    def nest(data: dict[str, Any]) -> dict[str, Any]:
+        """`data` in today's layout: without removed options (at their off value; see REMOVED_TRAIN_FIELDS) and
+        with architecture fields given at the top level (how TrainConfig held them before, e.g. in an older
+        train_info.json) moved into `architecture`. Nothing else is checked."""
+        if not isinstance(data, dict):
+            return data
+        data = without_removed_fields(TrainConfig, data, REMOVED_TRAIN_FIELDS)
+        flat = {k: data[k] for k in ARCHITECTURE_FIELDS if k in data}
+        if not flat:
+            return data
+        nested = data.get("architecture") or {}
+        if not isinstance(nested, dict):
+            raise ValueError(f"architecture must be a JSON object, got {nested!r}")
+        twice = sorted(set(flat) & set(nested))
+        if twice:
+            raise ValueError(f"{twice} given both at the top level and in 'architecture'")
+        rest = {k: v for k, v in data.items() if k not in flat}
+        return {**rest, "architecture": {**nested, **flat}}
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        return from_known_fields(cls, data)
+        return from_known_fields(cls, cls.nest(data))
 
     @classmethod
     def from_json(cls, path: str | Path) -> TrainConfig:

@@ -96,37 +96,18 @@ def _readout(readout: ReadoutHead | None, digests: torch.Tensor, window_ids: tor
 
 
 def autoencoding_inputs(
-    model: Any,
-    llm: Any,
-    window_ids: torch.Tensor,
-    input_drop: torch.Tensor | None = None,
-    prefix_ids: torch.Tensor | None = None,
+    model: Any, llm: Any, window_ids: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The auto-encoding layout of windows (B, n): the LLM's input embeddings `[BEGIN] digests [END] [AE] w_0
     ... w_{n-2}`, their targets (-100 where none; the AE token predicts w_0, w_t predicts w_{t+1}) and the raw
     digests (B, m, C) in the compressor's dtype.
-
-    `input_drop` (B, n - 1) bool marks teacher-forced tokens the LLM reads as a blank, a zero vector, instead
-    (word dropout: the targets stay the true tokens, so a prediction after a blank has to come from the
-    digests; see :func:`input_dropout_mask`). `prefix_ids` (B, n - 1) are the tokens the LLM reads in place of
-    the true w_0 ... w_{n-2} (its own predictions, for :func:`self_fed_prefix`); the targets stay the true
-    window. The compressor always sees the true window.
     """
-    B, n = window_ids.shape
     embed = llm.get_input_embeddings()
     dtype = embed.weight.dtype
     ctx = embed(window_ids)  # (B, n, C)
-    m = core(model).config.digests_for(n)
+    m = core(model).config.digests_for(window_ids.shape[1])
     raw = model(ctx, None, num_digests=m)  # (B, m, C)
     prefix = ctx[:, :-1]  # the last window token is only ever a target
-    if prefix_ids is not None:
-        if prefix_ids.shape != (B, n - 1):
-            raise ValueError(f"prefix_ids {tuple(prefix_ids.shape)} != teacher-forced tokens {(B, n - 1)}")
-        prefix = embed(prefix_ids)
-    if input_drop is not None:
-        if input_drop.shape != prefix.shape[:2]:
-            raise ValueError(f"input_drop {tuple(input_drop.shape)} != teacher-forced tokens {tuple(prefix.shape[:2])}")
-        prefix = prefix.masked_fill(input_drop.unsqueeze(-1), 0.0)
     inputs = torch.cat(
         (digest_block(core(model).special_embeddings, raw.to(dtype), autoencode=True), prefix), dim=1
     )  # (B, m + 3 + n - 1, C)
@@ -135,69 +116,17 @@ def autoencoding_inputs(
     return inputs, targets, raw
 
 
-def autoencoding_loss(
-    model: Any,
-    llm: Any,
-    window_ids: torch.Tensor,
-    readout: ReadoutHead | None = None,
-    input_drop: torch.Tensor | None = None,
-    prefix_ids: torch.Tensor | None = None,
-) -> LossOutput:
+def autoencoding_loss(model: Any, llm: Any, window_ids: torch.Tensor, readout: ReadoutHead | None = None) -> LossOutput:
     """The LLM reconstructs each window (B, n) from its digests after the learned AE token
-    (:func:`autoencoding_inputs`, with its optional word dropout `input_drop` and self-fed `prefix_ids`).
+    (:func:`autoencoding_inputs`).
 
     With a `readout` head, also returns its loss on the same digests (see :mod:`.readout`); the caller
     weights and adds it.
     """
-    inputs, targets, raw = autoencoding_inputs(model, llm, window_ids, input_drop, prefix_ids)
+    inputs, targets, raw = autoencoding_inputs(model, llm, window_ids)
     out = target_loss(llm, inputs, targets)
     out.readout = _readout(readout, raw, window_ids, llm)
     return out
-
-
-def input_dropout_mask(rng: Any, batch: int, length: int, rate: float, device: torch.device) -> torch.Tensor | None:
-    """Which of the (batch, length - 1) teacher-forced tokens of an auto-encoding batch are read as blanks:
-    each independently with probability `rate`, drawn from the step's numpy `rng` (so exact resume still holds).
-    None when `rate` is 0.
-
-    Why: with the true prefix in view the frozen LLM predicts most window tokens by itself, so the
-    auto-encoding loss rewards the digests mainly where the text alone is not enough (the shipped checkpoint,
-    teacher-forced on 32 held-out windows: accuracy 0.03 on a window's first token, where only the digests can
-    help, against ~0.63 from token 16 on; `scripts/probe_position_accuracy.py`). Blanking part of the prefix
-    makes more predictions depend on the digests: the word dropout that keeps a strong autoregressive decoder
-    from ignoring its latent code (Bowman et al. 2016).
-
-    The blank is a zero vector, not a token: in bias-free (Llama-style) layers it gives a zero key and value after
-    the first RMSNorm, so it says "nothing here" without meaning anything. A real token can mean a lot to the frozen
-    LLM. Measured on the shipped checkpoint (CPU, 8 held-out 128-token windows, 15% blanked): with SmolLM2's unk
-    `<|endoftext|>` as the blank, the loss on the token right after a blank was 12.3 nats, and 3.4 on tokens 4 or
-    more places past every blank (no blanks: 1.65), as if each blank began a new document that no longer reads the
-    digests; with the zero vector 5.3 and 1.9 (a space, `...`, `_`, `<|im_end|>`, random tokens, the mean embedding:
-    5.5-6.4 and 1.8-2.0).
-    """
-    if rate <= 0:
-        return None
-    return torch.from_numpy(rng.random((batch, length - 1)) < rate).to(device)
-
-
-@torch.no_grad()
-def self_fed_prefix(model: Any, llm: Any, window_ids: torch.Tensor, feed: torch.Tensor | None) -> torch.Tensor | None:
-    """The teacher-forced tokens (B, n - 1) of an auto-encoding batch where the ones `feed` marks (a mask of
-    :func:`input_dropout_mask`'s shape) are replaced by the LLM's own greedy prediction of them, made from the
-    digests and the true prefix in one extra forward without gradients (parallel scheduled sampling, Duckworth
-    et al. 2019). None when `feed` is None.
-
-    Why: with the true prefix in view, run 7 predicted 0.77 of held-out window tokens, yet its greedy
-    reconstructions reach BLEU-4 < 0.2: one wrong token and the LLM reads the digests beside a prefix unlike any
-    it trained on, and continues with its own text (giving it the first 1-16 true tokens barely helped). Showing
-    the LLM its own mistakes while the targets stay the true tokens asks the digests to pull it back on track.
-    """
-    if feed is None:
-        return None
-    B, n = window_ids.shape
-    inputs, targets, _ = autoencoding_inputs(model, llm, window_ids)
-    predicted = logits_at(llm, inputs, targets != -100).argmax(-1).view(B, n)  # predicted[:, t] guesses w_t
-    return torch.where(feed, predicted[:, :-1], window_ids[:, :-1])
 
 
 def lm_loss(

@@ -15,7 +15,7 @@ import os
 import shutil
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,17 +27,16 @@ from tqdm.auto import tqdm
 
 from .. import reader
 from ..compressor import ContextCompressor
+from ..config import ICFormerConfig
 from ..data.sources import sha256_file
 from ..llm import load_llm
 from ..reader import ADAPTER_DIR
-from .config import TrainConfig
+from .config import ArchitectureConfig, TrainConfig
 from .objectives import (
     InstructExample,
     autoencoding_loss,
-    input_dropout_mask,
     instruct_loss,
     lm_loss,
-    self_fed_prefix,
     text_instruct_loss,
     tokenize_instruct_batch,
 )
@@ -165,6 +164,14 @@ class Trainer:
 
     def __init__(self, cfg: TrainConfig, llm: Any = None, tokenizer: Any = None) -> None:
         self.cfg = cfg
+        # An architecture flag shapes a new compressor: one that the checkpoint contradicts is refused (before the
+        # LLM loads), not ignored.
+        resume_dir = Path(cfg.out_dir) / "resume"
+        resumed = ICFormerConfig.load(resume_dir) if cfg.resume and (resume_dir / "state.json").is_file() else None
+        if cfg.init_from:
+            cfg.architecture.check_fits(ICFormerConfig.load(cfg.init_from), f"init_from {cfg.init_from}")
+        elif resumed is not None:
+            cfg.architecture.check_fits(resumed, f"resume {resume_dir}", extend_context=False)
         want_cuda = cfg.device is None and torch.cuda.is_available() or (cfg.device or "").startswith("cuda")
         self.dist = init_distributed("cuda" if want_cuda else "cpu")
         device = cfg.device
@@ -186,6 +193,7 @@ class Trainer:
         self.device = llm.get_input_embeddings().weight.device
         torch.manual_seed(cfg.seed)
 
+        arch = cfg.architecture
         if cfg.init_from:
             comp = ContextCompressor.from_pretrained(
                 cfg.init_from,
@@ -193,25 +201,20 @@ class Trainer:
                 tokenizer,
                 dtype=torch.float32,
                 load_reader=False,  # _setup_reader did
-                context_layers=cfg.context_layers or None,
+                context_layers=arch.context_layers,  # None: the checkpoint's; more: added, zero-initialised
             )
         else:
-            comp = ContextCompressor.from_llm(
-                llm,
-                tokenizer,
-                seed=cfg.seed,
-                dtype=torch.float32,
-                num_blocks=cfg.num_blocks,
-                num_digest_tokens=cfg.num_digest_tokens,
-                window_tokens=cfg.window_tokens,
-                digest_positions=cfg.digest_positions,
-                local_heads=cfg.local_heads,
-                chunk_queries=cfg.chunk_queries,
-                context_layers=cfg.context_layers,
-                encoder=cfg.encoder,
-                encoder_rank=cfg.encoder_rank,
-                encoder_alpha=2 * cfg.encoder_rank,
-            )
+            if resumed is not None:  # the flags left out take the resumed run's values
+                arch = ArchitectureConfig.of(resumed)
+            shape = arch.chosen()  # the rest: ICFormerConfig's defaults
+            if "encoder_rank" in shape:
+                shape["encoder_alpha"] = 2 * shape["encoder_rank"]
+            comp = ContextCompressor.from_llm(llm, tokenizer, seed=cfg.seed, dtype=torch.float32, **shape)
+        # From here on the config holds the architecture actually trained (train_config.json, train_info.json); its
+        # checks run again against it (window_lengths within the checkpoint's window, an 'llm' encoder without fsdp).
+        self.cfg = cfg = replace(cfg, architecture=ArchitectureConfig.of(comp.config))
+        if resumed is not None:  # e.g. init_from with more context layers than the resumed run had
+            cfg.architecture.check_fits(resumed, f"resume {resume_dir}", extend_context=False)
         comp.reader_name = reader.READER if self.reader_params or self.reader_frozen else None
         self.compressor = comp
         # fp32 master weights; the full-text reader baseline (instruct_context 'text') never runs the compressor.
@@ -238,8 +241,8 @@ class Trainer:
         self.rewarm_from: int | None = None  # step where a fresh optimizer warms up again
         self.sampler = SpanSampler(cfg.data_dir, "train") if cfg.instruct_fraction < 1 else None
         self.instruct = self._load_instruct() if cfg.instruct_fraction > 0 else []
-        if cfg.resume and (self.out / "resume" / "state.json").is_file():
-            self.load_resume(self.out / "resume")
+        if resumed is not None:
+            self.load_resume(resume_dir)
         elif cfg.init_from and cfg.continue_step and (Path(cfg.init_from) / "train_info.json").is_file():
             # Across machines only the released weights travel: keep the schedule and counters going, with a
             # fresh AdamW (its moments re-estimate within the first few dozen steps).
@@ -339,10 +342,7 @@ class Trainer:
         cont = self.cfg.lm_tokens if kind == LM else 0
         spans = torch.from_numpy(self.sampler.sample(rng, micro, length, cont)).to(self.device)
         if kind == AE:
-            drop = input_dropout_mask(rng, micro, length, self.cfg.ae_input_dropout, self.device)
-            feed = input_dropout_mask(rng, micro, length, self.cfg.ae_self_feed, self.device)
-            prefix = self_fed_prefix(model, self.llm, spans, feed)
-            return autoencoding_loss(model, self.llm, spans, self.readout, drop, prefix)
+            return autoencoding_loss(model, self.llm, spans, self.readout)
         return lm_loss(model, self.llm, spans[:, :length], spans[:, length:], readout=self.readout)
 
     def train_step(self) -> dict[str, Any]:
