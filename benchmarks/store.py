@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 reader = open_store(kind, path, codec, max_cached=1)
                 lat = read_latency(kind, reader, keys, max(50, args.reads // 4), args.batch)
                 errs = []
-                for i in range(len(pool)):
+                for i in range(min(len(pool), len(keys))):
                     got = reader.get(keys[i]).embeddings.float()
                     ref = pool[i].float()
                     errs.append(

@@ -729,6 +729,23 @@ class PackedDigestStore:
         self._check_writable()
         return self._backend.compact(min_dead_fraction)
 
+    def verify(self, batch: int = 256) -> dict[str, Any]:
+        """Read every record with all of its checks (bypassing the memory cache); returns the number sound and the
+        keys of the damaged ones (delete or put them again)."""
+        keys, ok, damaged = list(self.keys()), 0, []
+        for lo in range(0, len(keys), batch):
+            for key in keys[lo : lo + batch]:
+                try:
+                    found = self._backend.records([key]).get(key)
+                    if found is None or found[0] is None:
+                        raise InvalidDigestError(f"record of {key} is missing")
+                    if decode_record(found[0], key, found[1], self.out_dtype, torch.device("cpu")) is None:
+                        raise InvalidDigestError(f"record of {key} holds another key's digest")
+                    ok += 1
+                except InvalidDigestError:
+                    damaged.append(key)
+        return {"ok": ok, "damaged": damaged}
+
     def disk_bytes(self) -> int:
         """Bytes the store takes on disk (shards and index, or LMDB's data file)."""
         return self._backend.disk_bytes()

@@ -179,6 +179,7 @@ def test_damaged_record_is_never_served(tmp_path, where):
     fresh = PackedDigestStore(tmp_path / "s")
     with pytest.raises(InvalidDigestError, match=keys[1]):
         fresh.get(keys[1])
+    assert fresh.verify() == {"ok": 2, "damaged": [keys[1]]}
     assert fresh.get(keys[0]) is not None and fresh.get(keys[2]) is not None
     fresh.put(tiny(1))  # putting it again heals it
     assert PackedDigestStore(tmp_path / "s").get(keys[1]) is not None
@@ -453,3 +454,21 @@ def test_one_writer_at_a_time(tmp_path):
     key = patient.put(tiny(1))  # waits for the other writer, then writes
     holder.communicate(timeout=30)
     assert PackedDigestStore(path).get(key) is not None
+
+
+def test_benchmark_smoke(tmp_path):
+    from benchmarks import store as bench
+
+    args = ["--num", "40", "--dtype-num", "20", "--index-keys", "300", "--reads", "20", "--out", str(tmp_path)]
+    payload = bench.main(
+        [*args, "--workdir", str(tmp_path), "--stores", "folder,shards" + (",lmdb" if HAS_LMDB else "")]
+    )
+    parts = {(r["part"], r["store"], r["dtype"]) for r in payload["rows"]}
+    assert ("main", "folder", "bf16") in parts and ("index", "shards", "bf16") in parts
+    assert {("dtype", "shards", c) for c in quantize.CODECS} <= parts
+    for r in payload["rows"]:
+        assert r["write_digests_per_s"] > 0 and r["get_p99_ms"] >= r["get_p50_ms"] > 0 and r["bytes_per_chunk"] > 0
+    int8 = next(r for r in payload["rows"] if r["part"] == "dtype" and r["dtype"] == "int8")
+    bf16 = next(r for r in payload["rows"] if r["part"] == "dtype" and r["dtype"] == "bf16")
+    assert int8["bytes_per_chunk"] < 0.6 * bf16["bytes_per_chunk"] and int8["rel_rms_error"] < 0.02
+    assert (tmp_path / "store.json").is_file()
