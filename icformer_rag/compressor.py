@@ -182,6 +182,24 @@ def default_checkpoint() -> Path | None:
     return DEFAULT_CHECKPOINT if (DEFAULT_CHECKPOINT / WEIGHTS_NAME).is_file() else None
 
 
+def _widened(path: Path, config: ICFormerConfig, state: dict[str, torch.Tensor], k: int) -> dict[str, torch.Tensor]:
+    """`state` of the IC-Former checkpoint at `path` with each of its digest queries repeated k / have times (see
+    :meth:`ContextCompressor.from_pretrained`'s `num_digest_tokens`)."""
+    have = config.num_digest_tokens
+    if config.encoder != "icformer":
+        raise ValueError(f"{path} is an {config.encoder!r} encoder: only an IC-Former's digests can be widened")
+    if k < have or k % have or config.window_tokens % k:
+        raise ValueError(
+            f"{path} has {have} digests per {config.window_tokens}-token window: it can only be widened to a "
+            f"multiple of {have} that divides the window, not {k}"
+        )
+    if config.digest_positions != "spread":
+        raise ValueError(f"{path} places digests {config.digest_positions!r}: widening needs 'spread' positions")
+    state = dict(state)
+    state["digest_embeddings"] = state["digest_embeddings"].repeat_interleave(k // have, dim=0)
+    return state
+
+
 class ContextCompressor:
     """Compresses documents into :class:`Digest` objects for one frozen LLM.
 
@@ -335,6 +353,7 @@ class ContextCompressor:
         allow_untrained: bool = True,
         load_reader: bool = True,
         context_layers: int | None = None,
+        num_digest_tokens: int | None = None,
     ) -> ContextCompressor:
         """Load a compressor saved with :meth:`save_pretrained` onto the LLM's device.
 
@@ -345,6 +364,10 @@ class ContextCompressor:
         A checkpoint with a reader adapter (``reader_adapter/``) loads it into `llm` (see
         :mod:`icformer_rag.reader`), unless `load_reader` is False (the trainer handles it itself).
         `context_layers` (training) extends a checkpoint with fewer context layers by zero-initialised ones.
+        `num_digest_tokens` (training) widens an IC-Former to a multiple f of its digests per window (lower
+        compression): each learned digest query becomes f copies, which "spread" positions place around the old
+        one (4j+1.5 -> 4j+0.5 and 4j+2.5 at f=2); the blocks do not depend on the number of digests, so the wider
+        compressor starts from everything the checkpoint learned.
         """
         if path is None:
             path = default_checkpoint()
@@ -381,6 +404,10 @@ class ContextCompressor:
             if context_layers < config.context_layers:
                 raise ValueError(f"{path} has {config.context_layers} context layers; cannot drop to {context_layers}")
             config.context_layers = context_layers
+        widen = num_digest_tokens is not None and num_digest_tokens != config.num_digest_tokens
+        if widen:
+            state = _widened(path, config, state, num_digest_tokens)
+            config.num_digest_tokens = num_digest_tokens
         with torch.random.fork_rng(devices=[]):  # the throw-away initialisation must not move the caller's RNG
             # An LLM encoder's adapter is named after the weights, so that checkpoints can share one LLM.
             model = build_model(config, llm, adapter_name=f"icformer_encoder_{fingerprint}")
@@ -395,7 +422,11 @@ class ContextCompressor:
         model.to(device=device, dtype=resolve_dtype(dtype, device) if dtype else embed.weight.dtype)
         # Extended by new context layers, it is another compressor: its fingerprint is computed from the result.
         comp = cls(
-            model, embed, tokenizer, max_batch_tokens=max_batch_tokens, fingerprint=None if extend else fingerprint
+            model,
+            embed,
+            tokenizer,
+            max_batch_tokens=max_batch_tokens,
+            fingerprint=None if extend or widen else fingerprint,
         )
         if load_reader and (path / ADAPTER_DIR).is_dir():
             comp._attach_reader(llm, path / ADAPTER_DIR)

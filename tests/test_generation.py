@@ -52,11 +52,13 @@ def test_render_prompt_with_system_prompt(tokenizer):
     assert "SmolLM" not in pieces[0]  # the template's default system prompt is replaced
 
 
-def test_render_prompt_rejects_a_reserved_marker_in_user_text(tokenizer):
-    with pytest.raises(ValueError, match="reserved"):
-        render_prompt(tokenizer, "what is <<ICFORMER_CONTEXT_3>>?", 1)
-    with pytest.raises(ValueError, match="instruction"):
-        render_prompt(tokenizer, "Q?", 1, instruction="see <<ICFORMER_CONTEXT_0>>")
+def test_render_prompt_keeps_a_typed_slot_marker_as_text(tokenizer):
+    """A context-slot marker typed by the user (old syntax or new) is text, never a slot: only render_prompt's own
+    slots (one here) are cut out."""
+    for typed in ("what is <<ICFORMER_CONTEXT_3>>?", "what is \u27e6icf:ctx0.0123456789abcdef\u27e7?"):
+        pieces = render_prompt(tokenizer, typed, 1, instruction=f"see {typed}")
+        assert [p for p in pieces if isinstance(p, int)] == [0]
+        assert typed in "".join(p for p in pieces if isinstance(p, str))
 
 
 def test_build_inputs_with_a_digest(soft_lm, compressor, tokenizer):

@@ -15,6 +15,7 @@ import torch
 import torch.multiprocessing as mp
 from transformers import LlamaConfig, LlamaForCausalLM
 
+from icformer_rag.compressor import ContextCompressor
 from icformer_rag.llm import load_tokenizer
 from icformer_rag.training import TrainConfig, Trainer
 from icformer_rag.training.config import ARCHITECTURE_FIELDS, ArchitectureConfig
@@ -726,3 +727,36 @@ def test_fsdp_sharded_llm_trains_like_ddp(tok, tmp_path):
         for name, w in comp.model.state_dict().items():
             assert torch.equal(w, a[name].to(torch.bfloat16).to(w.dtype)), name  # the release is bf16
         assert comp.compress(["Ada Krenn founded Velmora."])[0].embeddings.shape[0] > 0
+
+
+def test_init_from_widens_the_digests_by_a_multiple(tok, tmp_path):
+    """--num-digest-tokens 16 from a checkpoint with 8 per 32-token window (4x -> 2x compression) widens it instead
+    of refusing: each digest query becomes two copies, every other weight carries over, the readout head (another
+    number of slots per digest) starts anew, the fingerprint is the new compressor's, and it trains. A count that
+    is not a multiple, or fewer digests, is still refused."""
+    data = write_corpus(tmp_path / "c")
+    shape = ("--num-blocks", "2", "--num-digest-tokens", "8", "--window-tokens", "32", "--readout-weight", "1.0")
+    Trainer(_train_args(*_small_args(data, tmp_path / "a", *shape)), llm=tiny_llm(len(tok)), tokenizer=tok).train()
+    release = tmp_path / "a" / "release"
+    old = ContextCompressor.from_pretrained(release, tiny_llm(len(tok)), tok)
+    cfg = _train_args(
+        *_small_args(
+            data, tmp_path / "w", "--init-from", str(release), "--num-digest-tokens", "16", "--readout-weight", "1.0"
+        )
+    )
+    with pytest.warns(UserWarning, match="readout head"):
+        wide = Trainer(cfg, llm=tiny_llm(len(tok)), tokenizer=tok)
+    assert wide.compressor.config.num_digest_tokens == 16 and wide.compressor.config.ratio == 2
+    q_old, q_new = old.model.digest_embeddings, wide.compressor.model.digest_embeddings
+    assert torch.equal(q_new[0::2], q_old) and torch.equal(q_new[1::2], q_old)
+    for name, value in old.model.state_dict().items():
+        if name != "digest_embeddings":
+            assert torch.equal(wide.compressor.model.state_dict()[name], value), name
+    assert wide.compressor.fingerprint != old.fingerprint
+    wide.train()
+    again = ContextCompressor.from_pretrained(tmp_path / "w" / "release", tiny_llm(len(tok)), tok)
+    assert again.config.num_digest_tokens == 16
+    for bad in ("12", "4"):
+        cfg = _train_args(*_small_args(data, tmp_path / "x", "--init-from", str(release), "--num-digest-tokens", bad))
+        with pytest.raises(ValueError, match="num-digest-tokens|widened"):
+            Trainer(cfg, llm=tiny_llm(len(tok)), tokenizer=tok)

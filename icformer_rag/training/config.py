@@ -28,7 +28,8 @@ class ArchitectureConfig:
     """The compressor's shape as a run chooses it: the :class:`~icformer_rag.config.ICFormerConfig` fields that are
     not taken from the LLM (width, heads, MLP size and RoPE base are). None = not chosen: a new compressor gets
     ICFormerConfig's default, a run with `init_from` the checkpoint's value. A chosen value that differs from the
-    checkpoint's is refused (:meth:`check_fits`), except more context layers, which extend it. Once a run has built
+    checkpoint's is refused (:meth:`check_fits`), except more context layers, which extend it, and a multiple of its
+    digests per window, which widens it (each digest query copied). Once a run has built
     its compressor, the trainer records its actual architecture here (train_config.json, train_info.json)."""
 
     num_blocks: int | None = _chosen("num_blocks")
@@ -80,6 +81,8 @@ class ArchitectureConfig:
             have = getattr(config, name)
             if name == "context_layers" and extend_context and value > have:
                 continue
+            if name == "num_digest_tokens" and extend_context and value > have and value % have == 0:
+                continue  # widened: each digest query copied (ContextCompressor.from_pretrained)
             if value != have:
                 problems.append(f"--{name.replace('_', '-')} {value} (the checkpoint has {have})")
         if problems:

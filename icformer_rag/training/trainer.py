@@ -14,6 +14,7 @@ import math
 import os
 import shutil
 import time
+import warnings
 from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -202,6 +203,7 @@ class Trainer:
                 dtype=torch.float32,
                 load_reader=False,  # _setup_reader did
                 context_layers=arch.context_layers,  # None: the checkpoint's; more: added, zero-initialised
+                num_digest_tokens=arch.num_digest_tokens,  # None: the checkpoint's; a multiple: widened
             )
         else:
             if resumed is not None:  # the flags left out take the resumed run's values
@@ -567,6 +569,13 @@ class Trainer:
         keeps it in bf16; the head trains in fp32)."""
         if self.readout is not None and (directory / READOUT_FILE).is_file():
             saved = load_file(str(directory / READOUT_FILE), device=str(self.device))
+            shapes = {k: tuple(v.shape) for k, v in self.readout.state_dict().items()}
+            if {k: tuple(v.shape) for k, v in saved.items()} != shapes:
+                # A widened compressor has fewer tokens per digest: the head has as many slots, so it starts anew.
+                warnings.warn(
+                    f"the readout head in {directory} has another number of slots per digest: a new one", stacklevel=2
+                )
+                return
             self.readout.load_state_dict({k: v.float() for k, v in saved.items()})
 
     def _save_readout(self, directory: Path) -> None:
