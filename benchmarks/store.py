@@ -73,31 +73,44 @@ def write(kind: str, store: Any, num: int, pool: list[torch.Tensor], batch: int,
     return time.perf_counter() - t0
 
 
-def read_latency(kind: str, store: Any, keys: list[str], reads: int, batch: int, seed: int = 1) -> dict[str, Any]:
-    """p50/p99 of one random `get`, and of a random batch of `batch` keys (`get_many`, or `get`s for the folder)."""
+def read_latency(
+    stores: dict[str, Any], keys: list[str], reads: int, batch: int, seed: int = 1
+) -> dict[str, dict[str, Any]]:
+    """Per store: p50/p99 of one random `get`, and of a random batch of `batch` keys (`get_many`; the folder
+    store: `get`s). The stores are interleaved, in a rotating order, on the same random keys: a busy moment of a
+    shared machine falls on all of them alike."""
     rng = random.Random(seed)
+    kinds = list(stores)
     for k in rng.sample(keys, min(20, len(keys))):  # warm-up: imports, connections, first mappings
-        store.get(k)
-    singles, batches = [], []
-    for _ in range(reads):
+        for store in stores.values():
+            store.get(k)
+    singles: dict[str, list[float]] = {kind: [] for kind in kinds}
+    batches: dict[str, list[float]] = {kind: [] for kind in kinds}
+    for r in range(reads):
         k = rng.choice(keys)
-        t0 = time.perf_counter()
-        d = store.get(k)
-        singles.append(time.perf_counter() - t0)
-        assert d is not None
-    for _ in range(max(1, reads // 4)):
+        for kind in kinds[r % len(kinds) :] + kinds[: r % len(kinds)]:
+            t0 = time.perf_counter()
+            d = stores[kind].get(k)
+            singles[kind].append(time.perf_counter() - t0)
+            assert d is not None
+    for r in range(max(1, reads // 4)):
         ks = rng.sample(keys, batch)
-        t0 = time.perf_counter()
-        got = [store.get(k) for k in ks] if kind == "folder" else store.get_many(ks)
-        batches.append(time.perf_counter() - t0)
-        assert all(d is not None for d in got)
+        for kind in kinds[r % len(kinds) :] + kinds[: r % len(kinds)]:
+            store = stores[kind]
+            t0 = time.perf_counter()
+            got = [store.get(k) for k in ks] if kind == "folder" else store.get_many(ks)
+            batches[kind].append(time.perf_counter() - t0)
+            assert all(d is not None for d in got)
     return {
-        "get_p50_ms": 1e3 * _pct(singles, 50),
-        "get_p99_ms": 1e3 * _pct(singles, 99),
-        f"batch{batch}_p50_ms": 1e3 * _pct(batches, 50),
-        f"batch{batch}_p99_ms": 1e3 * _pct(batches, 99),
-        "get_times_s": singles,
-        "batch_times_s": batches,
+        kind: {
+            "get_p50_ms": 1e3 * _pct(singles[kind], 50),
+            "get_p99_ms": 1e3 * _pct(singles[kind], 99),
+            f"batch{batch}_p50_ms": 1e3 * _pct(batches[kind], 50),
+            f"batch{batch}_p99_ms": 1e3 * _pct(batches[kind], 99),
+            "get_times_s": singles[kind],
+            "batch_times_s": batches[kind],
+        }
+        for kind in kinds
     }
 
 
@@ -131,17 +144,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     rows: list[dict[str, Any]] = []
     try:
         # ------------------------------------------------------------------ stores at --num bf16 digests
+        written = {}
         for kind in kinds:
             path = root / f"main-{kind}"
             store = open_store(kind, path)
-            secs = write(kind, store, args.num, pool, args.write_batch)
+            written[kind] = (path, write(kind, store, args.num, pool, args.write_batch))
             if hasattr(store, "close"):
                 store.close()
-            keys = [digest_key(make_digest(i, pool)) for i in range(args.num)]
-            reader = open_store(kind, path, max_cached=1)
-            lat = read_latency(kind, reader, keys, args.reads, args.batch)
-            if hasattr(reader, "close"):
-                reader.close()
+            print(f"{kind}: {args.num / written[kind][1]:.0f} digests/s", flush=True)
+        keys = [digest_key(make_digest(i, pool)) for i in range(args.num)]
+        readers = {kind: open_store(kind, path, max_cached=1) for kind, (path, _) in written.items()}
+        lats = read_latency(readers, keys, args.reads, args.batch)
+        for kind, (path, secs) in written.items():
+            if hasattr(readers[kind], "close"):
+                readers[kind].close()
             size = disk_bytes(path)
             rows.append(
                 {
@@ -153,11 +169,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     "write_MB_per_s": args.num * raw / secs / 1e6,
                     "bytes_per_chunk": size / args.num,
                     "vs_raw": size / args.num / raw,
-                    **lat,
+                    **lats[kind],
                 }
-            )
-            print(
-                f"{kind}: {rows[-1]['write_digests_per_s']:.0f} digests/s, p99 {lat['get_p99_ms']:.3f} ms", flush=True
             )
             shutil.rmtree(path, ignore_errors=True)
         # ------------------------------------------------------------------ storage dtypes
@@ -169,7 +182,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 store.close()
                 keys = [digest_key(make_digest(i, pool)) for i in range(args.dtype_num)]
                 reader = open_store(kind, path, codec, max_cached=1)
-                lat = read_latency(kind, reader, keys, max(50, args.reads // 4), args.batch)
+                lat = read_latency({kind: reader}, keys, max(50, args.reads // 4), args.batch)[kind]
                 errs = []
                 for i in range(min(len(pool), len(keys))):
                     got = reader.get(keys[i]).embeddings.float()
@@ -208,7 +221,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 rng = random.Random(2)
                 keys = [digest_key(make_digest(rng.randrange(args.index_keys), tiny)) for _ in range(2_000)]
                 reader = open_store(kind, path, max_cached=1)
-                lat = read_latency(kind, reader, keys, args.reads, args.batch)
+                lat = read_latency({kind: reader}, keys, args.reads, args.batch)[kind]
                 n = len(reader)
                 reader.close()
                 size = disk_bytes(path)

@@ -83,7 +83,7 @@ def _align(n: int, to: int) -> int:
 
 
 # ---------------------------------------------------------------------------------------------------- records
-def encode_record(digest: Digest, codec: str) -> bytes:
+def encode_record(digest: Digest, codec: str) -> bytearray:
     """One digest as a self-checking record (see the module docstring)."""
     enc = quantize.encode(digest.embeddings, codec)
     m, c = enc.data.shape
@@ -100,13 +100,17 @@ def encode_record(digest: Digest, codec: str) -> bytes:
         separators=(",", ":"),
     ).encode()
     payload_at = _align(_HEAD_SIZE + len(header), 16)
-    parts = [enc.data.view(torch.uint8).numpy().tobytes()]
+    scale_bytes = 0 if enc.scale is None else 4 * m
+    rec = bytearray(payload_at + scale_bytes + enc.data.numel() * enc.data.element_size())  # one copy of the vectors
+    rec[_HEAD_SIZE : _HEAD_SIZE + len(header)] = header
     if enc.scale is not None:
-        parts.insert(0, enc.scale.float().numpy().tobytes())
-    body = header + b"\0" * (payload_at - _HEAD_SIZE - len(header)) + b"".join(parts)
-    head = _HEAD.pack(_MAGIC, _VERSION, _CODEC_IDS[enc.codec], 0, len(header), len(body), 0)
-    crc = zlib.crc32(body, zlib.crc32(head[:_CRC_AT]))
-    return head[:_CRC_AT] + struct.pack("<I", crc) + b"\0" * (_HEAD_SIZE - _HEAD.size) + body
+        rec[payload_at : payload_at + scale_bytes] = memoryview(enc.scale.float().numpy()).cast("B")
+    if enc.data.numel():
+        rec[payload_at + scale_bytes :] = memoryview(enc.data.view(torch.uint8).numpy()).cast("B")
+    _HEAD.pack_into(rec, 0, _MAGIC, _VERSION, _CODEC_IDS[enc.codec], 0, len(header), len(rec) - _HEAD_SIZE, 0)
+    mv = memoryview(rec)
+    struct.pack_into("<I", rec, _CRC_AT, zlib.crc32(mv[_HEAD_SIZE:], zlib.crc32(mv[:_CRC_AT])))
+    return rec
 
 
 def record_length(buf: Any) -> int | None:
@@ -226,10 +230,6 @@ class _ShardBackend:
                     if size < end:
                         return None
                     mm = mmap.mmap(f.fileno(), size, access=mmap.ACCESS_COPY)
-                    try:
-                        mm.madvise(mmap.MADV_RANDOM)
-                    except (AttributeError, OSError):
-                        pass
                 self._maps[shard] = mm  # an older, shorter mapping stays alive while digests use it
         return memoryview(mm)[offset:end]
 
@@ -284,7 +284,7 @@ class _ShardBackend:
         shards = sorted(int(p.stem) for p in self.shard_dir.glob("*.bin") if p.stem.isdigit())
         return shards[-1] if shards else 0
 
-    def put_records(self, records: Sequence[tuple[str, bytes]]) -> None:
+    def put_records(self, records: Sequence[tuple[str, bytearray]]) -> None:
         with self.writer():
             shard = self._active_shard()
             rows, fds = [], {}
@@ -481,7 +481,7 @@ class _LMDBBackend:
         with self._write_lock:  # LMDB serializes writers across processes itself
             yield
 
-    def put_records(self, records: Sequence[tuple[str, bytes]]) -> None:
+    def put_records(self, records: Sequence[tuple[str, bytearray]]) -> None:
         with self._write_lock, self.env.begin(write=True) as txn:
             for key, rec in records:
                 txn.put(key.encode(), rec)
@@ -517,7 +517,7 @@ class _LMDBBackend:
         self._release()
 
 
-def _pwrite_all(fd: int, data: bytes, pos: int) -> None:
+def _pwrite_all(fd: int, data: bytes | bytearray, pos: int) -> None:
     view = memoryview(data)
     while view:
         n = os.pwrite(fd, view, pos)
