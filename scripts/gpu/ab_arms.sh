@@ -10,6 +10,8 @@
 #       with a new reader adapter, from scratch
 #   dr  d with its reader started from the init checkpoint's (--reader-from): the encoder alone starts from zero
 #   d2  d at 2x compression (256 memory tokens per 512-token window; 57 GB: not beside d)
+#   w2  b widened to 2x compression: 256 digests per 512-token window, each of the init checkpoint's 128 digest
+#       queries copied (its reader continued, a new readout head)
 #   ft  the full-text reader baseline: the same LoRA recipe on the same records with the text in the prompt
 # ARMS (default "a b c ft") picks the arms, each optionally with its own minutes ("b:15 ft:7"); MINUTES (default 11)
 # bounds the training of an arm that names none, compile time included.
@@ -32,6 +34,7 @@ for spec in ${ARMS:-a b c ft}; do
     d) run d "${data[@]}" "${mix[@]}" "${lora[@]}" --encoder llm --encoder-rank 16 ;;
     dr) run dr "${data[@]}" "${mix[@]}" "${lora[@]}" --encoder llm --encoder-rank 16 --reader-from "$W/init/reader_adapter" ;;
     d2) run d2 "${data[@]}" "${mix[@]}" "${lora[@]}" --encoder llm --encoder-rank 16 --num-digest-tokens 256 ;;
+    w2) run w2 "${common[@]}" "${mix[@]}" "${lora[@]}" --num-digest-tokens 256 ;;
     ft) run ft "${common[@]}" "${lora[@]}" --ae-fraction 0 --instruct-fraction 1 --instruct-context text ;;
     *) echo "unknown arm $arm" >&2; exit 2 ;;
   esac
