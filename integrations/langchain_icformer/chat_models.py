@@ -25,7 +25,8 @@ from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResu
 from pydantic import Field, model_validator
 
 from icformer_rag.generation import ChatPrompt, GenerationSettings, SoftPromptLM
-from icformer_rag.store import DigestStore
+from icformer_rag.prompt import encode_text, guard_text
+from icformer_rag.store import DigestStore, marker_for, split_markers
 
 
 class ChatICFormer(BaseChatModel):
@@ -39,7 +40,10 @@ class ChatICFormer(BaseChatModel):
     made, so marker-looking text typed in a question, held by a document read as full text, formatted from
     metadata, or made by another process (or saved from an earlier run) is read as the text it is, and can neither
     pull a digest nor tell whether a text is in the store.
-    Greedy decoding unless `temperature > 0`.
+    Greedy decoding unless `temperature > 0`. :class:`ICFormerCompressor` is the last step before this model: no
+    other chat model reads markers (they would read ``⟦icf:...⟧`` as text), and no text-reading step may follow it.
+    `get_num_tokens` / `get_token_ids` / `get_num_tokens_from_messages` count what the LLM reads (its own tokenizer;
+    a marker as its digest's positions + BEGIN/END), not GPT-2 tokens.
 
     Setup:
         ```bash
@@ -172,6 +176,23 @@ class ChatICFormer(BaseChatModel):
         if stop or self.stop:
             params["ls_stop"] = stop or self.stop
         return params
+
+    # ------------------------------------------------------------------------------------- token counting
+    def get_token_ids(self, text: str) -> list[int]:
+        """What the LLM reads for `text`, one id per prompt position: the LLM's own tokenizer for text, and
+        for each digest marker its digest's positions (BEGIN, the vectors, END) as that many placeholder ids
+        (the tokenizer's unk, pad or eos id: a digest has no token ids). A marker whose digest is not in the store
+        raises ValueError, as the model would."""
+        return _position_ids(self.lm, self.store, text)
+
+    def get_num_tokens(self, text: str) -> int:
+        """Prompt positions `text` takes for this model: tokens, and a marker as its digest + BEGIN/END."""
+        return len(self.get_token_ids(text))
+
+    def get_num_tokens_from_messages(self, messages: list[BaseMessage], tools: Any = None) -> int:
+        """Exact prompt positions of `messages` (chat template and digests included), as `usage_metadata` will
+        report them as `input_tokens`. Tools are not supported by this model and are not counted."""
+        return self._prompt(messages).num_positions
 
     # ------------------------------------------------------------------------------------------ helpers
     def _settings(self, stop: list[str] | None = None, **kwargs: Any) -> GenerationSettings:
@@ -344,6 +365,24 @@ def _to_chat_dict(message: BaseMessage) -> dict[str, str]:
                 raise ValueError(f"ChatICFormer reads text only; got a {kind!r} content block")
         content = "".join(parts)
     return {"role": role, "content": content}
+
+
+def _position_ids(lm: SoftPromptLM, store: DigestStore, text: str) -> list[int]:
+    """Token ids of `text` as the LLM reads it, each digest marker as len(digest) + 2 placeholder ids."""
+    if not isinstance(text, str):
+        raise TypeError(f"text must be a str, got {type(text).__name__}")
+    tok = lm.tokenizer
+    placeholder = next((i for i in (tok.unk_token_id, tok.pad_token_id, tok.eos_token_id) if i is not None), 0)
+    ids: list[int] = []
+    for piece in split_markers(text):
+        if isinstance(piece, str):
+            ids += encode_text(tok, guard_text(tok, piece))
+            continue
+        digest = store.get(piece[0])
+        if digest is None:
+            raise ValueError(f"no digest for marker {marker_for(piece[0])} in the digest store: cannot count it")
+        ids += [placeholder] * (len(digest) + 2)  # BEGIN, the digest vectors, END
+    return ids
 
 
 def _cut_at_stop(text: str, stops: list[str] | None) -> tuple[str, bool]:

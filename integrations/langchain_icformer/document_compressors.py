@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import sys
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -12,12 +14,32 @@ from pydantic import ConfigDict, Field
 
 from icformer_rag.compressor import ContextCompressor
 from icformer_rag.key_terms import append_key_terms
-from icformer_rag.store import DigestStore, digest_key, marker_for
+from icformer_rag.store import DigestStore, digest_key, find_markers, marker_for
 
 METADATA_KEY = "icformer_digest_key"
 METADATA_HIT = "icformer_cache_hit"
 METADATA_TOKENS = "icformer_tokens"
 METADATA_DIGESTS = "icformer_digests"
+METADATA_TEXT = "icformer_text"  # the document's original text, for citations, display and other models
+METADATA_POSITIONS = "icformer_positions"  # prompt positions of its digest: the vectors + BEGIN/END
+# Steps that may follow the compressor in a DocumentCompressorPipeline: they move documents, never read their text.
+_ORDER_ONLY_STEPS = frozenset({"LongContextReorder"})
+_LAST_STEP = (
+    "ICFormerCompressor must be the last step before ChatICFormer: anything after it (an embeddings filter, a "
+    "reranker, an extractor, another chat model) reads the markers ⟦icf:...⟧ as text"
+)
+
+
+def restore_text(documents: Sequence[Document]) -> list[Document]:
+    """Copies of compressed documents with their original text back in `page_content` (from metadata
+    `icformer_text`), e.g. to show as citations or to hand to a model that is not :class:`ChatICFormer`; other
+    documents are returned as they are."""
+    return [
+        Document(page_content=d.metadata[METADATA_TEXT], metadata=dict(d.metadata), id=d.id)
+        if isinstance(d.metadata.get(METADATA_TEXT), str)
+        else d
+        for d in documents
+    ]
 
 
 class ICFormerCompressor(BaseDocumentCompressor):
@@ -27,11 +49,25 @@ class ICFormerCompressor(BaseDocumentCompressor):
     again). Each returned `Document` keeps the original's `id` and metadata; its `page_content` becomes a
     marker ``⟦icf:<key>.<tag>⟧`` that the chat model, sharing the same `store`, replaces with the digest vectors
     (in this process only: the tag is an HMAC under a per-process secret, so text cannot forge a marker), and
-    its metadata gains `icformer_digest_key`, `icformer_cache_hit`, `icformer_tokens` (source tokens) and
-    `icformer_digests` (digest vectors). Compression does not depend on the query, so a digest is made once
-    per text and compressor, and can be made ahead of time with :meth:`index_documents`. With
+    its metadata gains `icformer_digest_key`, `icformer_cache_hit`, `icformer_tokens` (source tokens),
+    `icformer_digests` (digest vectors), `icformer_positions` (prompt positions the chat model reads for its digest:
+    the vectors, BEGIN and END) and `icformer_text` (the original text, for citations
+    and display; :func:`restore_text` puts it back into `page_content`).
+    Compression does not depend on the query, so a digest is made once per text and compressor, and can be made
+    ahead of time with :meth:`index_documents`. With
     `key_terms=True` the marker is followed by a plain line of the document's names and numbers, which the LLM
     reads as text beside the digests (about 50 tokens a document; better answers on names, dates and counts).
+
+    The compressor is the **last step before** :class:`ChatICFormer` (sharing its store): only that chat model
+    reads markers as digests. Any other model (``ChatHuggingFace``, ``ChatOpenAI``...) or any text-reading step after
+    it (``EmbeddingsFilter``, rerankers, extractors) would read the markers as text, so put those steps before it.
+    Inside a ``DocumentCompressorPipeline`` a step after it is an error naming the step (``LongContextReorder``,
+    which only reorders, is allowed); a document that is already a marker is an error too (compressed twice).
+
+    `max_context_positions` caps the prompt positions all documents of a call may use together (like LLMLingua's
+    `target_token`): documents are ranked in the order given (a retriever's, best first) and the lowest-ranked
+    are dropped, with a warning naming how many, until the rest fit; without it, too much context is only
+    found out by the chat model (a ValueError on the LLM's positions).
 
     Setup:
         ```bash
@@ -67,10 +103,20 @@ class ICFormerCompressor(BaseDocumentCompressor):
     """Where digests are kept and looked up; share it with the chat model. A store with a folder persists."""
     key_terms: bool = False
     """Append "\\n" + the document's names-and-numbers line (`icformer_rag.key_terms`) after its marker."""
+    max_context_positions: int | None = Field(default=None, ge=1)
+    """Most prompt positions the documents of one call may use together (digest vectors + BEGIN/END each, plus
+    their key-terms lines); the lowest-ranked (last) documents are dropped first, with a warning. None: no cap."""
 
     @classmethod
     def for_chat_model(cls, chat_model: Any, **kwargs: Any) -> ICFormerCompressor:
         """A compressor writing into `chat_model`'s digest store with its compressor."""
+        from .chat_models import ChatICFormer
+
+        if not isinstance(chat_model, ChatICFormer):
+            raise TypeError(
+                f"for_chat_model() takes a ChatICFormer, got {type(chat_model).__name__}: only ChatICFormer reads "
+                "digest markers; any other chat model would read them as text (give it the documents uncompressed)"
+            )
         if chat_model.lm.compressor is None:
             raise ValueError("the chat model's SoftPromptLM has no compressor")
         return cls(compressor=chat_model.lm.compressor, store=chat_model.store, **kwargs)
@@ -82,15 +128,17 @@ class ICFormerCompressor(BaseDocumentCompressor):
     def compress_documents(
         self, documents: Sequence[Document], query: str | None = None, callbacks: Callbacks | None = None
     ) -> Sequence[Document]:
-        """Documents whose text is replaced by digest markers, in order. `query` is not used: IC-Former
-        digests do not depend on the question."""
-        return self._compress(documents)
+        """Documents whose text is replaced by digest markers, in order (less the lowest-ranked ones over
+        `max_context_positions`). `query` is not used: IC-Former digests do not depend on the question."""
+        _check_last_step(self)
+        return self._limit(self._compress(documents))
 
     async def acompress_documents(
         self, documents: Sequence[Document], query: str | None = None, callbacks: Callbacks | None = None
     ) -> Sequence[Document]:
         """Like :meth:`compress_documents`; the one batched compression runs in a worker thread."""
-        return await asyncio.to_thread(self._compress, documents)
+        _check_last_step(self)
+        return self._limit(await asyncio.to_thread(self._compress, documents))
 
     def _compress(self, documents: Sequence[Document]) -> list[Document]:
         if isinstance(documents, (str, Document)) or not isinstance(documents, Sequence):
@@ -98,6 +146,11 @@ class ICFormerCompressor(BaseDocumentCompressor):
         for i, d in enumerate(documents):
             if not isinstance(d, Document):
                 raise TypeError(f"document {i} is a {type(d).__name__}, not a langchain Document")
+            if find_markers(d.page_content):
+                raise ValueError(
+                    f"document {i} is already compressed (its text holds a digest marker): {_LAST_STEP}; "
+                    "compress each document once"
+                )
         digests, hits = self.store.compress_cached(self.compressor, [d.page_content for d in documents])
         out = []
         for doc, digest, hit in zip(documents, digests, hits, strict=True):
@@ -108,7 +161,67 @@ class ICFormerCompressor(BaseDocumentCompressor):
                 METADATA_HIT: hit,
                 METADATA_TOKENS: digest.num_tokens,
                 METADATA_DIGESTS: len(digest),
+                METADATA_TEXT: doc.page_content,
             }
-            content = append_key_terms(marker_for(key), doc.page_content) if self.key_terms else marker_for(key)
+            marker = marker_for(key)
+            content = append_key_terms(marker, doc.page_content) if self.key_terms else marker
+            metadata[METADATA_POSITIONS] = len(digest) + 2
             out.append(Document(page_content=content, metadata=metadata, id=doc.id))
         return out
+
+    def _positions(self, document: Document) -> int:
+        """Prompt positions of a compressed document: its digest (+ BEGIN/END) and any key-terms line."""
+        rest = document.page_content[len(marker_for(document.metadata[METADATA_KEY])) :]
+        return document.metadata[METADATA_POSITIONS] + (len(self.compressor.tokenize([rest])[0]) if rest else 0)
+
+    def _limit(self, documents: list[Document]) -> list[Document]:
+        """`documents` (best first) less the lowest-ranked ones, until they fit `max_context_positions`; a
+        warning says what was dropped. The newline that joins two documents is counted too."""
+        cap = self.max_context_positions
+        if cap is None or not documents:
+            return documents
+        need = [self._positions(d) for d in documents]
+        kept, used = limit_positions(need, cap)
+        if kept < len(documents):
+            warnings.warn(
+                f"ICFormerCompressor: the {len(documents)} documents need {sum(need)} prompt positions, over "
+                f"max_context_positions={cap}; dropped the {len(documents) - kept} lowest-ranked, kept {kept} "
+                f"({used} positions)",
+                UserWarning,
+                stacklevel=3,
+            )
+        return documents[:kept]
+
+
+def limit_positions(positions: Sequence[int], cap: int) -> tuple[int, int]:
+    """How many of the first items (best first) fit in `cap` positions, one separator position between two, and
+    the positions they use."""
+    used = 0
+    for i, p in enumerate(positions):
+        need = p + (1 if i else 0)
+        if used + need > cap:
+            return i, used
+        used += need
+    return len(positions), used
+
+
+def _check_last_step(compressor: ICFormerCompressor) -> None:
+    """ValueError if `compressor` runs inside a document-compressor pipeline (LangChain's
+    ``DocumentCompressorPipeline``, or anything calling it from a `transformers` list) with a text-reading step
+    after it. Found by looking a few frames up for the calling pipeline, the only place the order is known."""
+    frame = sys._getframe(2)
+    for _ in range(8):
+        if frame is None:
+            return
+        owner = frame.f_locals.get("self")
+        steps = getattr(owner, "transformers", None) if owner is not compressor else None
+        if isinstance(steps, (list, tuple)) and any(s is compressor for s in steps):
+            at = max(i for i, s in enumerate(steps) if s is compressor)
+            after = [type(s).__name__ for s in steps[at + 1 :] if type(s).__name__ not in _ORDER_ONLY_STEPS]
+            if after:
+                raise ValueError(
+                    f"{_LAST_STEP}. This {type(owner).__name__} runs {', '.join(after)} after it: move "
+                    f"{'them' if len(after) > 1 else 'it'} before ICFormerCompressor"
+                )
+            return
+        frame = frame.f_back

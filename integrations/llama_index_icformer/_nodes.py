@@ -3,20 +3,47 @@ the LLM's compressor."""
 
 from __future__ import annotations
 
+import sys
+import threading
 from collections.abc import Sequence
 from typing import Any
 
-from llama_index.core.schema import BaseNode, ImageNode, MetadataMode, TextNode
+from llama_index.core.schema import BaseNode, ImageNode, MetadataMode, NodeWithScore, TextNode
 
 from icformer_rag.compressor import ContextCompressor
 from icformer_rag.digest import Digest
-from icformer_rag.store import DigestStore
+from icformer_rag.prompt import encode_text, guard_text
+from icformer_rag.store import DigestStore, marker_for, split_markers
 
 METADATA_KEY = "icformer_digest_key"
 METADATA_HIT = "icformer_cache_hit"
 METADATA_TOKENS = "icformer_tokens"
 METADATA_DIGESTS = "icformer_digests"
-METADATA_KEYS = (METADATA_KEY, METADATA_HIT, METADATA_TOKENS, METADATA_DIGESTS)
+METADATA_TEXT = "icformer_text"  # the node's original text, for citations, display and other models
+METADATA_POSITIONS = "icformer_positions"  # prompt positions of its digest: the vectors + BEGIN/END
+METADATA_KEYS = (METADATA_KEY, METADATA_HIT, METADATA_TOKENS, METADATA_DIGESTS, METADATA_TEXT, METADATA_POSITIONS)
+LAST_STEP = (
+    "ICFormerNodePostprocessor must be the last node postprocessor, before ICFormerLLM (sharing its store): "
+    "anything after it (a reranker, a sentence optimizer, a metadata replacement, an LLM that is not ICFormerLLM) "
+    "reads the markers ⟦icf:...⟧ as text"
+)
+# Postprocessors that may follow it: they keep, drop or move nodes by score or position, never read their text.
+_ORDER_ONLY_STEPS = frozenset({"SimilarityPostprocessor", "LongContextReorder"})
+
+
+def restore_text(nodes: Sequence[NodeWithScore]) -> list[NodeWithScore]:
+    """Copies of compressed nodes (e.g. a response's `source_nodes`) with their original text back (from metadata
+    `icformer_text`), to show as citations or give to another model; other nodes are returned as they are."""
+    out = []
+    for item in nodes:
+        text = item.node.metadata.get(METADATA_TEXT)
+        if isinstance(text, str) and isinstance(item.node, TextNode):
+            node = item.node.model_copy(deep=False)
+            node.metadata = dict(item.node.metadata)
+            node.set_content(text)
+            item = NodeWithScore(node=node, score=item.score)
+        out.append(item)
+    return out
 
 
 def node_texts(nodes: Sequence[BaseNode]) -> list[str]:
@@ -48,6 +75,82 @@ def hide_from_llm_and_embeddings(node: BaseNode) -> None:
 def llm_compressor(llm: Any) -> ContextCompressor:
     """The compressor of an :class:`ICFormerLLM`'s SoftPromptLM, for the `for_llm` constructors; ValueError if it
     has none."""
+    from .llms import ICFormerLLM
+
+    if not isinstance(llm, ICFormerLLM):
+        raise TypeError(
+            f"for_llm() takes an ICFormerLLM, got {type(llm).__name__}: only ICFormerLLM reads digest markers; any "
+            "other LLM would read them as text (give it the nodes uncompressed)"
+        )
     if llm.lm.compressor is None:
         raise ValueError("the LLM's SoftPromptLM has no compressor")
     return llm.lm.compressor
+
+
+def position_ids(lm: Any, store: DigestStore, text: str) -> list[int]:
+    """Token ids of `text` as the LLM reads it: its tokenizer's ids for text, each digest marker as len(digest) + 2
+    placeholder ids (BEGIN, the vectors, END). ValueError for a marker whose digest `store` lacks."""
+    if not isinstance(text, str):
+        raise TypeError(f"text must be a str, got {type(text).__name__}")
+    tok = lm.tokenizer
+    placeholder = next((i for i in (tok.unk_token_id, tok.pad_token_id, tok.eos_token_id) if i is not None), 0)
+    ids: list[int] = []
+    for piece in split_markers(text):
+        if isinstance(piece, str):
+            ids += encode_text(tok, guard_text(tok, piece))
+            continue
+        digest = store.get(piece[0])
+        if digest is None:
+            raise ValueError(f"no digest for marker {marker_for(piece[0])} in the digest store: cannot count it")
+        ids += [placeholder] * (len(digest) + 2)
+    return ids
+
+
+def check_engine(post: Any) -> None:
+    """Where `post` (an ICFormerNodePostprocessor) runs inside a query or chat engine: ValueError if a
+    text-reading postprocessor follows it, or if the engine's LLM is not an ICFormerLLM over the same store;
+    else the engine's prompt helpers are made to count what the LLM reads (:attr:`ICFormerLLM.tokenizer`), so that
+    LlamaIndex packs prompts by digest positions, not by marker characters. The engine is found by looking a
+    few frames up for the object whose `_node_postprocessors` holds `post`."""
+    from .llms import ICFormerLLM
+
+    frame = sys._getframe(2)
+    for _ in range(12):
+        if frame is None:
+            return
+        owner = frame.f_locals.get("self")
+        steps = getattr(owner, "_node_postprocessors", None) if owner is not post else None
+        if isinstance(steps, (list, tuple)) and any(s is post for s in steps):
+            break
+        frame = frame.f_back
+    else:
+        return
+    at = max(i for i, s in enumerate(steps) if s is post)
+    after = [type(s).__name__ for s in steps[at + 1 :] if type(s).__name__ not in _ORDER_ONLY_STEPS]
+    if after:
+        raise ValueError(
+            f"{LAST_STEP}. This {type(owner).__name__} runs {', '.join(after)} after it: move "
+            f"{'them' if len(after) > 1 else 'it'} before ICFormerNodePostprocessor"
+        )
+    synth = getattr(owner, "_response_synthesizer", None)
+    llm = getattr(synth, "_llm", None) if synth is not None else getattr(owner, "_llm", None)
+    if llm is None:
+        return
+    if not isinstance(llm, ICFormerLLM):
+        raise ValueError(
+            f"{LAST_STEP}. This {type(owner).__name__} answers with {type(llm).__name__}: pass "
+            "llm=ICFormerLLM(...) and ICFormerNodePostprocessor.for_llm(llm), or leave the postprocessor out"
+        )
+    if llm.store is not post.store:
+        raise ValueError(
+            "ICFormerNodePostprocessor writes into another digest store than this engine's ICFormerLLM reads: "
+            "make it with ICFormerNodePostprocessor.for_llm(llm)"
+        )
+    for helper in (getattr(synth, "_prompt_helper", None), getattr(synth, "_chat_prompt_helper", None)):
+        counter = getattr(helper, "_token_counter", None)
+        if counter is not None and getattr(counter, "tokenizer", None) is not llm.tokenizer:
+            with _HELPER_LOCK:
+                counter.tokenizer = llm.tokenizer
+
+
+_HELPER_LOCK = threading.Lock()

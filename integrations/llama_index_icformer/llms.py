@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncGenerator, Sequence
+import functools
+from collections.abc import AsyncGenerator, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,8 @@ from llama_index.core.llms.custom import CustomLLM
 
 from icformer_rag.generation import ChatPrompt, GenerationSettings, SoftPromptLM
 from icformer_rag.store import DigestStore
+
+from ._nodes import position_ids
 
 _ROLES = {MessageRole.CHATBOT: "assistant", MessageRole.MODEL: "assistant", MessageRole.DEVELOPER: "system"}
 
@@ -61,6 +64,7 @@ class ICFormerLLM(CustomLLM):
     context_window: int = Field(default=0, ge=0, description="Prompt + answer positions (default: the LLM's).")
     _lm: SoftPromptLM = PrivateAttr()
     _store: DigestStore = PrivateAttr()
+    _tokenizer: Any = PrivateAttr(default=None)
 
     def __init__(self, lm: SoftPromptLM, store: DigestStore | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -100,6 +104,21 @@ class ICFormerLLM(CustomLLM):
     @property
     def store(self) -> DigestStore:
         return self._store
+
+    @property
+    def tokenizer(self) -> Callable[[str], list[int]]:
+        """A LlamaIndex tokenizer (text -> list of ids) that counts what this LLM reads: its own tokenizer for
+        text, and each digest marker as its digest's positions (BEGIN, the vectors, END; placeholder ids). An
+        engine running :class:`ICFormerNodePostprocessor` uses it for prompt packing on its own; elsewhere pass it
+        on, e.g. ``PromptHelper.from_llm_metadata(llm.metadata, tokenizer=llm.tokenizer)`` or
+        ``Settings.tokenizer = llm.tokenizer``. A marker whose digest is not in the store raises ValueError."""
+        if self._tokenizer is None:
+            self._tokenizer = functools.partial(position_ids, self._lm, self._store)
+        return self._tokenizer
+
+    def count_tokens(self, text: str) -> int:
+        """Prompt positions `text` takes for this LLM (a marker counts as its digest + BEGIN/END)."""
+        return len(self.tokenizer(text))
 
     @property
     def metadata(self) -> LLMMetadata:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import warnings
 from typing import Any
 
 from llama_index.core.bridge.pydantic import Field, PrivateAttr
@@ -11,16 +12,21 @@ from llama_index.core.schema import NodeWithScore, QueryBundle
 
 from icformer_rag.compressor import ContextCompressor
 from icformer_rag.key_terms import append_key_terms
-from icformer_rag.store import DigestStore, digest_key, marker_for
+from icformer_rag.store import DigestStore, digest_key, find_markers, marker_for
 
 from ._nodes import (
+    LAST_STEP,
     METADATA_DIGESTS,
     METADATA_HIT,
     METADATA_KEY,
+    METADATA_POSITIONS,
+    METADATA_TEXT,
     METADATA_TOKENS,
+    check_engine,
     compress_nodes,
     hide_from_llm_and_embeddings,
     llm_compressor,
+    node_texts,
 )
 
 
@@ -30,10 +36,24 @@ class ICFormerNodePostprocessor(BaseNodePostprocessor):
     All nodes of a query are compressed in one batch (nodes already in the store, e.g. by
     :class:`ICFormerDigestTransform` at indexing time, are not compressed again). Each returned node is a copy
     with the same id, metadata, relationships and score; its text becomes a marker ``⟦icf:<key>.<tag>⟧`` (valid in
-    this process only) and its metadata gains `icformer_digest_key`, `icformer_cache_hit`, `icformer_tokens` and
-    `icformer_digests` (hidden from the LLM and the embedder). The query is not used: digests do not depend on it. With
+    this process only) and its metadata gains `icformer_digest_key`, `icformer_cache_hit`, `icformer_tokens`,
+    `icformer_digests`, `icformer_positions` (prompt positions the LLM reads for its digest: the vectors,
+    BEGIN and END) and `icformer_text` (the original text, for citations: :func:`restore_text` puts it back into
+    a response's `source_nodes`), all hidden from the LLM and the embedder.
+    The query is not used: digests do not depend on it. With
     `key_terms=True` the marker is followed by a plain line of the node's names and numbers, which the LLM reads
     as text beside the digests (about 50 tokens a node; better answers on names, dates and counts).
+
+    It is the **last node postprocessor, before** :class:`ICFormerLLM` over the same store: only that LLM reads
+    markers as digests. Inside a query or chat engine, a text-reading postprocessor after it (a reranker, a
+    sentence optimizer, a metadata replacement), an engine LLM that is not an ICFormerLLM (a MockLLM, OpenAI...)
+    or one over another store is an error naming the fix (``SimilarityPostprocessor`` and ``LongContextReorder``
+    may follow); there the engine's prompt helpers are also set to count digest positions (see
+    :attr:`ICFormerLLM.tokenizer`). A node that is already a marker is an error (compressed twice).
+
+    `max_context_positions` caps the prompt positions all nodes of a query may use together (like LLMLingua's
+    `target_token`): the lowest-scored nodes (the last ones, where nodes have no scores) are dropped first,
+    with a warning, until the rest fit; the survivors keep their order.
 
     Example:
         ```python
@@ -44,6 +64,11 @@ class ICFormerNodePostprocessor(BaseNodePostprocessor):
 
     key_terms: bool = Field(
         default=False, description="Append a line of the node's names and numbers after its digest marker."
+    )
+    max_context_positions: int | None = Field(
+        default=None,
+        ge=1,
+        description="Most prompt positions the nodes of one query may use together; lowest-ranked dropped first.",
     )
     _compressor: ContextCompressor = PrivateAttr()
     _store: DigestStore = PrivateAttr()
@@ -78,8 +103,15 @@ class ICFormerNodePostprocessor(BaseNodePostprocessor):
         for i, n in enumerate(nodes):
             if not isinstance(n, NodeWithScore):
                 raise TypeError(f"node {i} is a {type(n).__name__}, not a NodeWithScore")
+        check_engine(self)
+        for i, text in enumerate(node_texts([n.node for n in nodes])):
+            if find_markers(text):
+                raise ValueError(
+                    f"node {i} is already compressed (its text holds a digest marker): {LAST_STEP}; "
+                    "compress each node once"
+                )
         texts, digests, hits = compress_nodes(self._compressor, self._store, [n.node for n in nodes])
-        out = []
+        out, need = [], []
         for item, text, digest, hit in zip(nodes, texts, digests, hits, strict=True):
             key = digest_key(digest)
             node = item.node.model_copy(deep=False)
@@ -89,16 +121,50 @@ class ICFormerNodePostprocessor(BaseNodePostprocessor):
                 METADATA_HIT: hit,
                 METADATA_TOKENS: digest.num_tokens,
                 METADATA_DIGESTS: len(digest),
+                METADATA_TEXT: text,
             }
             node.excluded_llm_metadata_keys = list(item.node.excluded_llm_metadata_keys)
             node.excluded_embed_metadata_keys = list(item.node.excluded_embed_metadata_keys)
             hide_from_llm_and_embeddings(node)
-            node.set_content(append_key_terms(marker_for(key), text) if self.key_terms else marker_for(key))
+            marker = marker_for(key)
+            content = append_key_terms(marker, text) if self.key_terms else marker
+            extra = content[len(marker) :]  # the key-terms line, read as text
+            node.metadata[METADATA_POSITIONS] = len(digest) + 2
+            node.set_content(content)
             out.append(NodeWithScore(node=node, score=item.score))
-        return out
+            need.append(len(digest) + 2 + (len(self._compressor.tokenize([extra])[0]) if extra else 0))
+        return self._limit(out, need)
+
+    def _limit(self, nodes: list[NodeWithScore], need: list[int]) -> list[NodeWithScore]:
+        """`nodes` less the lowest-ranked (by score, else the last), until they fit `max_context_positions`, with a
+        warning; the survivors keep their order. Two nodes are counted one separator position apart."""
+        cap = self.max_context_positions
+        if cap is None or not nodes:
+            return nodes
+        rank = list(range(len(nodes)))
+        if all(n.score is not None for n in nodes):
+            rank.sort(key=lambda i: -float(nodes[i].score))  # stable: equal scores keep their order
+        used, keep = 0, set()
+        for i in rank:
+            cost = need[i] + (1 if keep else 0)
+            if used + cost > cap:
+                break
+            used += cost
+            keep.add(i)
+        if len(keep) < len(nodes):
+            total = sum(need)
+            warnings.warn(
+                f"ICFormerNodePostprocessor: the {len(nodes)} nodes need {total} prompt positions, over "
+                f"max_context_positions={cap}; dropped the {len(nodes) - len(keep)} lowest-ranked, kept {len(keep)} "
+                f"({used} positions)",
+                UserWarning,
+                stacklevel=2,
+            )
+        return [n for i, n in enumerate(nodes) if i in keep]
 
     async def _apostprocess_nodes(
         self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None = None
     ) -> list[NodeWithScore]:
+        check_engine(self)  # here: the engine is not on the worker thread's stack
         # One worker-thread hop for the whole batch, so the event loop is never blocked by compression.
         return await asyncio.to_thread(self._postprocess_nodes, nodes, query_bundle)
