@@ -5,11 +5,12 @@ IC-Former (arXiv 2406.13618) cross-attention compressor + soft-prompt generation
 
 from .compressor import ContextCompressor, load_compressor
 from .config import ICFormerConfig, LLMSignature
-from .digest import Digest
+from .digest import Digest, InvalidDigestError
 from .generation import GenerationSettings, SoftPromptLM
 from .key_terms import key_terms_line, with_key_terms
 from .llm import DEFAULT_LLM, load_llm
 from .modeling import ICFormer
+from .packed_store import PackedDigestStore
 from .store import DigestStore, find_markers, marker_for
 
 __version__ = "0.1.0"
@@ -22,7 +23,9 @@ __all__ = [
     "GenerationSettings",
     "ICFormer",
     "ICFormerConfig",
+    "InvalidDigestError",
     "LLMSignature",
+    "PackedDigestStore",
     "SoftPromptLM",
     "find_markers",
     "key_terms_line",

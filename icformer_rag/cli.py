@@ -1003,10 +1003,23 @@ def _checkpoint_report(path: Path) -> dict[str, Any]:
         config = ICFormerConfig.load(path)
     except (ValueError, TypeError) as err:
         raise CLIError(f"compressor checkpoint {path}: {CONFIG_NAME} is not valid: {err}") from err
-    shapes, meta = read_weights_header(path / WEIGHTS_NAME)
+    shapes, _meta = read_weights_header(path / WEIGHTS_NAME)
     params = sum(math.prod(shape) for shape in shapes.values())
-    fingerprint_file = path / "fingerprint.txt"
-    fingerprint = fingerprint_file.read_text().strip() if fingerprint_file.is_file() else meta.get("fingerprint", "?")
+    # The fingerprint shown is the one loading computes from the config and weights (~20 ms), never the stored file's
+    # alone: a checkpoint whose stored value disagrees is refused, as from_pretrained refuses it.
+    from safetensors.torch import load_file
+
+    from .compressor import check_fingerprint, check_weights, fingerprint_of
+
+    try:
+        check_weights(path, config)
+    except ValueError:  # weights that do not fit the config: reported (naming the tensor) when the models load
+        return _config_report(config, "?", params)
+    fingerprint = fingerprint_of(config, load_file(str(path / WEIGHTS_NAME)))
+    try:
+        check_fingerprint(path, fingerprint)
+    except ValueError as err:
+        raise CLIError(str(err)) from err
     return _config_report(config, fingerprint, params)
 
 

@@ -161,7 +161,8 @@ class DigestStore:
     def __len__(self) -> int:
         """Digests held: files on disk for a disk-backed store, else entries in memory."""
         if self.folder is not None:
-            return sum(1 for _ in self.folder.glob(f"*{_SUFFIX}"))
+            # Only files named by a key: `compress --out` links each digest under its document's name as well.
+            return sum(1 for f in self.folder.glob(f"*{_SUFFIX}") if _KEY_RE.fullmatch(f.name[: -len(_SUFFIX)]))
         with self._lock:
             return len(self._cache)
 

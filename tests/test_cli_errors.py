@@ -449,3 +449,20 @@ def test_json_with_the_real_llm(tmp_path: Path, capsys: pytest.CaptureFixture[st
     ask = json.loads(capsys.readouterr().out)
     assert ask["documents"][0]["source"] == "digest_file" and ask["total"]["loaded_from_digest_files"] == 1
     assert ask["answer"].strip()
+
+
+@pytest.mark.slow
+def test_info_shows_the_recomputed_fingerprint_and_refuses_a_stale_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Repro: the shipped checkpoint copied with `fingerprint.txt` rewritten to another value: `icformer-rag info
+    --checkpoint ck` printed the stored (wrong) fingerprint and exit 0, while loading it refuses the stale value. Now
+    info shows what loading computes, and a stored value that disagrees is one error line naming both."""
+    ckpt = copy_checkpoint(tmp_path)
+    good = (ckpt / "fingerprint.txt").read_text().strip()
+    assert main(["info", "--checkpoint", str(ckpt), "--json", *CPU]) == 0
+    assert good in capsys.readouterr().out
+    (ckpt / "fingerprint.txt").write_text("0123456789abcdef\n")
+    assert main(["info", "--checkpoint", str(ckpt), *CPU]) == 2
+    line = one_error_line(capsys)
+    assert "0123456789abcdef" in line and good in line

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 
 import pytest
@@ -209,3 +210,12 @@ def test_generate_chat_batch_equals_one_by_one_and_stream(soft_lm, compressor):
     assert "".join(soft_lm.stream_chat(convs[1], store, SHORT)).strip() == batched[1].text
     # The marker form gives the same answer as build_inputs' digest form for the same prompt layout.
     assert soft_lm.generate_chat_batch([], store, SHORT) == []
+
+
+def test_len_counts_each_digest_once_beside_compress_out_links(compressor, tmp_path):
+    """`icformer-rag compress --out DIR` links each digest as DIR/<stem>.digest.safetensors beside its key-named
+    file: len(DigestStore(DIR)) counted both (2 for one digest)."""
+    store = DigestStore(tmp_path)
+    key = store.put(compressor.compress(["A short text about glass."])[0])
+    os.link(tmp_path / f"{key}.digest.safetensors", tmp_path / "glass.digest.safetensors")
+    assert len(DigestStore(tmp_path)) == 1
