@@ -209,7 +209,10 @@ def _check_last_step(compressor: ICFormerCompressor) -> None:
     """ValueError if `compressor` runs inside a document-compressor pipeline (LangChain's
     ``DocumentCompressorPipeline``, or anything calling it from a `transformers` list) with a text-reading step
     after it. Found by looking a few frames up for the calling pipeline, the only place the order is known."""
-    frame = sys._getframe(2)
+    try:
+        frame = sys._getframe(2)
+    except ValueError:  # called from the top of a stack: no pipeline around it
+        return
     for _ in range(8):
         if frame is None:
             return

@@ -114,7 +114,10 @@ def check_engine(post: Any) -> None:
     few frames up for the object whose `_node_postprocessors` holds `post`."""
     from .llms import ICFormerLLM
 
-    frame = sys._getframe(2)
+    try:
+        frame = sys._getframe(2)
+    except ValueError:  # called from the top of a stack: no pipeline around it
+        return
     for _ in range(12):
         if frame is None:
             return
