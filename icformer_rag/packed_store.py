@@ -53,16 +53,13 @@ from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
 from . import quantize
 from .digest import FLOAT_DTYPES, Digest, InvalidDigestError
-from .store import _KEY_RE, KEY_CHARS, _check_shape, digest_key, key_for
-
-if TYPE_CHECKING:
-    from .compressor import ContextCompressor
+from .store import _KEY_RE, KEY_CHARS, _DigestCache, digest_key
 
 __all__ = ["BACKENDS", "PackedDigestStore", "StoreLockedError", "migrate_folder"]
 
@@ -548,7 +545,7 @@ def _record_ok(rec: bytes) -> bool:
 
 
 # ------------------------------------------------------------------------------------------------------ store
-class PackedDigestStore:
+class PackedDigestStore(_DigestCache):
     """Digests by key in one folder of packed shards (see the module docstring).
 
     Args:
@@ -761,33 +758,6 @@ class PackedDigestStore:
     def _check_writable(self) -> None:
         if self.readonly:
             raise PermissionError(f"{self!r} was opened readonly")
-
-    def _remember(self, key: str, digest: Digest) -> None:
-        with self._lock:
-            self._cache[key] = digest
-            self._cache.move_to_end(key)
-            while self.max_cached is not None and len(self._cache) > self.max_cached:
-                self._cache.popitem(last=False)
-
-    # -------------------------------------------------------------------------------------- compression
-    def compress_cached(
-        self, compressor: ContextCompressor, texts: Sequence[str], show_progress: bool = False
-    ) -> tuple[list[Digest], list[bool]]:
-        """Digests of `texts` by `compressor`, in order, and whether each came from the store; only the misses are
-        compressed (one batched call) and stored (one write). See :meth:`DigestStore.compress_cached`."""
-        from .compressor import _check_texts
-
-        texts = _check_texts(texts)
-        fingerprint = compressor.fingerprint
-        keys = [key_for(t, fingerprint) for t in texts]
-        unique = list(dict.fromkeys(keys))
-        found = {k: d for k, d in zip(unique, self.get_many(unique), strict=True) if d is not None}
-        for k, d in found.items():
-            _check_shape(k, d, compressor)
-        misses = list(dict.fromkeys(t for t, k in zip(texts, keys, strict=True) if k not in found))
-        made = compressor.compress(misses, show_progress=show_progress) if misses else []
-        fresh = dict(zip(self.put_many(made), made, strict=True))
-        return [found[k] if k in found else fresh[k] for k in keys], [k in found for k in keys]
 
 
 # -------------------------------------------------------------------------------------------------- migration

@@ -74,7 +74,51 @@ def digest_key(digest: Digest) -> str:
     return key_for_hash(digest.content_hash, digest.fingerprint)
 
 
-class DigestStore:
+class _DigestCache:
+    """What every digest store shares over its own `get_many` / `put_many`: the in-memory LRU of recent digests
+    (`_cache`, `_lock`, `max_cached` set by the store) and compression through the store."""
+
+    _cache: OrderedDict[str, Digest]
+    _lock: threading.RLock | threading.Lock
+    max_cached: int | None
+
+    def get_many(self, keys: Sequence[str]) -> list[Digest | None]:
+        raise NotImplementedError
+
+    def put_many(self, digests: Sequence[Digest]) -> list[str]:
+        raise NotImplementedError
+
+    def _remember(self, key: str, digest: Digest) -> None:
+        with self._lock:
+            self._cache[key] = digest
+            self._cache.move_to_end(key)
+            while self.max_cached is not None and len(self._cache) > self.max_cached:
+                self._cache.popitem(last=False)
+
+    def compress_cached(
+        self, compressor: ContextCompressor, texts: Sequence[str], show_progress: bool = False
+    ) -> tuple[list[Digest], list[bool]]:
+        """Digests of `texts` by `compressor`, in order, and whether each came from the store.
+
+        Only the misses are compressed, all in one batched call (a text repeated in `texts` once), and
+        stored. Returns `(digests, hits)`.
+        """
+        from .compressor import _check_texts
+
+        texts = _check_texts(texts)
+        fingerprint = compressor.fingerprint
+        keys = [key_for(t, fingerprint) for t in texts]
+        unique = list(dict.fromkeys(keys))
+        found = {k: d for k, d in zip(unique, self.get_many(unique), strict=True) if d is not None}
+        for k, d in found.items():
+            _check_shape(k, d, compressor)
+        misses = list(dict.fromkeys(t for t, k in zip(texts, keys, strict=True) if k not in found))
+        made = compressor.compress(misses, show_progress=show_progress) if misses else []
+        fresh = dict(zip(self.put_many(made), made, strict=True))
+        return [found[k] if k in found else fresh[k] for k in keys], [k in found for k in keys]
+
+
+class DigestStore(_DigestCache):
     """Digests by key, in memory and (when `folder` is given) on disk.
 
     Args:
@@ -183,34 +227,13 @@ class DigestStore:
         self._remember(key, digest)
         return key
 
-    def _remember(self, key: str, digest: Digest) -> None:
-        with self._lock:
-            self._cache[key] = digest
-            self._cache.move_to_end(key)
-            while self.max_cached is not None and len(self._cache) > self.max_cached:
-                self._cache.popitem(last=False)
+    def get_many(self, keys: Sequence[str]) -> list[Digest | None]:
+        """The digests under `keys`, in order (None for a miss)."""
+        return [self.get(k) for k in keys]
 
-    # -------------------------------------------------------------------------------------- compression
-    def compress_cached(
-        self, compressor: ContextCompressor, texts: Sequence[str], show_progress: bool = False
-    ) -> tuple[list[Digest], list[bool]]:
-        """Digests of `texts` by `compressor`, in order, and whether each came from the store.
-
-        Only the misses are compressed, all in one batched call (a text repeated in `texts` once), and
-        stored. Returns `(digests, hits)`.
-        """
-        from .compressor import _check_texts
-
-        texts = _check_texts(texts)
-        fingerprint = compressor.fingerprint
-        keys = [key_for(t, fingerprint) for t in texts]
-        found = {k: d for k in dict.fromkeys(keys) if (d := self.get(k)) is not None}
-        for k, d in found.items():
-            _check_shape(k, d, compressor)
-        misses = list(dict.fromkeys(t for t, k in zip(texts, keys, strict=True) if k not in found))
-        made = compressor.compress(misses, show_progress=show_progress) if misses else []
-        fresh = {self.put(d): d for d in made}
-        return [found[k] if k in found else fresh[k] for k in keys], [k in found for k in keys]
+    def put_many(self, digests: Sequence[Digest]) -> list[str]:
+        """Store each of `digests`; their keys, in order."""
+        return [self.put(d) for d in digests]
 
 
 def _check_shape(key: str, digest: Digest, compressor: ContextCompressor) -> None:
