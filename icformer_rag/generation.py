@@ -454,6 +454,27 @@ class SoftPromptLM:
             raise ValueError("answer() from digests needs a compressor")
         return self.generate(question, self.compressor.compress(list(documents)), settings)
 
+    def position_ids(self, text: str, digests: DigestSource) -> list[int]:
+        """Token ids of `text` as the LLM reads it, for counting: its guarded text tokens, and each digest marker as
+        len(digest) + 2 placeholder ids (BEGIN, the vectors, END). ValueError for a marker whose digest `digests`
+        lacks. What the adapters' token counts (LangChain's get_num_tokens, LlamaIndex's tokenizer) are made of."""
+        from .store import marker_for, split_markers
+
+        if not isinstance(text, str):
+            raise TypeError(f"text must be a str, got {type(text).__name__}")
+        tok = self.tokenizer
+        placeholder = next((i for i in (tok.unk_token_id, tok.pad_token_id, tok.eos_token_id) if i is not None), 0)
+        ids: list[int] = []
+        for piece in split_markers(text):
+            if isinstance(piece, str):
+                ids += encode_text(tok, guard_text(tok, piece))
+                continue
+            digest = digests.get(piece[0])
+            if digest is None:
+                raise ValueError(f"no digest for marker {marker_for(piece[0])} in the digest store: cannot count it")
+            ids += [placeholder] * (len(digest) + 2)  # BEGIN, the digest vectors, END
+        return ids
+
     # ------------------------------------------------------------------------- chat messages with markers
     @torch.no_grad()
     def build_chat_inputs(self, messages: Sequence[dict[str, str]], digests: DigestSource | None = None) -> ChatPrompt:

@@ -25,8 +25,7 @@ from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResu
 from pydantic import Field, model_validator
 
 from icformer_rag.generation import ChatPrompt, GenerationSettings, SoftPromptLM
-from icformer_rag.prompt import encode_text, guard_text
-from icformer_rag.store import DigestStore, marker_for, split_markers
+from icformer_rag.store import DigestStore
 
 
 class ChatICFormer(BaseChatModel):
@@ -183,7 +182,7 @@ class ChatICFormer(BaseChatModel):
         for each digest marker its digest's positions (BEGIN, the vectors, END) as that many placeholder ids
         (the tokenizer's unk, pad or eos id: a digest has no token ids). A marker whose digest is not in the store
         raises ValueError, as the model would."""
-        return _position_ids(self.lm, self.store, text)
+        return self.lm.position_ids(text, self.store)
 
     def get_num_tokens(self, text: str) -> int:
         """Prompt positions `text` takes for this model: tokens, and a marker as its digest + BEGIN/END."""
@@ -365,24 +364,6 @@ def _to_chat_dict(message: BaseMessage) -> dict[str, str]:
                 raise ValueError(f"ChatICFormer reads text only; got a {kind!r} content block")
         content = "".join(parts)
     return {"role": role, "content": content}
-
-
-def _position_ids(lm: SoftPromptLM, store: DigestStore, text: str) -> list[int]:
-    """Token ids of `text` as the LLM reads it, each digest marker as len(digest) + 2 placeholder ids."""
-    if not isinstance(text, str):
-        raise TypeError(f"text must be a str, got {type(text).__name__}")
-    tok = lm.tokenizer
-    placeholder = next((i for i in (tok.unk_token_id, tok.pad_token_id, tok.eos_token_id) if i is not None), 0)
-    ids: list[int] = []
-    for piece in split_markers(text):
-        if isinstance(piece, str):
-            ids += encode_text(tok, guard_text(tok, piece))
-            continue
-        digest = store.get(piece[0])
-        if digest is None:
-            raise ValueError(f"no digest for marker {marker_for(piece[0])} in the digest store: cannot count it")
-        ids += [placeholder] * (len(digest) + 2)  # BEGIN, the digest vectors, END
-    return ids
 
 
 def _cut_at_stop(text: str, stops: list[str] | None) -> tuple[str, bool]:

@@ -12,8 +12,7 @@ from llama_index.core.schema import BaseNode, ImageNode, MetadataMode, NodeWithS
 
 from icformer_rag.compressor import ContextCompressor
 from icformer_rag.digest import Digest
-from icformer_rag.prompt import encode_text, guard_text
-from icformer_rag.store import DigestStore, marker_for, split_markers
+from icformer_rag.store import DigestStore
 
 METADATA_KEY = "icformer_digest_key"
 METADATA_HIT = "icformer_cache_hit"
@@ -85,25 +84,6 @@ def llm_compressor(llm: Any) -> ContextCompressor:
     if llm.lm.compressor is None:
         raise ValueError("the LLM's SoftPromptLM has no compressor")
     return llm.lm.compressor
-
-
-def position_ids(lm: Any, store: DigestStore, text: str) -> list[int]:
-    """Token ids of `text` as the LLM reads it: its tokenizer's ids for text, each digest marker as len(digest) + 2
-    placeholder ids (BEGIN, the vectors, END). ValueError for a marker whose digest `store` lacks."""
-    if not isinstance(text, str):
-        raise TypeError(f"text must be a str, got {type(text).__name__}")
-    tok = lm.tokenizer
-    placeholder = next((i for i in (tok.unk_token_id, tok.pad_token_id, tok.eos_token_id) if i is not None), 0)
-    ids: list[int] = []
-    for piece in split_markers(text):
-        if isinstance(piece, str):
-            ids += encode_text(tok, guard_text(tok, piece))
-            continue
-        digest = store.get(piece[0])
-        if digest is None:
-            raise ValueError(f"no digest for marker {marker_for(piece[0])} in the digest store: cannot count it")
-        ids += [placeholder] * (len(digest) + 2)
-    return ids
 
 
 def check_engine(post: Any) -> None:

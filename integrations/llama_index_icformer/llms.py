@@ -27,8 +27,6 @@ from llama_index.core.llms.custom import CustomLLM
 from icformer_rag.generation import ChatPrompt, GenerationSettings, SoftPromptLM
 from icformer_rag.store import DigestStore
 
-from ._nodes import position_ids
-
 _ROLES = {MessageRole.CHATBOT: "assistant", MessageRole.MODEL: "assistant", MessageRole.DEVELOPER: "system"}
 
 
@@ -113,7 +111,7 @@ class ICFormerLLM(CustomLLM):
         on, e.g. ``PromptHelper.from_llm_metadata(llm.metadata, tokenizer=llm.tokenizer)`` or
         ``Settings.tokenizer = llm.tokenizer``. A marker whose digest is not in the store raises ValueError."""
         if self._tokenizer is None:
-            self._tokenizer = functools.partial(position_ids, self._lm, self._store)
+            self._tokenizer = functools.partial(self._lm.position_ids, digests=self._store)
         return self._tokenizer
 
     def count_tokens(self, text: str) -> int:
