@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import sys
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -12,6 +11,7 @@ from langchain_core.callbacks import Callbacks
 from langchain_core.documents import BaseDocumentCompressor, Document
 from pydantic import ConfigDict, Field
 
+from icformer_rag._callers import find_pipeline
 from icformer_rag.compressor import ContextCompressor
 from icformer_rag.key_terms import append_key_terms
 from icformer_rag.store import DigestStore, digest_key, find_markers, marker_for
@@ -209,22 +209,13 @@ def _check_last_step(compressor: ICFormerCompressor) -> None:
     """ValueError if `compressor` runs inside a document-compressor pipeline (LangChain's
     ``DocumentCompressorPipeline``, or anything calling it from a `transformers` list) with a text-reading step
     after it. Found by looking a few frames up for the calling pipeline, the only place the order is known."""
-    try:
-        frame = sys._getframe(2)
-    except ValueError:  # called from the top of a stack: no pipeline around it
+    found = find_pipeline(compressor, "transformers", max_frames=8, skip=2)
+    if found is None:
         return
-    for _ in range(8):
-        if frame is None:
-            return
-        owner = frame.f_locals.get("self")
-        steps = getattr(owner, "transformers", None) if owner is not compressor else None
-        if isinstance(steps, (list, tuple)) and any(s is compressor for s in steps):
-            at = max(i for i, s in enumerate(steps) if s is compressor)
-            after = [type(s).__name__ for s in steps[at + 1 :] if type(s).__name__ not in _ORDER_ONLY_STEPS]
-            if after:
-                raise ValueError(
-                    f"{_LAST_STEP}. This {type(owner).__name__} runs {', '.join(after)} after it: move "
-                    f"{'them' if len(after) > 1 else 'it'} before ICFormerCompressor"
-                )
-            return
-        frame = frame.f_back
+    owner, later = found
+    after = [name for name in later if name not in _ORDER_ONLY_STEPS]
+    if after:
+        raise ValueError(
+            f"{_LAST_STEP}. This {type(owner).__name__} runs {', '.join(after)} after it: move "
+            f"{'them' if len(after) > 1 else 'it'} before ICFormerCompressor"
+        )

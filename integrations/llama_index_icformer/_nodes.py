@@ -3,13 +3,13 @@ the LLM's compressor."""
 
 from __future__ import annotations
 
-import sys
 import threading
 from collections.abc import Sequence
 from typing import Any
 
 from llama_index.core.schema import BaseNode, ImageNode, MetadataMode, NodeWithScore, TextNode
 
+from icformer_rag._callers import find_pipeline
 from icformer_rag.compressor import ContextCompressor
 from icformer_rag.digest import Digest
 from icformer_rag.store import DigestStore
@@ -94,22 +94,11 @@ def check_engine(post: Any) -> None:
     few frames up for the object whose `_node_postprocessors` holds `post`."""
     from .llms import ICFormerLLM
 
-    try:
-        frame = sys._getframe(2)
-    except ValueError:  # called from the top of a stack: no pipeline around it
+    found = find_pipeline(post, "_node_postprocessors", max_frames=12, skip=2)
+    if found is None:
         return
-    for _ in range(12):
-        if frame is None:
-            return
-        owner = frame.f_locals.get("self")
-        steps = getattr(owner, "_node_postprocessors", None) if owner is not post else None
-        if isinstance(steps, (list, tuple)) and any(s is post for s in steps):
-            break
-        frame = frame.f_back
-    else:
-        return
-    at = max(i for i, s in enumerate(steps) if s is post)
-    after = [type(s).__name__ for s in steps[at + 1 :] if type(s).__name__ not in _ORDER_ONLY_STEPS]
+    owner, later = found
+    after = [name for name in later if name not in _ORDER_ONLY_STEPS]
     if after:
         raise ValueError(
             f"{LAST_STEP}. This {type(owner).__name__} runs {', '.join(after)} after it: move "
