@@ -5,7 +5,7 @@
 #   put FILES...     copy carried files (LLM parts, data parts) to /tmp/m
 #   setup            rebuild the default LLM from its GGUF parts, convert it, unpack the corpus
 #   initdir [CKPT] [HEAD]  assemble $W/init: the shipped checkpoint (or CKPT) with its training-only readout head
-#                    (default training_logs/run11/readout.safetensors) beside it, for `train --init-from /tmp/work/init`
+#                    (default training_logs/run12/readout.safetensors) beside it, for `train --init-from /tmp/work/init`
 #   train ARGS...    start `python -m icformer_rag.training ARGS` in the background (survives the call);
 #                    with NPROC=N set, under `torchrun --standalone --nproc_per_node N` instead;
 #                    LOG=name writes $W/name.log (several runs side by side)
@@ -21,6 +21,8 @@ step=$1; shift
 export PYTHONPATH=/tmp/site:$PWD ICFORMER_RAG_HOME=/tmp/icf PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
 W=/tmp/work
 mkdir -p "$W" /tmp/m
+# Whether a training started by `train` is still alive (its pids are in $W/train.pids).
+running() { [ -f "$W/train.pids" ] && while read -r pid; do kill -0 "$pid" 2>/dev/null && return 0; done < "$W/train.pids"; return 1; }
 case "$step" in
   put)
     for f in "$@"; do cp -r "$f" /tmp/m/; done
@@ -35,19 +37,22 @@ case "$step" in
     nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv ;;
   initdir)
     rm -rf "$W/init" && cp -r "${1:-icformer_rag/checkpoints/smollm2-135m-instruct}" "$W/init"
-    cp "${2:-training_logs/run11/readout.safetensors}" "$W/init/readout.safetensors"
+    cp "${2:-training_logs/run12/readout.safetensors}" "$W/init/readout.safetensors"
     ls -la "$W/init" ;;
   train)
     if [ -n "${NPROC:-}" ]; then launch=(python3 -m torch.distributed.run --standalone --nproc_per_node "$NPROC"); else launch=(python3); fi
     setsid nohup "${launch[@]}" -m icformer_rag.training "$@" > "$W/${LOG:-train}.log" 2>&1 < /dev/null &
+    # A pid file, not `pgrep -f icformer_rag.training`: that pattern also matches the device call's own shell when
+    # its command line names the module (session 11 lost ~6 device minutes to a wait that never saw the end).
+    echo $! >> "$W/train.pids"
     echo "started training, pid $!" ;;
   wait)
     deadline=$(( $(date +%s) + ${1:-60} ))
-    while [ "$(date +%s)" -lt "$deadline" ] && pgrep -f icformer_rag.training >/dev/null; do sleep 10; done
+    while [ "$(date +%s)" -lt "$deadline" ] && running; do sleep 10; done
     for log in "$W"/*.log; do [ "$log" = "$W/eval.log" ] || { echo "== $log"; tail -c 3000 "$log" | tr '\r' '\n' | tail -4; }; done
     # With --no-progress the log stays quiet while training runs; the last metrics line says where it is.
     for m in "$W"/*/metrics.jsonl; do [ -f "$m" ] && { echo "== $m"; tail -n 1 "$m" | cut -c1-240; }; done
-    pgrep -f icformer_rag.training >/dev/null && echo "training still running" || echo "training ended" ;;
+    running && echo "training still running" || echo "training ended" ;;
   eval)
     python3 -m icformer_rag.eval "$@" 2>&1 | tee "$W/eval.log" ;;
   bench)
