@@ -12,6 +12,7 @@ converted default LLM).
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 from collections.abc import Callable
@@ -36,6 +37,7 @@ __all__ = [
     "default_llm",
     "default_lm",
     "llm_factory",
+    "load_default_lm",
     "make_tiny_llm",
     "minilm_path",
     "run_in_threads",
@@ -120,26 +122,48 @@ def compressor_kwargs() -> dict:
     return dict(TINY_COMPRESSOR)
 
 
-@pytest.fixture(scope="session")
-def tokenizer():
-    """The real SmolLM2-135M-Instruct tokenizer (local, converted once)."""
+# Each object is made once per process, whichever conftest imports the fixtures (one test session runs the root's
+# tests and both adapter packages', each folder with its own conftest): the real default LLM loads once.
+@functools.cache
+def _tokenizer():
     return load_tokenizer()
 
 
-@pytest.fixture(scope="session")
-def tiny_llm(tokenizer):
-    return make_tiny_llm(len(tokenizer))
+@functools.cache
+def _tiny_soft_lm() -> SoftPromptLM:
+    tokenizer = _tokenizer()
+    llm = make_tiny_llm(len(tokenizer))
+    return SoftPromptLM(llm, tokenizer, ContextCompressor.from_llm(llm, tokenizer, **TINY_COMPRESSOR))
+
+
+@functools.cache
+def load_default_lm() -> SoftPromptLM:
+    """The real default LLM with the shipped compressor checkpoint, CPU fp32, loaded once per process (also for
+    tests that cannot take a fixture, e.g. langchain-tests' standard suites)."""
+    compressor, llm, tokenizer = load_compressor(device="cpu", dtype="float32")
+    return SoftPromptLM(llm, tokenizer, compressor)
 
 
 @pytest.fixture(scope="session")
-def compressor(tiny_llm, tokenizer):
+def tokenizer():
+    """The real SmolLM2-135M-Instruct tokenizer (local, converted once)."""
+    return _tokenizer()
+
+
+@pytest.fixture(scope="session")
+def tiny_llm():
+    return _tiny_soft_lm().llm
+
+
+@pytest.fixture(scope="session")
+def compressor():
     """Untrained tiny compressor: hidden 64, 2 blocks, 4 heads, k=8 digests per 32-token window (ratio 4)."""
-    return ContextCompressor.from_llm(tiny_llm, tokenizer, **TINY_COMPRESSOR)
+    return _tiny_soft_lm().compressor
 
 
 @pytest.fixture(scope="session")
-def soft_lm(tiny_llm, tokenizer, compressor):
-    return SoftPromptLM(tiny_llm, tokenizer, compressor)
+def soft_lm():
+    return _tiny_soft_lm()
 
 
 @pytest.fixture(scope="session")
@@ -150,9 +174,8 @@ def default_llm():
 
 @pytest.fixture(scope="session")
 def default_lm() -> SoftPromptLM:
-    """The real default LLM with the shipped compressor checkpoint, CPU fp32."""
-    compressor, llm, tokenizer = load_compressor(device="cpu", dtype="float32")
-    return SoftPromptLM(llm, tokenizer, compressor)
+    """The real default LLM with the shipped compressor checkpoint, CPU fp32 (:func:`load_default_lm`)."""
+    return load_default_lm()
 
 
 @pytest.fixture(scope="session")

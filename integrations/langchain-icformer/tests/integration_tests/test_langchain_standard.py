@@ -3,20 +3,13 @@ CPU) with the shipped compressor."""
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import pytest
 from langchain_icformer import ChatICFormer
 from langchain_tests.integration_tests import ChatModelIntegrationTests
 
-from icformer_rag import SoftPromptLM, load_compressor
-
-
-@functools.cache
-def default_lm() -> SoftPromptLM:
-    compressor, llm, tokenizer = load_compressor(device="cpu", dtype="float32")
-    return SoftPromptLM(llm, tokenizer, compressor)
+from icformer_rag.testing import load_default_lm
 
 
 @pytest.mark.slow
@@ -29,4 +22,4 @@ class TestChatICFormerIntegrationStandard(ChatModelIntegrationTests):
 
     @property
     def chat_model_params(self) -> dict[str, Any]:
-        return {"lm": default_lm(), "max_tokens": 24}
+        return {"lm": load_default_lm(), "max_tokens": 24}
