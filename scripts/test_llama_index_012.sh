@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The LlamaIndex adapters on the oldest llama-index-core the `llamaindex` extra allows, 0.12.52: the last release
+# The LlamaIndex adapters on the oldest llama-index-core llama-index-icformer allows, 0.12.52: the last release
 # with QueryPipeline (deprecated in 0.12.44, removed in 0.13.0). Makes a fresh virtual environment (in $1; default: a
 # temporary folder, removed afterwards), installs the project into it exactly as scripts/setup.sh does but under
 # scripts/constraints-llama-index-0.12.txt (llama-index-core and its FAISS / Hugging Face packages for 0.12), and runs
@@ -31,8 +31,9 @@ NLTK_DATA="$("$py" -c 'import os, llama_index.core as c; print(os.path.dirname(c
 export NLTK_DATA
 
 log="$(mktemp)"
-"$py" -m pytest -q -rs -p no:cacheprovider tests/integrations/test_llama_index_query_pipeline.py \
-    tests/integrations/test_llama_index_unit.py | tee "$log"
+tests=integrations/llama-index-icformer/tests
+"$py" -m pytest -q -rs -p no:cacheprovider "$tests/integration_tests/test_llama_index_query_pipeline.py" \
+    "$tests/unit_tests/test_llama_index_unit.py" | tee "$log"
 summary="$(tail -n 1 "$log")"
 rm -f "$log"
 # Only passes (and warnings): a skipped, xfailed or deselected test fails this run.

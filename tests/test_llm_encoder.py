@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import pytest
 import torch
+from test_reader import DOC_A, DOC_B, QUESTION, _perturb, _records
+from test_training import small_config, write_corpus
 
 from icformer_rag import ContextCompressor, SoftPromptLM, reader
 from icformer_rag.generation import GenerationSettings
 from icformer_rag.llm_encoder import LLMEncoder
+from icformer_rag.testing import TINY_COMPRESSOR, make_tiny_llm
 from icformer_rag.training.trainer import Trainer
-from tests.conftest import TINY_COMPRESSOR, make_tiny_llm
-from tests.test_reader import DOC_A, DOC_B, QUESTION, _perturb, _records
-from tests.test_training import small_config, write_corpus
 
 SHAPE = {k: v for k, v in TINY_COMPRESSOR.items() if k != "num_blocks"}
 

@@ -167,7 +167,7 @@ def test_context_slot_markers_typed_in_text_stay_text(soft_lm, tokenizer, compre
 @pytest.fixture()
 def lc(soft_lm, store):
     """A ChatICFormer and an ICFormerCompressor sharing `store` (which holds SECRET's digest)."""
-    pytest.importorskip("langchain_core")
+    pytest.importorskip("langchain_icformer")
     from langchain_icformer import ChatICFormer, ICFormerCompressor
 
     chat_model = ChatICFormer(lm=soft_lm, store=store, max_tokens=4)
@@ -248,14 +248,15 @@ def test_llama_index_query_engine_reads_only_the_postprocessors_markers(soft_lm,
     node's text or another node's metadata (formatted into the context by the node's metadata template) held
     ``⟦icf:<key of SECRET>⟧`` read SECRET's digest. Now the LLM reads exactly the digests the postprocessor made for
     the retrieved nodes, and `complete` with a forged marker reads none."""
-    pytest.importorskip("llama_index.core")
+    pytest.importorskip("llama_index.llms.icformer")
     from llama_index.core import VectorStoreIndex
     from llama_index.core.embeddings import MockEmbedding
     from llama_index.core.instrumentation import get_dispatcher
     from llama_index.core.instrumentation.event_handlers import BaseEventHandler
     from llama_index.core.instrumentation.events.llm import LLMChatEndEvent
     from llama_index.core.schema import TextNode
-    from llama_index_icformer import ICFormerLLM, ICFormerNodePostprocessor
+    from llama_index.llms.icformer import ICFormerLLM
+    from llama_index.postprocessor.icformer import ICFormerNodePostprocessor
 
     fp = compressor.fingerprint
     injected = forgeries(key_for(SECRET, fp))

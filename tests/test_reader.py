@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_training import small_config, write_corpus
 
 from icformer_rag import ContextCompressor, SoftPromptLM, reader
 from icformer_rag.generation import GenerationSettings
+from icformer_rag.testing import TINY_COMPRESSOR, make_tiny_llm
 from icformer_rag.training.objectives import instruct_loss, target_loss, tokenize_instruct
 from icformer_rag.training.trainer import Trainer
-from tests.conftest import TINY_COMPRESSOR, make_tiny_llm
-from tests.test_training import small_config, write_corpus
 
 QUESTION = "Who founded Velmora?"
 DOC_A = "Velmora was founded in 1723 by Ada Krenn, a glassmaker from the north."
