@@ -8,15 +8,17 @@ from .config import ICFormerConfig, LLMSignature
 from .digest import Digest, InvalidDigestError
 from .generation import GenerationSettings, SoftPromptLM
 from .key_terms import key_terms_line, with_key_terms
+from .kv_store import KVDigestStore
 from .llm import DEFAULT_LLM, load_llm
 from .modeling import ICFormer
 from .packed_store import PackedDigestStore
-from .store import DigestStore, find_markers, marker_for
+from .store import BaseDigestStore, DigestStore, find_markers, marker_for
 
 __version__ = "0.1.0"
 
 __all__ = [
     "DEFAULT_LLM",
+    "BaseDigestStore",
     "ContextCompressor",
     "Digest",
     "DigestStore",
@@ -24,6 +26,7 @@ __all__ = [
     "ICFormer",
     "ICFormerConfig",
     "InvalidDigestError",
+    "KVDigestStore",
     "LLMSignature",
     "PackedDigestStore",
     "SoftPromptLM",
