@@ -74,8 +74,9 @@ class _ByteStoreBackend:
         return len(held)
 
     def keys(self) -> Iterator[str]:
-        names = (str(k)[len(self.prefix) :] for k in self.kv.yield_keys(prefix=self.prefix))
-        return iter(sorted(k for k in names if _KEY_RE.fullmatch(k)))
+        names = (str(k) for k in self.kv.yield_keys(prefix=self.prefix))
+        keys = (n[len(self.prefix) :] for n in names if n.startswith(self.prefix))
+        return iter(sorted(k for k in keys if _KEY_RE.fullmatch(k)))
 
     def count(self) -> int:
         return sum(1 for _ in self.keys())
