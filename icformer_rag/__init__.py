@@ -17,10 +17,11 @@ from .config import ICFormerConfig, LLMSignature
 from .digest import Digest, InvalidDigestError
 from .generation import ChatPrompt, ChatResult, GenerationSettings, SoftPromptLM
 from .key_terms import key_terms_line, with_key_terms
+from .kv_store import KVDigestStore
 from .llm import DEFAULT_LLM, load_llm
 from .modeling import ICFormer
 from .packed_store import PackedDigestStore
-from .store import DigestStore, digest_key, find_markers, key_for, marker_for
+from .store import BaseDigestStore, DigestStore, digest_key, find_markers, key_for, marker_for
 
 __version__ = "0.1.0"
 
@@ -29,6 +30,7 @@ __all__ = [
     "METADATA_KEY",
     "METADATA_KEYS",
     "METADATA_TEXT",
+    "BaseDigestStore",
     "ChatPrompt",
     "ChatResult",
     "CompressedText",
@@ -39,6 +41,7 @@ __all__ = [
     "ICFormer",
     "ICFormerConfig",
     "InvalidDigestError",
+    "KVDigestStore",
     "LLMSignature",
     "PackedDigestStore",
     "SoftPromptLM",

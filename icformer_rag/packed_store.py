@@ -53,13 +53,16 @@ from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from . import quantize
 from .digest import FLOAT_DTYPES, Digest, InvalidDigestError
-from .store import _KEY_RE, KEY_CHARS, _DigestCache, digest_key
+from .store import _KEY_RE, KEY_CHARS, BaseDigestStore, digest_key
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 __all__ = ["BACKENDS", "PackedDigestStore", "StoreLockedError", "migrate_folder"]
 
@@ -545,76 +548,36 @@ def _record_ok(rec: bytes) -> bool:
 
 
 # ------------------------------------------------------------------------------------------------------ store
-class PackedDigestStore(_DigestCache):
-    """Digests by key in one folder of packed shards (see the module docstring).
+class _RecordStore(BaseDigestStore):
+    """A digest store over records (:func:`encode_record`), whatever holds them: the reads, writes and checks
+    that :class:`PackedDigestStore` and :class:`~icformer_rag.kv_store.KVDigestStore` share. A subclass calls
+    :meth:`_configure` first, then sets `_backend`: an object with `records`, `put_records`, `delete`, `count`,
+    `keys` and `close`, as :class:`_ShardBackend` has."""
 
-    Args:
-        path: the store's folder (created if missing).
-        dtype: how vectors are stored: ``"bf16"`` (default), ``"int8"`` or ``"fp8"`` (:mod:`icformer_rag.quantize`).
-            Records of every codec can be read whatever this is: it applies to writes.
-        out_dtype: the dtype digests are read back in (the LLM's); None: the dtype each digest was put in.
-        backend: ``"shards"`` (default: shard files + SQLite index, standard library only) or ``"lmdb"``.
-        device: where digests that are read are put.
-        max_cached: most digests kept in memory (least recently used go first; they stay on disk).
-        sync: fsync every write before it returns (survives power loss, not only a crash of the process).
-        shard_bytes: a shard file's size before the next one is started (shards backend).
-        map_size: LMDB's map size (virtual address space, not disk).
-        lock_timeout: seconds a write waits for another process's write to finish.
-        readonly: refuse writes (a reader process).
+    _backend: Any
 
-    Thread-safe; any number of processes may read while one writes.
-    """
-
-    def __init__(
+    def _configure(
         self,
-        path: str | Path,
-        *,
-        dtype: str | torch.dtype = quantize.DEFAULT_CODEC,
-        out_dtype: torch.dtype | None = None,
-        backend: str = "shards",
-        device: str | torch.device = "cpu",
-        max_cached: int | None = 4096,
-        sync: bool = False,
-        shard_bytes: int = 1 << 30,
-        map_size: int = 1 << 40,
-        lock_timeout: float = 60.0,
-        readonly: bool = False,
+        dtype: str | torch.dtype,
+        out_dtype: torch.dtype | None,
+        device: str | torch.device,
+        max_cached: int | None,
+        readonly: bool,
     ) -> None:
+        """Check and set the options every record store takes (see :class:`PackedDigestStore`)."""
         if max_cached is not None and max_cached < 1:
             raise ValueError("max_cached must be positive or None")
-        if backend not in BACKENDS:
-            raise ValueError(f"unknown backend {backend!r}: expected one of {', '.join(BACKENDS)}")
         if out_dtype is not None and out_dtype not in FLOAT_DTYPES:
             raise ValueError(f"out_dtype must be one of {FLOAT_DTYPES}, got {out_dtype}")
         self.codec = quantize.codec_name(dtype)
-        self.folder = Path(path)
-        self.folder.mkdir(parents=True, exist_ok=True)
-        marker = self.folder / _FORMAT_FILE
-        found = marker.read_text().split() if marker.is_file() else None
-        if found and (found[0] != _FORMAT or found[1] != backend):
-            raise ValueError(f"{self.folder} holds a {' '.join(found)} store, not a {_FORMAT} {backend} one")
-        if not found:
-            if any(self.folder.glob("*.digest.safetensors")):
-                raise ValueError(f"{self.folder} is a DigestStore folder: migrate it with migrate_folder()")
-            marker.write_text(f"{_FORMAT} {backend}\n")
-        self.backend = backend
         self.out_dtype = out_dtype
         self.device = torch.device(device)
         self.max_cached = max_cached
         self.readonly = readonly
-        if backend == "shards":
-            self._backend: Any = _ShardBackend(
-                self.folder, sync=sync, shard_bytes=shard_bytes, lock_timeout=lock_timeout
-            )
-        else:
-            self._backend = _LMDBBackend(self.folder, sync=sync, map_size=map_size, lock_timeout=lock_timeout)
         self._cache: OrderedDict[str, Digest] = OrderedDict()
         self._lock = threading.RLock()
 
-    def __repr__(self) -> str:
-        return f"PackedDigestStore({self.folder}, {self.backend}, {self.codec}, {len(self._cache)} cached)"
-
-    def __enter__(self) -> PackedDigestStore:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -661,24 +624,6 @@ class PackedDigestStore(_DigestCache):
                     self._remember(key, digest)
                 out[key] = digest
         return [out[k] for k in keys]
-
-    def _cached(self, key: str) -> Digest | None:
-        with self._lock:
-            digest = self._cache.get(key)
-            if digest is not None:
-                self._cache.move_to_end(key)
-        if digest is None:
-            return None
-        try:
-            digest.validate()
-        except InvalidDigestError as err:
-            with self._lock:
-                if self._cache.get(key) is digest:
-                    del self._cache[key]
-            raise InvalidDigestError(
-                f"stored digest {key} was changed in memory and will not be served: {err}"
-            ) from err
-        return digest
 
     def __contains__(self, key: object) -> bool:
         return isinstance(key, str) and self.get(key) is not None
@@ -729,11 +674,6 @@ class PackedDigestStore(_DigestCache):
                 self._cache.pop(k, None)
         return self._backend.delete([k for k in keys if isinstance(k, str) and _KEY_RE.fullmatch(k)])
 
-    def compact(self, min_dead_fraction: float = 0.0) -> dict[str, int]:
-        """Reclaim the space of deleted and replaced digests (and of torn tails); returns what it did."""
-        self._check_writable()
-        return self._backend.compact(min_dead_fraction)
-
     def verify(self, batch: int = 256) -> dict[str, Any]:
         """Read every record with all of its checks (bypassing the memory cache); returns the number sound and the
         keys of the damaged ones (delete or put them again)."""
@@ -751,13 +691,76 @@ class PackedDigestStore(_DigestCache):
                     damaged.append(key)
         return {"ok": ok, "damaged": damaged}
 
-    def disk_bytes(self) -> int:
-        """Bytes the store takes on disk (shards and index, or LMDB's data file)."""
-        return self._backend.disk_bytes()
-
     def _check_writable(self) -> None:
         if self.readonly:
             raise PermissionError(f"{self!r} was opened readonly")
+
+
+class PackedDigestStore(_RecordStore):
+    """Digests by key in one folder of packed shards (see the module docstring).
+
+    Args:
+        path: the store's folder (created if missing).
+        dtype: how vectors are stored: ``"bf16"`` (default), ``"int8"`` or ``"fp8"`` (:mod:`icformer_rag.quantize`).
+            Records of every codec can be read whatever this is: it applies to writes.
+        out_dtype: the dtype digests are read back in (the LLM's); None: the dtype each digest was put in.
+        backend: ``"shards"`` (default: shard files + SQLite index, standard library only) or ``"lmdb"``.
+        device: where digests that are read are put.
+        max_cached: most digests kept in memory (least recently used go first; they stay on disk).
+        sync: fsync every write before it returns (survives power loss, not only a crash of the process).
+        shard_bytes: a shard file's size before the next one is started (shards backend).
+        map_size: LMDB's map size (virtual address space, not disk).
+        lock_timeout: seconds a write waits for another process's write to finish.
+        readonly: refuse writes (a reader process).
+
+    Thread-safe; any number of processes may read while one writes.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        dtype: str | torch.dtype = quantize.DEFAULT_CODEC,
+        out_dtype: torch.dtype | None = None,
+        backend: str = "shards",
+        device: str | torch.device = "cpu",
+        max_cached: int | None = 4096,
+        sync: bool = False,
+        shard_bytes: int = 1 << 30,
+        map_size: int = 1 << 40,
+        lock_timeout: float = 60.0,
+        readonly: bool = False,
+    ) -> None:
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown backend {backend!r}: expected one of {', '.join(BACKENDS)}")
+        self._configure(dtype, out_dtype, device, max_cached, readonly)
+        self.folder = Path(path)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        marker = self.folder / _FORMAT_FILE
+        found = marker.read_text().split() if marker.is_file() else None
+        if found and (found[0] != _FORMAT or found[1] != backend):
+            raise ValueError(f"{self.folder} holds a {' '.join(found)} store, not a {_FORMAT} {backend} one")
+        if not found:
+            if any(self.folder.glob("*.digest.safetensors")):
+                raise ValueError(f"{self.folder} is a DigestStore folder: migrate it with migrate_folder()")
+            marker.write_text(f"{_FORMAT} {backend}\n")
+        self.backend = backend
+        if backend == "shards":
+            self._backend = _ShardBackend(self.folder, sync=sync, shard_bytes=shard_bytes, lock_timeout=lock_timeout)
+        else:
+            self._backend = _LMDBBackend(self.folder, sync=sync, map_size=map_size, lock_timeout=lock_timeout)
+
+    def __repr__(self) -> str:
+        return f"PackedDigestStore({self.folder}, {self.backend}, {self.codec}, {len(self._cache)} cached)"
+
+    def compact(self, min_dead_fraction: float = 0.0) -> dict[str, int]:
+        """Reclaim the space of deleted and replaced digests (and of torn tails); returns what it did."""
+        self._check_writable()
+        return self._backend.compact(min_dead_fraction)
+
+    def disk_bytes(self) -> int:
+        """Bytes the store takes on disk (shards and index, or LMDB's data file)."""
+        return self._backend.disk_bytes()
 
 
 # -------------------------------------------------------------------------------------------------- migration

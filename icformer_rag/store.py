@@ -46,6 +46,7 @@ __all__ = [
     "MARKER_CLOSE",
     "MARKER_OPEN",
     "MARKER_RE",
+    "BaseDigestStore",
     "DigestStore",
     "InvalidDigestError",
     "digest_key",
@@ -74,19 +75,48 @@ def digest_key(digest: Digest) -> str:
     return key_for_hash(digest.content_hash, digest.fingerprint)
 
 
-class _DigestCache:
-    """What every digest store shares over its own `get_many` / `put_many`: the in-memory LRU of recent digests
-    (`_cache`, `_lock`, `max_cached` set by the store) and compression through the store."""
+class BaseDigestStore:
+    """What every digest store is (:class:`DigestStore`, :class:`~icformer_rag.packed_store.PackedDigestStore`,
+    :class:`~icformer_rag.kv_store.KVDigestStore`): `get` / `get_many` / `put` / `put_many` by key, and what they
+    share over their own `get_many` / `put_many`: the in-memory LRU of recent digests (`_cache`, `_lock`,
+    `max_cached` set by the store) and compression through the store (:meth:`compress_cached`). Code that takes
+    any digest store can check ``isinstance(store, BaseDigestStore)``."""
 
     _cache: OrderedDict[str, Digest]
     _lock: threading.RLock | threading.Lock
     max_cached: int | None
+
+    def get(self, key: str) -> Digest | None:
+        raise NotImplementedError
+
+    def put(self, digest: Digest) -> str:
+        raise NotImplementedError
 
     def get_many(self, keys: Sequence[str]) -> list[Digest | None]:
         raise NotImplementedError
 
     def put_many(self, digests: Sequence[Digest]) -> list[str]:
         raise NotImplementedError
+
+    def _cached(self, key: str) -> Digest | None:
+        """The digest under `key` in the memory cache, checked, or None. Cached objects are the caller's too and can
+        be changed in place after put(): checked on every read (values only; a checksum guards stored bytes)."""
+        with self._lock:
+            digest = self._cache.get(key)
+            if digest is not None:
+                self._cache.move_to_end(key)
+        if digest is None:
+            return None
+        try:
+            digest.validate()
+        except InvalidDigestError as err:
+            with self._lock:  # not kept: a later read goes to the stored copy, which is checked on its own
+                if self._cache.get(key) is digest:
+                    del self._cache[key]
+            raise InvalidDigestError(
+                f"stored digest {key} was changed in memory and will not be served: {err}"
+            ) from err
+        return digest
 
     def _remember(self, key: str, digest: Digest) -> None:
         with self._lock:
@@ -118,7 +148,7 @@ class _DigestCache:
         return [found[k] if k in found else fresh[k] for k in keys], [k in found for k in keys]
 
 
-class DigestStore(_DigestCache):
+class DigestStore(BaseDigestStore):
     """Digests by key, in memory and (when `folder` is given) on disk.
 
     Args:
@@ -166,22 +196,8 @@ class DigestStore(_DigestCache):
         """
         if not isinstance(key, str) or not _KEY_RE.fullmatch(key):
             return None
-        with self._lock:
-            digest = self._cache.get(key)
-            if digest is not None:
-                self._cache.move_to_end(key)
+        digest = self._cached(key)
         if digest is not None:
-            # Cached objects are the caller's too and can be changed in place after put(): checked on every read
-            # (values only; the checksum guards the bytes on disk).
-            try:
-                digest.validate()
-            except InvalidDigestError as err:
-                with self._lock:  # not kept: a later read goes to the file, which is checked on its own
-                    if self._cache.get(key) is digest:
-                        del self._cache[key]
-                raise InvalidDigestError(
-                    f"stored digest {key} was changed in memory and will not be served: {err}"
-                ) from err
             return digest
         path = self.path_for(key)
         if path is None or not path.is_file():
