@@ -732,6 +732,8 @@ def run_index(args: argparse.Namespace) -> int:
     if out_dir.exists() and not out_dir.is_dir():
         raise CLIError(f"--out {args.out} exists and is not a directory")
     check_writable(out_dir, "--out")
+    if use_ray and args.device is None:
+        args.device = "cpu"  # the driver's copy is only what the actors get: each GPU actor moves its own to its GPU
     models = load_models(args)
     if args.store == "folder":
         from .store import DigestStore

@@ -555,6 +555,8 @@ def index_documents(
         raise ValueError(f"workers must be at least 1, got {workers}")
     use_ray = workers > 1 if use_ray is None else use_ray
     ray = _ray_module() if use_ray else None  # before any work: a missing Ray is said at once
+    if getattr(compressor, "tokenizer", None) is None:
+        raise ValueError("the compressor has no tokenizer: indexing chunks text by the LLM's own tokens")
     chunk_tokens = compressor.config.window_tokens if chunk_tokens is None else chunk_tokens
     if chunk_tokens < 1:
         raise ValueError(f"chunk_tokens must be positive, got {chunk_tokens}")
