@@ -246,10 +246,17 @@ def test_ray_two_cpu_workers_give_the_single_process_digests(tmp_path, compresso
     single = index_documents(src, tmp_path / "single", compressor=compressor, shard_size=4, on_shard=on_local)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
-        remote, on_remote = fp32_digests()
+        remote, collect = fp32_digests()
+        order: list[str] = []
+
+        def on_remote(shard: indexing.ShardResult) -> None:
+            order.append(shard.spec.sha)
+            collect(shard)
+
         on_ray = index_documents(
             src, tmp_path / "ray", compressor=compressor, shard_size=4, workers=2, on_shard=on_remote
         )
+        assert order == [s.sha for s in plan_shards(src, shard_size=4)]  # committed in input order
         assert on_ray.ray and (on_ray.shards, on_ray.written, on_ray.chunks) == (9, single.written, single.chunks)
         assert set(remote) == set(local)
         assert all(torch.equal(remote[k].embeddings, local[k].embeddings) for k in local)  # fp32, bit for bit
@@ -300,3 +307,15 @@ def test_cli_index_samples_with_the_default_llm(tmp_path, capsys) -> None:
     assert report["written"] == len(stored(tmp_path / "store")) > 0
     assert main(args) == 0
     assert "0 new digests" in capsys.readouterr().out
+
+
+def test_ray_indexing_benchmark_one_process_smoke(tmp_path) -> None:
+    """benchmarks/ray_indexing.py's structure, without starting Ray (`--workers` with no count: one process only)."""
+    from benchmarks import ray_indexing
+
+    out = ray_indexing.main(
+        ["--shape", "tiny", "--num-docs", "4", "--doc-tokens", "40", "--workers", "--out", str(tmp_path), "--no-plot"]
+    )
+    (row,) = out["rows"]
+    assert row["mode"] == "one process" and row["identical_to_one_process"] and row["chunks"] == 8
+    assert json.loads(Path(out["json_path"]).read_text())["rows"][0]["chunks_per_s"] > 0
