@@ -541,7 +541,7 @@ def index_documents(
         workers: Ray actors (each with one compressor); more than 1 means Ray.
         use_ray: run on Ray Data (``ray.init()`` here unless Ray is initialised already: ``RAY_ADDRESS`` joins a
             cluster); default: when `workers` > 1.
-        num_gpus: GPUs per actor; default 1 when this machine has CUDA, else 0 (CPU actors).
+        num_gpus: GPUs per actor; default 1 when the Ray cluster has GPUs, else 0 (CPU actors).
         cpus_per_worker: CPUs (and torch threads) per actor.
         store_dtype: how a new packed store holds vectors: ``"bf16"``, ``"int8"`` or ``"fp8"``.
         show_progress: a progress bar over shards on stderr.
@@ -620,14 +620,13 @@ def _run_on_ray(
     cpus_per_worker: float,
 ) -> Iterator[ShardResult]:
     """The shards' results, in order, from `workers` actors of a Ray Data pipeline."""
-    import torch
     from ray.data import DataContext
 
     started = not ray.is_initialized()
     if started:
         ray.init(log_to_driver=False, include_dashboard=False)
-    if num_gpus is None:
-        num_gpus = 1.0 if torch.cuda.is_available() else 0.0
+    if num_gpus is None:  # a GPU per actor when the cluster has GPUs
+        num_gpus = 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
     ctx = DataContext.get_current()
     saved = (ctx.execution_options.preserve_order, ctx.enable_progress_bars)
     try:
@@ -639,7 +638,7 @@ def _run_on_ray(
             _RayShardWorker,
             fn_constructor_args=([ref], chunk_tokens, fields, int(cpus_per_worker)),
             batch_size=1,
-            compute=ray.data.ActorPoolStrategy(size=workers),  # `concurrency=workers` before Ray 2.51
+            compute=ray.data.ActorPoolStrategy(size=min(workers, len(specs))),  # `concurrency=workers` before Ray 2.51
             num_cpus=cpus_per_worker,
             num_gpus=num_gpus,
         )
