@@ -244,7 +244,7 @@ def test_ray_two_cpu_workers_give_the_single_process_digests(tmp_path, compresso
     src = write_jsonl(tmp_path / "docs.jsonl", make_docs(36))
     local, on_local = fp32_digests()
     single = index_documents(src, tmp_path / "single", compressor=compressor, shard_size=4, on_shard=on_local)
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(num_cpus=2, object_store_memory=256 << 20, include_dashboard=False, log_to_driver=False)
     try:
         remote, collect = fp32_digests()
         order: list[str] = []
