@@ -727,7 +727,7 @@ def run_index(args: argparse.Namespace) -> int:
     indexing.resolve_source(args.source, args.format)  # a missing or unknown source is said before the models load
     use_ray = args.ray or args.workers > 1
     if use_ray:
-        indexing._ray_module()  # ImportError (status 1) with the install command
+        indexing.require_ray()  # ImportError (status 1) with the install command
     out_dir = Path(args.out).expanduser()
     if out_dir.exists() and not out_dir.is_dir():
         raise CLIError(f"--out {args.out} exists and is not a directory")

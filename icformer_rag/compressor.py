@@ -243,8 +243,8 @@ class ContextCompressor:
         self.reader_name: str | None = None
 
     def __getstate__(self) -> dict[str, Any]:
-        """Pickled (to ship it to Ray actors, :mod:`icformer_rag.indexing`) without its lock; a compiled function does
-        not pickle, so a compressor arrives uncompiled (call :meth:`compile` again there)."""
+        """Pickled (to ship it to Ray actors, :mod:`icformer_rag.indexing`) without its lock. A compiled one is refused:
+        a compiled function does not pickle (pickle the compressor before :meth:`compile`)."""
         if self._compiled is not None:
             raise TypeError("a compiled ContextCompressor does not pickle: pickle it before compile()")
         state = dict(self.__dict__)

@@ -61,6 +61,8 @@ __all__ = [
     "plan_shards",
     "read_chunks",
     "read_shard",
+    "require_ray",
+    "resolve_source",
 ]
 
 FORMATS = ("jsonl", "parquet", "text")
@@ -500,7 +502,8 @@ class IndexResult:
         return dataclasses.asdict(self)
 
 
-def _ray_module() -> Any:
+def require_ray() -> Any:
+    """The `ray` module with Ray Data; ImportError naming the install command when it is missing."""
     try:
         import ray
         import ray.data  # noqa: F401
@@ -554,7 +557,7 @@ def index_documents(
     if workers < 1:
         raise ValueError(f"workers must be at least 1, got {workers}")
     use_ray = workers > 1 if use_ray is None else use_ray
-    ray = _ray_module() if use_ray else None  # before any work: a missing Ray is said at once
+    ray = require_ray() if use_ray else None  # before any work: a missing Ray is said at once
     if getattr(compressor, "tokenizer", None) is None:
         raise ValueError("the compressor has no tokenizer: indexing chunks text by the LLM's own tokens")
     chunk_tokens = compressor.config.window_tokens if chunk_tokens is None else chunk_tokens
