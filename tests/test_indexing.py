@@ -69,6 +69,23 @@ def test_chunks_cover_the_text_in_windows(compressor) -> None:
     assert all(len(tok(c, add_special_tokens=False)["input_ids"]) <= 33 for c in chunks[0])
 
 
+def test_compressor_pickles_for_the_actors(compressor) -> None:
+    import copy
+    import pickle
+
+    clone = pickle.loads(pickle.dumps(compressor))
+    texts = [" ".join(WORDS * 3), "Velmora."]
+    assert clone.fingerprint == compressor.fingerprint == clone.compute_fingerprint()
+    assert all(
+        torch.equal(a.embeddings, b.embeddings)
+        for a, b in zip(clone.compress(texts), compressor.compress(texts), strict=True)
+    )
+    compiled = copy.copy(compressor)
+    compiled._compiled = object()  # what compile() sets
+    with pytest.raises(TypeError, match="compiled"):
+        pickle.dumps(compiled)
+
+
 # --------------------------------------------------------------------------------------------- one process
 def test_single_process_writes_one_digest_per_chunk_text(tmp_path, compressor) -> None:
     docs = make_docs()
