@@ -19,6 +19,8 @@ chunk number, key and text of every chunk, for the retriever's side), then one l
 finished for the same compressor and chunking, without reading its documents again beyond planning; a shard cut off
 mid-commit is redone, and the digests it had written already are not written twice.
 
+In one process the next shard is compressed while the last one is written (one writer thread, shards in order).
+
 **Ray.** With ``use_ray=True`` (or ``workers > 1``) shard descriptors go through ``ray.data.from_items(...)
 .map_batches(...)`` over `workers` actors, each holding one copy of the compressor (on a GPU when the cluster has
 them: ``num_gpus=1`` each), which read their shards from the source (the source must be readable from every node);
@@ -37,6 +39,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -597,9 +600,17 @@ def index_documents(
             if not todo:
                 pass
             elif ray is None:
+                # The next shard compresses while the last one is written (one writer thread, shards in order).
                 local = _ShardCompressor(compressor, chunk_tokens, fields)
-                for spec in todo:
-                    commit(local.run(spec))
+                with ThreadPoolExecutor(1, thread_name_prefix="icformer-index-writer") as writer:
+                    pending: Future[None] | None = None
+                    for spec in todo:
+                        shard = local.run(spec)
+                        if pending is not None:
+                            pending.result()
+                        pending = writer.submit(commit, shard)
+                    if pending is not None:
+                        pending.result()
             else:
                 for shard in _run_on_ray(
                     ray, todo, compressor, chunk_tokens, fields, workers, num_gpus, cpus_per_worker
