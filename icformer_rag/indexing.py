@@ -10,14 +10,15 @@ fingerprint: the key a retriever computes for the same chunk text at query time)
 
 **Shards.** The input is planned into shards of `shard_size` consecutive documents (a shard never spans two files),
 each named by the sha256 of its documents' ids and texts. A shard is the unit of work: one worker reads it, chunks it
-and compresses all of its distinct chunk texts in one batched call, and the driver commits it: the digests whose key
+and compresses all of its distinct chunk texts in one batched call (those the store holds too: a shard's batches,
+hence its digests to the last bit, depend on its contents only), and the driver commits it: the digests whose key
 the store does not hold yet (one digest per (text, compressor): a text repeated anywhere in the corpus, or already
 indexed by an earlier run, is written once), the shard's chunk list (``indexing/chunks/<shard>.jsonl``: document id,
 chunk number, key and text of every chunk, for the retriever's side), then one line in ``indexing/manifest.jsonl``.
 
 **Resuming.** A rerun (after a crash, a kill, or with documents added) skips every shard the manifest lists as
-finished for the same compressor and chunking, without reading its documents again beyond planning; a shard cut off
-mid-commit is redone, and the digests it had written already are not written twice.
+finished for the same compressor and chunking, without compressing it again (planning still reads every document
+once, to name the shards); a shard cut off mid-commit is redone, and the digests it had written are not written twice.
 
 In one process the next shard is compressed while the last one is written (one writer thread, shards in order).
 
