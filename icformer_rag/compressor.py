@@ -242,6 +242,19 @@ class ContextCompressor:
         # switches it on for prompts that hold digests. Set when a checkpoint with one loads, or by the trainer.
         self.reader_name: str | None = None
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled (to ship it to Ray actors, :mod:`icformer_rag.indexing`) without its lock. A compiled one is refused:
+        a compiled function does not pickle (pickle the compressor before :meth:`compile`)."""
+        if self._compiled is not None:
+            raise TypeError("a compiled ContextCompressor does not pickle: pickle it before compile()")
+        state = dict(self.__dict__)
+        del state["_compiled_lock"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._compiled_lock = threading.Lock()
+
     @property
     def has_reader(self) -> bool:
         """Whether digests of this compressor are read through a reader adapter."""

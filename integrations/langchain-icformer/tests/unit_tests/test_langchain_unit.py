@@ -87,6 +87,21 @@ def test_index_documents_fills_the_store_so_queries_do_no_compression(soft_lm, c
     assert chat.invoke(f"Read {out[0].page_content}").response_metadata["icformer_digest_keys"] == [keys[1]]
 
 
+@pytest.mark.parametrize("kind", ["packed", "bytestore"])
+def test_any_digest_store_serves_the_chat_model(soft_lm, compressor, tmp_path, kind):
+    # The pydantic fields take every BaseDigestStore: the packed store and a LangChain ByteStore through KVDigestStore.
+    from langchain_core.stores import InMemoryByteStore
+
+    from icformer_rag import KVDigestStore, PackedDigestStore
+
+    store = PackedDigestStore(tmp_path / "packed") if kind == "packed" else KVDigestStore(InMemoryByteStore())
+    out = ICFormerCompressor(compressor=compressor, store=store).compress_documents(docs(TEXT_A), "q")
+    assert out[0].metadata["icformer_cache_hit"] is False and len(store) == 1
+    chat = ChatICFormer(lm=soft_lm, store=store, max_tokens=4)
+    meta = chat.invoke(f"Read {out[0].page_content}").response_metadata
+    assert meta["icformer_digest_keys"] == [key_for(TEXT_A, compressor.fingerprint)]
+
+
 def test_compressor_bad_input(lc_compressor, compressor):
     assert lc_compressor.compress_documents([], "q") == []
     assert asyncio.run(lc_compressor.acompress_documents([], None)) == []
