@@ -110,12 +110,14 @@ def build_llm(
     return model.eval().requires_grad_(False)
 
 
-def icformer_config_for(llm_config: Any, tiny: bool = False) -> Any:
+def icformer_config_for(llm_config: Any, tiny: bool = False, num_digest_tokens: int | None = None) -> Any:
+    """The IC-Former measured: the paper's 128 digests per 512-token window unless `num_digest_tokens` says
+    otherwise (the shipped checkpoint has 256)."""
     from icformer_rag import ICFormerConfig
 
     if tiny:  # tests: a small window keeps the smoke test fast, same code
-        return ICFormerConfig.for_llm(llm_config, num_digest_tokens=8, window_tokens=32)
-    return ICFormerConfig.for_llm(llm_config)
+        return ICFormerConfig.for_llm(llm_config, num_digest_tokens=num_digest_tokens or 8, window_tokens=32)
+    return ICFormerConfig.for_llm(llm_config, num_digest_tokens=num_digest_tokens or 128)
 
 
 # --------------------------------------------------------------------------------------------- hardware

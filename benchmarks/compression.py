@@ -62,6 +62,7 @@ class Encoders:
         lora_rank: int,
         max_batch_windows: int,
         seed: int = 0,
+        num_digest_tokens: int | None = None,
     ) -> None:
         from icformer_rag.modeling import ICFormer
 
@@ -69,7 +70,7 @@ class Encoders:
         self.max_batch_windows = max_batch_windows
         self.llm = common.build_llm(shape, device, dtype, max_positions=max_positions, seed=seed)
         self.embed = self.llm.get_input_embeddings()
-        self.icf_config = common.icformer_config_for(self.llm.config, tiny=shape.name == "tiny")
+        self.icf_config = common.icformer_config_for(self.llm.config, shape.name == "tiny", num_digest_tokens)
         self.window = self.icf_config.window_tokens
         self.memory_tokens = self.icf_config.num_digest_tokens
         self.vocab = shape.vocab_size
@@ -459,6 +460,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         help="windows per forward for every window encoder (same batching for all)",
     )
     parser.add_argument("--lora-rank", type=int, default=128, help="LoRA rank of the ICAE-style encoder")
+    parser.add_argument(
+        "--num-digest-tokens",
+        type=int,
+        default=None,
+        help="digests (and ICAE memory tokens) per 512-token window (default 128, the paper's 4x; the shipped: 256)",
+    )
     parser.add_argument("--input-sets", type=int, default=3, help="input sets rotated between timed calls")
     parser.add_argument("--min-seconds", type=float, default=0.0, help="keep repeating until this much was timed")
     parser.add_argument(
@@ -496,6 +503,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         methods,
         max_positions=max(args.sizes + [8192]) + 1,
         lora_rank=args.lora_rank,
+        num_digest_tokens=args.num_digest_tokens,
         max_batch_windows=args.max_batch_windows,
     )
     window = enc.window
