@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from icformer_rag import Digest
+from icformer_rag import Digest, ICFormerConfig
 from icformer_rag.cli import (
     DIGEST_SUFFIX,
     SAMPLES_DIR,
@@ -27,6 +27,7 @@ from icformer_rag.cli import (
     register_info,
     sample_files,
 )
+from icformer_rag.compressor import DEFAULT_CHECKPOINT
 
 VELMORA = SAMPLES_DIR / "velmora.txt"
 CPU = ["--device", "cpu", "--dtype", "float32"]
@@ -209,12 +210,14 @@ def test_compress_writes_loadable_digests(tmp_path: Path, capsys: pytest.Capture
     captured = capsys.readouterr()
     assert "UNTRAINED" not in captured.err  # the shipped checkpoint is trained
     tokenizer = load_default_tokenizer()
+    shipped = ICFormerConfig.load(DEFAULT_CHECKPOINT)
+    ratio = shipped.window_tokens // shipped.num_digest_tokens  # 2 for the shipped run 12 (the paper's 4x was 4)
     for path in files:
         digest = Digest.load(tmp_path / f"{path.stem}{DIGEST_SUFFIX}")
         tokens = len(tokenizer(path.read_text(encoding="utf-8"), add_special_tokens=False)["input_ids"])
         assert digest.num_tokens == tokens
         windows = split_windows(range(tokens), 512)
-        assert digest.window_digests == [math.ceil(len(w) / 4) for w in windows]
+        assert digest.window_digests == [math.ceil(len(w) / ratio) for w in windows]
         assert len(digest) == sum(digest.window_digests) and digest.embeddings.shape[1] == 576
         assert str(path) in captured.out and f"{tokens:,}" in captured.out
     assert "total" in captured.out and "compressed 2 file(s) in" in captured.out

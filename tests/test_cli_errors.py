@@ -429,7 +429,8 @@ def test_info_json(capsys: pytest.CaptureFixture[str], tiny_models) -> None:
     checkpoint = report["checkpoint"]
     if checkpoint["path"] is not None:
         assert len(checkpoint["fingerprint"]) == 16 and checkpoint["parameters"] > 0
-        assert checkpoint["config"]["ratio"] == 4
+        config = checkpoint["config"]  # the checkpoint `info` found: its own window and digests give the ratio
+        assert config["ratio"] == config["window_tokens"] // config["num_digest_tokens"] in (2, 4)
         if report["default_llm"]["converted"]:
             assert checkpoint["fits_llm"] is False and "hidden" in checkpoint["fits_llm_reason"]
 
