@@ -11,6 +11,7 @@ from .adapters import (
     compress_texts,
     find_pipeline,
     fit_positions,
+    require_last_step,
 )
 from .compressor import ContextCompressor, load_compressor
 from .config import ICFormerConfig, LLMSignature
@@ -55,5 +56,6 @@ __all__ = [
     "load_compressor",
     "load_llm",
     "marker_for",
+    "require_last_step",
     "with_key_terms",
 ]

@@ -34,6 +34,7 @@ __all__ = [
     "CompressedText",
     "compress_texts",
     "find_pipeline",
+    "require_last_step",
     "fit_positions",
 ]
 
@@ -126,3 +127,22 @@ def find_pipeline(step: Any, attr: str, max_frames: int, skip: int = 2) -> tuple
             return owner, [type(s).__name__ for s in steps[at + 1 :]]
         frame = frame.f_back
     return None
+
+
+def require_last_step(
+    step: Any, attr: str, *, rule: str, order_only: frozenset[str], max_frames: int, skip: int = 2
+) -> Any | None:
+    """The adapters' order check, written once: find the pipeline running `step` (:func:`find_pipeline`, `skip`
+    frames up from the caller) and raise ValueError, `rule` plus the fix, if a step that reads text runs after it
+    (any step whose type name is not in `order_only`). Returns the pipeline object, or None when none was found."""
+    found = find_pipeline(step, attr, max_frames, skip + 1)  # + 1: this function's own frame
+    if found is None:
+        return None
+    owner, later = found
+    after = [name for name in later if name not in order_only]
+    if after:
+        raise ValueError(
+            f"{rule}. This {type(owner).__name__} runs {', '.join(after)} after it: move "
+            f"{'them' if len(after) > 1 else 'it'} before {type(step).__name__}"
+        )
+    return owner

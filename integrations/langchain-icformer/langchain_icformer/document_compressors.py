@@ -19,8 +19,8 @@ from icformer_rag import (
     DigestStore,
     compress_texts,
     find_markers,
-    find_pipeline,
     fit_positions,
+    require_last_step,
 )
 
 # Steps that may follow the compressor in a DocumentCompressorPipeline: they move documents, never read their text.
@@ -182,13 +182,4 @@ def _check_last_step(compressor: ICFormerCompressor) -> None:
     """ValueError if `compressor` runs inside a document-compressor pipeline (LangChain's
     ``DocumentCompressorPipeline``, or anything calling it from a `transformers` list) with a text-reading step
     after it. Found by looking a few frames up for the calling pipeline, the only place the order is known."""
-    found = find_pipeline(compressor, "transformers", max_frames=8, skip=2)
-    if found is None:
-        return
-    owner, later = found
-    after = [name for name in later if name not in _ORDER_ONLY_STEPS]
-    if after:
-        raise ValueError(
-            f"{_LAST_STEP}. This {type(owner).__name__} runs {', '.join(after)} after it: move "
-            f"{'them' if len(after) > 1 else 'it'} before ICFormerCompressor"
-        )
+    require_last_step(compressor, "transformers", rule=_LAST_STEP, order_only=_ORDER_ONLY_STEPS, max_frames=8, skip=2)

@@ -24,7 +24,7 @@ from llama_index.core.bridge.pydantic import Field, PrivateAttr
 from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
 from llama_index.core.llms.custom import CustomLLM
 
-from icformer_rag import ChatPrompt, DigestStore, GenerationSettings, SoftPromptLM
+from icformer_rag import BaseDigestStore, ChatPrompt, DigestStore, GenerationSettings, SoftPromptLM
 
 _ROLES = {MessageRole.CHATBOT: "assistant", MessageRole.MODEL: "assistant", MessageRole.DEVELOPER: "system"}
 
@@ -61,10 +61,10 @@ class ICFormerLLM(CustomLLM):
     )
     context_window: int = Field(default=0, ge=0, description="Prompt + answer positions (default: the LLM's).")
     _lm: SoftPromptLM = PrivateAttr()
-    _store: DigestStore = PrivateAttr()
+    _store: BaseDigestStore = PrivateAttr()
     _tokenizer: Any = PrivateAttr(default=None)
 
-    def __init__(self, lm: SoftPromptLM, store: DigestStore | None = None, **kwargs: Any) -> None:
+    def __init__(self, lm: SoftPromptLM, store: BaseDigestStore | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._lm = lm
         self._store = store if store is not None else DigestStore()
@@ -81,7 +81,7 @@ class ICFormerLLM(CustomLLM):
         *,
         device: str | None = None,
         dtype: str | None = None,
-        store: DigestStore | None = None,
+        store: BaseDigestStore | None = None,
         **kwargs: Any,
     ) -> ICFormerLLM:
         """Load the default LLM (SmolLM2-135M-Instruct) and the shipped compressor checkpoint, or any local
@@ -100,7 +100,7 @@ class ICFormerLLM(CustomLLM):
         return self._lm
 
     @property
-    def store(self) -> DigestStore:
+    def store(self) -> BaseDigestStore:
         return self._store
 
     @property

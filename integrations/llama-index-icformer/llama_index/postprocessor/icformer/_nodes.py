@@ -16,7 +16,7 @@ from icformer_rag import (
     ContextCompressor,
     DigestStore,
     compress_texts,
-    find_pipeline,
+    require_last_step,
 )
 
 LAST_STEP = (
@@ -90,16 +90,11 @@ def check_engine(post: Any) -> None:
     few frames up for the object whose `_node_postprocessors` holds `post`."""
     from llama_index.llms.icformer import ICFormerLLM
 
-    found = find_pipeline(post, "_node_postprocessors", max_frames=12, skip=2)
-    if found is None:
+    owner = require_last_step(
+        post, "_node_postprocessors", rule=LAST_STEP, order_only=_ORDER_ONLY_STEPS, max_frames=12, skip=2
+    )
+    if owner is None:
         return
-    owner, later = found
-    after = [name for name in later if name not in _ORDER_ONLY_STEPS]
-    if after:
-        raise ValueError(
-            f"{LAST_STEP}. This {type(owner).__name__} runs {', '.join(after)} after it: move "
-            f"{'them' if len(after) > 1 else 'it'} before ICFormerNodePostprocessor"
-        )
     synth = getattr(owner, "_response_synthesizer", None)
     llm = getattr(synth, "_llm", None) if synth is not None else getattr(owner, "_llm", None)
     if llm is None:
