@@ -56,3 +56,16 @@ def test_probe_position_accuracy_on_a_tiny_corpus(tmp_path):
         assert len(stats["acc"]) == len(stats["loss"]) == 32
         assert all(0 <= a <= 1 for a in stats["acc"]) and all(x > 0 for x in stats["loss"])
     assert "| shipped |" in done.stdout
+
+
+def test_device_job_refuses_to_run_outside_the_repository_root(tmp_path):
+    done = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "gpu" / "device_job.sh"), "put"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert "run it from the repository root" in done.stderr
+    assert not (tmp_path / "scripts").exists()

@@ -24,7 +24,7 @@ data=(--data-dir "$W/corpus_sub" --instruct-file "$W/cf_train.jsonl" --batch-siz
 common=("${data[@]}" --init-from "$W/init")
 mix=(--ae-fraction 0.3 --instruct-fraction 0.6 --readout-weight 1.0)
 lora=(--reader-rank 16 --reader-alpha 32 --reader-lr 2e-4)
-run() { LOG=arm_$1 bash scripts/device_job.sh train "${@:2}" --max-minutes "$min" --out-dir "$W/arm_$1"; }
+run() { LOG=arm_$1 bash scripts/gpu/device_job.sh train "${@:2}" --max-minutes "$min" --out-dir "$W/arm_$1"; }
 for spec in ${ARMS:-a b c ft}; do
   arm=${spec%%:*}; min=${spec#*:}; [ "$min" = "$spec" ] && min=$MIN
   case "$arm" in

@@ -1,16 +1,16 @@
 #!/usr/bin/env bash
 # Prepare what a training session on the lent GPU carries, in the git-ignored .devstage/, and print the calls.
 #
-#   bash scripts/stage_training.sh [CORPUS_DIR]     (default .data/corpus; build it first: icformer-rag data build)
-#   INIT=COMMIT:PATH bash scripts/stage_training.sh  also stages a release checkpoint kept only in git history
+#   bash scripts/gpu/stage_training.sh [CORPUS_DIR]     (default .data/corpus; build it first: icformer-rag data build)
+#   INIT=COMMIT:PATH bash scripts/gpu/stage_training.sh  also stages a release checkpoint kept only in git history
 #                    (e.g. INIT=ad46839:training_logs/run7/release) into .devstage/init, for one more call
 #
 # Every device call carries the tracked tree too (~30 MB with the shipped checkpoint) and at most 64 MiB in all,
 # so the default LLM's 98 MB GGUF travels in 25 MB parts (../shared/tools/stage-llm-for-device makes 50 MB ones,
-# which do not fit beside this tree) and the corpus as a .tar.gz in 25 MB parts. scripts/device_job.sh `setup`
+# which do not fit beside this tree) and the corpus as a .tar.gz in 25 MB parts. scripts/gpu/device_job.sh `setup`
 # joins them on the GPU machine.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."  # the repository root (this file is scripts/gpu/stage_training.sh)
 corpus=${1:-.data/corpus}
 [ -f "$corpus/train.bin" ] || { echo "no corpus in $corpus: run icformer-rag data build --out $corpus" >&2; exit 2; }
 # What a call carries besides its part: the tracked tree and untracked files git does not ignore (33 MB in
@@ -39,18 +39,18 @@ llm_parts=(.devstage/llm/part_*)
 echo
 echo "Device calls (each carry list below; the last one also needs .devstage/whl for setup):"
 for p in "${llm_parts[@]}"; do
-  echo "  carry [\"$p\"]: bash scripts/device_job.sh put $p"
+  echo "  carry [\"$p\"]: bash scripts/gpu/device_job.sh put $p"
 done
 if [ -n "${INIT:-}" ]; then
-  echo "  carry [\".devstage/init\"]: bash scripts/device_job.sh put .devstage/init/release"
-  echo "    (then: bash scripts/device_job.sh initdir /tmp/m/release /tmp/m/release/readout.safetensors)"
+  echo "  carry [\".devstage/init\"]: bash scripts/gpu/device_job.sh put .devstage/init/release"
+  echo "    (then: bash scripts/gpu/device_job.sh initdir /tmp/m/release /tmp/m/release/readout.safetensors)"
 fi
 # A corpus of more than one part (e.g. with the larger instruction set) cannot travel beside the tree in one
 # call: every part but the last gets a call of its own; the last travels with the wheel and runs setup.
 data_parts=(.devstage/data/data_*)
 last=${data_parts[-1]}
 for p in "${data_parts[@]}"; do
-  [ "$p" = "$last" ] || echo "  carry [\"$p\"]: bash scripts/device_job.sh put $p"
+  [ "$p" = "$last" ] || echo "  carry [\"$p\"]: bash scripts/gpu/device_job.sh put $p"
 done
-echo "  carry [\"$last\", \".devstage/whl\"]: bash scripts/device_job.sh put $last &&" \
-  "bash scripts/device_job.sh setup && ...   (then initdir, train, wait: training_logs/README.md)"
+echo "  carry [\"$last\", \".devstage/whl\"]: bash scripts/gpu/device_job.sh put $last &&" \
+  "bash scripts/gpu/device_job.sh setup && ...   (then initdir, train, wait: training_logs/README.md)"

@@ -2,7 +2,7 @@
 carry the whole corpus beside the tree and the LLM. The held-out split and the manifest are copied unchanged; the
 manifest gains a "subset" entry naming k and the kept token count.
 
-    python scripts/subset_corpus.py .data/corpus .data/corpus_half --every 2
+    python scripts/gpu/subset_corpus.py .data/corpus .data/corpus_half --every 2
 """
 
 from __future__ import annotations

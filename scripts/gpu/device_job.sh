@@ -15,9 +15,15 @@
 #                    writes $OUT/bench_train_step.json)
 #   collect RUN      copy RUN's metrics, its release checkpoint (15 MB parts), eval JSONs and log tails to $OUT
 #
-# Several steps chain in one call: bash scripts/device_job.sh setup && bash scripts/device_job.sh train ...
+# Several steps chain in one call: bash scripts/gpu/device_job.sh setup && bash scripts/gpu/device_job.sh train ...
 set -euo pipefail
-step=$1; shift
+# Every path below (icformer_rag/, .devstage/whl, the default checkpoint and readout head) is relative to the
+# repository root, where each device call starts: refuse anywhere else instead of failing halfway.
+if [ ! -f scripts/gpu/device_job.sh ] || [ ! -d icformer_rag ]; then
+  echo "device_job.sh: run it from the repository root (bash scripts/gpu/device_job.sh STEP ...), not from $PWD" >&2
+  exit 2
+fi
+step=${1:?usage: bash scripts/gpu/device_job.sh put|setup|initdir|train|wait|eval|bench|collect ARGS...}; shift
 export PYTHONPATH=/tmp/site:$PWD ICFORMER_RAG_HOME=/tmp/icf PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
 W=/tmp/work
 mkdir -p "$W" /tmp/m
