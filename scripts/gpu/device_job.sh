@@ -5,7 +5,8 @@
 #   put FILES...     copy carried files (LLM parts, data parts) to /tmp/m
 #   setup            rebuild the default LLM from its GGUF parts, convert it, unpack the corpus
 #   initdir [CKPT] [HEAD]  assemble $W/init: the shipped checkpoint (or CKPT) with its training-only readout head
-#                    (default training_logs/run12/readout.safetensors) beside it, for `train --init-from /tmp/work/init`
+#                    (default training_state/smollm2-135m-instruct/readout.safetensors) beside it,
+#                    for `train --init-from /tmp/work/init`
 #   train ARGS...    start `python -m icformer_rag.training ARGS` in the background (survives the call);
 #                    with NPROC=N set, under `torchrun --standalone --nproc_per_node N` instead;
 #                    LOG=name writes $W/name.log (several runs side by side)
@@ -43,7 +44,7 @@ case "$step" in
     nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv ;;
   initdir)
     rm -rf "$W/init" && cp -r "${1:-icformer_rag/checkpoints/smollm2-135m-instruct}" "$W/init"
-    cp "${2:-training_logs/run12/readout.safetensors}" "$W/init/readout.safetensors"
+    cp "${2:-training_state/smollm2-135m-instruct/readout.safetensors}" "$W/init/readout.safetensors"
     ls -la "$W/init" ;;
   train)
     if [ -n "${NPROC:-}" ]; then launch=(python3 -m torch.distributed.run --standalone --nproc_per_node "$NPROC"); else launch=(python3); fi
