@@ -201,3 +201,13 @@ def test_generator_never_emits_an_evalset_name() -> None:
     for syllables, draws in ((1, 1_000), (2, 20_000), (3, 20_000)):  # one syllable: ~2,800 words in all
         for _ in range(draws):
             assert gen.word(rng, syllables, used).lower() not in banned
+
+
+def test_evalset_words_skip_the_real_text_dev_set(tmp_path) -> None:
+    """evalsets/realtext_dev/ holds held-out corpus text with real names: reading it would change the blocklist
+    and so the generated records."""
+    (tmp_path / "counterfactual").mkdir()
+    (tmp_path / "counterfactual" / "passages.jsonl").write_text('{"text": "Sleoshphu went home"}\n')
+    (tmp_path / "realtext_dev").mkdir()
+    (tmp_path / "realtext_dev" / "qa_dev.jsonl").write_text('{"context": "Linus Torvalds wrote it"}\n')
+    assert evalset_words(tmp_path) == {"sleoshphu"}

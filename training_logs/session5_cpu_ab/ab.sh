@@ -10,5 +10,5 @@ for feed in 0.0 0.5; do
     --ae-self-feed $feed --seed 3 --save-every 1000 > /tmp/ab/train_$feed.log 2>&1
 done
 for feed in 0.0 0.5; do
-  icformer-rag eval --device cpu --checkpoint /tmp/ab/feed$feed/release --data-dir training_logs/evalset --ae-windows 64 --ae-lengths 128 --batch-size 16 --out /tmp/ab/eval_$feed.json > /tmp/ab/eval_$feed.log 2>&1
+  icformer-rag eval --device cpu --checkpoint /tmp/ab/feed$feed/release --data-dir evalsets/realtext_dev --ae-windows 64 --ae-lengths 128 --batch-size 16 --out /tmp/ab/eval_$feed.json > /tmp/ab/eval_$feed.log 2>&1
 done

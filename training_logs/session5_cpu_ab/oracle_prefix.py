@@ -20,7 +20,7 @@ torch.manual_seed(0)
 ckpt, n, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 comp, llm, tok = load_compressor(None if ckpt == "shipped" else ckpt, device="cpu")
 rng = np.random.default_rng([1234, n])  # the spans `icformer-rag eval` draws for this length
-windows = SpanSampler("training_logs/evalset", "heldout").sample(rng, count, n).tolist()
+windows = SpanSampler("evalsets/realtext_dev", "heldout").sample(rng, count, n).tolist()
 embed = llm.get_input_embeddings()
 special = comp.model.special_embeddings.to(embed.weight.dtype)
 begin = special[ICFormer.SPECIAL_BEGIN : ICFormer.SPECIAL_BEGIN + 1]

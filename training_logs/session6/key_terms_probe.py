@@ -46,7 +46,7 @@ def sign_test(a: list[bool], b: list[bool]) -> tuple[int, int, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--checkpoint", default=None, help="default: the shipped checkpoint")
-    parser.add_argument("--qa", default="training_logs/evalset/qa_dev.jsonl")
+    parser.add_argument("--qa", default="evalsets/realtext_dev/qa_dev.jsonl")
     parser.add_argument("--limit", type=int, default=200)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--out", default=None)
