@@ -1,6 +1,6 @@
-"""Smoke tests of the training scripts a GPU session runs (`scripts/`): at their smallest size on the CPU, with
-the real default LLM and the shipped checkpoint, so that a broken script is found here and not in a device call.
-They check the output's structure, not timings."""
+"""Smoke tests of the training scripts a GPU session runs (`scripts/`, `scripts/gpu/`, the probes): at their smallest
+size on the CPU, with the real default LLM and the shipped checkpoint, so that a broken script is found here and not
+in a device call. They check the output's structure, not timings."""
 
 from __future__ import annotations
 
@@ -43,12 +43,17 @@ def test_bench_train_step_times_eager_and_compiled(tmp_path):
 
 @pytest.mark.slow
 def test_probe_position_accuracy_on_a_tiny_corpus(tmp_path):
+    """`python -m icformer_rag.training.probes` with the shipped checkpoint (tests/test_probes.py: the library
+    code on a tiny random model)."""
     from test_training import write_corpus
 
     data = write_corpus(tmp_path / "c", doc_tokens=200)
     out = tmp_path / "probe.json"
-    done = run_script("probe_position_accuracy.py", "--data-dir", str(data), "--windows", "2", "--length", "32",
-                      "--json", str(out))  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "icformer_rag.training.probes", "--data-dir", str(data), "--windows", "2",
+         "--length", "32", "--json", str(out)],
+        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     report = json.loads(out.read_text())
     assert set(report["results"]) == {"shipped", "fresh (no information)"}

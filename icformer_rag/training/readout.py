@@ -4,7 +4,7 @@ Digest j of a window replaces tokens ratio*j .. ratio*j+ratio-1. A linear head m
 vectors, and slot i is scored against the frozen LLM's word-embedding table as a prediction of token
 ratio*j+i. Trained beside the LLM's auto-encoding loss, this gives every digest a direct gradient towards its
 own tokens: the LLM's loss alone is dominated by its own next-token prediction and taught the shipped
-compressor the window's topic, not which digest holds which words (`scripts/probe_attention.py`: attention
+compressor the window's topic, not which digest holds which words (docs/training.md, session 2: attention
 mass on own tokens at chance). The head is used in training only; inference never loads it.
 """
 

@@ -28,8 +28,9 @@ class SpanSampler:
         dtype = np.uint16
         if manifest.is_file():
             dtype = np.dtype(json.loads(manifest.read_text()).get("dtype", "uint16"))
+        self.data_dir, self.split = data_dir, split
         self.tokens = np.memmap(bin_path, dtype=dtype, mode="r")
-        idx = np.load(idx_path)  # rows: offset, length, doc index, ...
+        self.windows = idx = np.load(idx_path)  # rows: offset, length, doc index, next window (-1 at a doc's end)
         # A document's windows are adjacent in the shard: its span runs from its first window's offset to
         # its last window's end.
         docs = idx[:, 2]
@@ -57,3 +58,15 @@ class SpanSampler:
         starts = self.doc_start[docs] + (rng.random(batch) * room[docs]).astype(np.int64)
         out = np.stack([np.asarray(self.tokens[s : s + need], dtype=np.int64) for s in starts])
         return out
+
+    def leading_windows(self, count: int, length: int) -> np.ndarray:
+        """(count, length) token ids: the first `length` tokens of each of the split's first `count` windows (in
+        shard order) that hold at least `length` tokens. No randomness: a fixed sample that every checkpoint and
+        every run of a probe sees alike (`python -m icformer_rag.training.probes`). A ValueError says when the
+        split has fewer such windows."""
+        if count < 1 or length < 1:
+            raise ValueError(f"count and length must be >= 1, got {count} and {length}")
+        rows = self.windows[self.windows[:, 1] >= length][:count]
+        if len(rows) < count:
+            raise ValueError(f"only {len(rows)} {self.split} windows of >= {length} tokens in {self.data_dir}")
+        return np.stack([np.asarray(self.tokens[r[0] : r[0] + length], dtype=np.int64) for r in rows])
