@@ -56,7 +56,7 @@ def without_removed_fields(cls: Any, data: dict[str, Any], removed: dict[str, An
         if not (same_type and value == off):
             raise ValueError(
                 f"{cls.__name__}.{name} is {value!r}, but the option {name!r} was removed (it lost its A/B, see "
-                f"training_logs/README.md); only its off value {off!r} is accepted"
+                f"docs/training.md); only its off value {off!r} is accepted"
             )
     return {k: v for k, v in data.items() if k not in removed}
 

@@ -134,7 +134,7 @@ _CODAS = ("", "", "n", "r", "l", "s", "m", "k", "nd", "rk", "st", "th")
 
 
 # Evaluation sets of real text (held-out corpus documents, real names) under ``evalsets/``: not a source of invented
-# names. The blocklist was built without them (the 55k records of training_logs/README.md, session 9, sha256
+# names. The blocklist was built without them (the 55k records of docs/training.md, session 9, sha256
 # 9ae6a3c2...), so reading them would change the generated records.
 REAL_TEXT_EVALSETS = frozenset({"realtext_dev"})
 

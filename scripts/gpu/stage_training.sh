@@ -53,4 +53,4 @@ for p in "${data_parts[@]}"; do
   [ "$p" = "$last" ] || echo "  carry [\"$p\"]: bash scripts/gpu/device_job.sh put $p"
 done
 echo "  carry [\"$last\", \".devstage/whl\"]: bash scripts/gpu/device_job.sh put $last &&" \
-  "bash scripts/gpu/device_job.sh setup && ...   (then initdir, train, wait: training_logs/README.md)"
+  "bash scripts/gpu/device_job.sh setup && ...   (then initdir, train, wait: docs/training.md)"
