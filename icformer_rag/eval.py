@@ -198,8 +198,10 @@ def qa_answers(
         if mode == "full_text":
             contexts: list[list[Any]] = [[r["context"]] for r in group]
         elif mode == "digests":
+            assert lm.compressor is not None  # checked above
             contexts = [[d] for d in lm.compressor.compress([r["context"] for r in group])]
         elif mode == "digests_key_terms":
+            assert lm.compressor is not None
             digests = lm.compressor.compress([r["context"] for r in group])
             contexts = [with_key_terms([d], [r["context"]]) for d, r in zip(digests, group, strict=True)]
         elif mode == "key_terms":  # the line alone: no digest before it

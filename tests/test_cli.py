@@ -371,3 +371,21 @@ def test_model_options_are_defined_once() -> None:
             text = path.read_text(encoding="utf-8")
             for flag in ("--llm", "--checkpoint", "--device", "--dtype"):
                 assert f'"{flag}"' not in text, (path.name, flag)
+
+
+def test_the_library_never_imports_the_cli() -> None:
+    """The command line sits on top: no module of icformer_rag outside cli/ imports it (the `python -m` entry
+    points, __main__.py, are the CLI's own), and the package imports nothing from the repository's benchmarks/."""
+    import re
+
+    import icformer_rag
+
+    package = Path(icformer_rag.__file__).parent
+    pattern = re.compile(r"^\s*(from\s+(\.+cli\b|icformer_rag\.cli\b)|import\s+icformer_rag\.cli\b)", re.M)
+    bench = re.compile(r"^\s*(from|import)\s+benchmarks\b", re.M)
+    for path in package.rglob("*.py"):
+        text = path.read_text(encoding="utf-8")
+        assert not bench.search(text), path
+        if "cli" in path.relative_to(package).parts or path.name == "__main__.py":
+            continue
+        assert not pattern.search(text), path

@@ -12,10 +12,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+# The input files, re-exported for the commands (the listing and reading are the library's, icformer_rag.files).
+from ..files import TEXT_SUFFIXES as TEXT_SUFFIXES
+from ..files import InputError
+from ..files import expand_paths as expand_paths
+from ..files import read_text as read_text
 from .options import add_model_options
 
 SAMPLES_DIR = Path(__file__).parents[1] / "samples"
-TEXT_SUFFIXES = (".txt", ".md")
 DIGEST_SUFFIX = ".digest.safetensors"
 DEFAULT_MAX_NEW_TOKENS = 96
 
@@ -27,8 +31,9 @@ Handler = Callable[[argparse.Namespace], int]
 SubParsers = Any  # argparse's _SubParsersAction, which it does not export
 
 
-class CLIError(Exception):
-    """A problem with the command line or its input files: printed as one line, exit status 2."""
+# A problem with the command line or its input files: printed as one line, exit status 2. The library's InputError
+# (a path that gives no document) is one.
+CLIError = InputError
 
 
 # ------------------------------------------------------------------------------------------- parser
@@ -129,52 +134,6 @@ def check_writable(folder: Path, option: str) -> None:
             os.unlink(name)
     except OSError as err:
         raise CLIError(f"cannot write in {option} {folder}: {io_reason(err)}") from err
-
-
-# ------------------------------------------------------------------------------------------- inputs
-def expand_paths(paths: Sequence[str | Path], suffixes: Sequence[str] = TEXT_SUFFIXES) -> list[Path]:
-    """Files named directly, plus the files with `suffixes` under each directory (recursively, sorted).
-
-    Raises CLIError for a path that does not exist or a directory with no such file.
-    """
-    found: list[Path] = []
-    for raw in paths:
-        path = Path(raw).expanduser()
-        if path.is_dir():
-            inside = sorted(
-                p
-                for p in path.rglob("*")
-                if p.is_file() and p.name.lower().endswith(tuple(suffixes)) and not _hidden(p.relative_to(path))
-            )
-            if not inside:
-                raise CLIError(f"no {' or '.join(suffixes)} files in directory {raw}")
-            found.extend(inside)
-        elif path.is_file():
-            found.append(path)
-        else:
-            raise CLIError(f"no such file or directory: {raw}")
-    seen: set[Path] = set()
-    unique = []
-    for path in found:  # a file named twice (or also inside a named directory) is read once
-        if path.resolve() not in seen:
-            seen.add(path.resolve())
-            unique.append(path)
-    return unique
-
-
-def _hidden(relative: Path) -> bool:
-    return any(part.startswith(".") for part in relative.parts)
-
-
-def read_text(path: Path) -> str:
-    """A document's text (UTF-8, BOM dropped). Empty or whitespace-only files are refused."""
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as err:
-        raise CLIError(f"{path} is not UTF-8 text ({err.reason} at byte {err.start})") from err
-    if not text.strip():
-        raise CLIError(f"{path} is empty: there is nothing to read in it")
-    return text
 
 
 def is_digest_file(path: Path) -> bool:

@@ -9,7 +9,7 @@ import time
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from . import loading
 from .common import (
@@ -125,7 +125,7 @@ def save_digests(out_dir: Path, digests: Sequence[Any], targets: Sequence[Path])
 
     store = DigestStore(out_dir)
     keys = [digest_key(d) for d in digests]
-    store_files = [store.path_for(key) for key in keys]
+    store_files = [cast(Path, store.path_for(key)) for key in keys]  # a store with a folder: never None
     for target, key in zip(targets, keys, strict=True):
         other = next((k for k, f in zip(keys, store_files, strict=True) if f == target and k != key), None)
         if other is not None:  # an input named after another digest's key would overwrite that digest

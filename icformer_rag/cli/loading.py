@@ -84,8 +84,8 @@ def load_models(options: ModelOptions, need_compressor: bool = True) -> Models:
                 except RuntimeError as err:  # torch's load_state_dict: weights of other shapes than config.json's
                     raise CLIError(_state_dict_error(checkpoint or default_checkpoint(), err)) from err
                 except Exception as err:  # safetensors' own error type, for data cut short after a good header
-                    where = checkpoint or default_checkpoint()
-                    raise CLIError(f"compressor checkpoint {where} does not load: {err}") from err
+                    failed = checkpoint or default_checkpoint()
+                    raise CLIError(f"compressor checkpoint {failed} does not load: {err}") from err
             _COMPRESSOR_CACHE[ckey] = (compressor, trained)
         models.compressor, models.trained = _COMPRESSOR_CACHE[ckey]
         if not models.trained:
