@@ -12,6 +12,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
+from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from .key_terms import append_key_terms
@@ -20,8 +21,7 @@ from .store import digest_key
 
 if TYPE_CHECKING:
     from .compressor import ContextCompressor
-    from .packed_store import PackedDigestStore
-    from .store import DigestStore
+    from .store import BaseDigestStore
 
 __all__ = [
     "METADATA_DIGESTS",
@@ -65,7 +65,7 @@ class CompressedText:
 
 
 def compress_texts(
-    compressor: ContextCompressor, store: DigestStore | PackedDigestStore, texts: Sequence[str], key_terms: bool = False
+    compressor: ContextCompressor, store: BaseDigestStore, texts: Sequence[str], key_terms: bool = False
 ) -> list[CompressedText]:
     """`texts` compressed through `store` (one batched compression of the texts it lacks), in order, each as its
     marker and metadata. With `key_terms` each marker is followed by a plain line of the text's names and numbers,
@@ -94,7 +94,8 @@ def fit_positions(positions: Sequence[int], cap: int, ranks: Sequence[int] | Non
     """Which items fit in `cap` prompt positions together, taken best first (in the order of `ranks`, a list of
     indices; default: as given) until the next does not fit, one separator position between two: their indices, in
     the order given, and the positions they use."""
-    used, kept = 0, []
+    used = 0
+    kept: list[int] = []
     for i in range(len(positions)) if ranks is None else ranks:
         need = positions[i] + (1 if kept else 0)
         if used + need > cap:
@@ -113,6 +114,7 @@ def find_pipeline(step: Any, attr: str, max_frames: int, skip: int = 2) -> tuple
     pipeline object, which holds the steps in a list; the order is known only there, so the adapters' check that
     their step runs last looks a few frames up for it. A heuristic: when no such object is found, nothing is
     checked."""
+    frame: FrameType | None
     try:
         frame = sys._getframe(skip + 1)
     except ValueError:  # called from the top of a stack: no pipeline around it

@@ -9,7 +9,7 @@ import warnings
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import torch
 import torch.nn as nn
@@ -22,6 +22,12 @@ from .llm import resolve_device, resolve_dtype
 from .modeling import ICFormer
 from .reader import ADAPTER_DIR
 from .windows import documents_to_windows, plan_batches
+
+if TYPE_CHECKING:
+    from .llm_encoder import LLMEncoder
+
+# The compressor modules: the IC-Former, or the LLM itself as the encoder (config.encoder == "llm").
+Encoder: TypeAlias = "ICFormer | LLMEncoder"
 
 # Checkpoints that install with the package, by the LLM they serve.
 SHIPPED_CHECKPOINTS = Path(__file__).parent / "checkpoints"
@@ -167,7 +173,7 @@ def check_fingerprint(path: Path, computed: str) -> None:
             )
 
 
-def build_model(config: ICFormerConfig, llm: Any, adapter_name: str | None = None, seed: int | None = 0) -> nn.Module:
+def build_model(config: ICFormerConfig, llm: Any, adapter_name: str | None = None, seed: int | None = 0) -> Encoder:
     """The compressor module `config.encoder` names: an :class:`ICFormer`, or an :class:`LLMEncoder` over `llm`
     (which then holds its adapter, named `adapter_name`)."""
     if config.encoder == "llm":
@@ -215,7 +221,7 @@ class ContextCompressor:
 
     def __init__(
         self,
-        model: nn.Module,
+        model: Encoder,
         embed_tokens: nn.Embedding,
         tokenizer: Any,
         *,
@@ -413,12 +419,12 @@ class ContextCompressor:
         extend = context_layers is not None and context_layers != config.context_layers
         if extend and config.encoder != "icformer":
             raise ValueError(f"{path} is an {config.encoder!r} encoder: context layers belong to the IC-Former")
-        if extend:
+        if context_layers is not None and extend:
             if context_layers < config.context_layers:
                 raise ValueError(f"{path} has {config.context_layers} context layers; cannot drop to {context_layers}")
             config.context_layers = context_layers
         widen = num_digest_tokens is not None and num_digest_tokens != config.num_digest_tokens
-        if widen:
+        if num_digest_tokens is not None and widen:
             state = _widened(path, config, state, num_digest_tokens)
             config.num_digest_tokens = num_digest_tokens
         with torch.random.fork_rng(devices=[]):  # the throw-away initialisation must not move the caller's RNG

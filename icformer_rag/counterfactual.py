@@ -246,7 +246,9 @@ def minilm_embedder(device: str = "cpu") -> Embedder:
 
 
 # ------------------------------------------------------------------------------------------ oracle digests
-def _ae_rows(compressor: ContextCompressor, llm: Any, z: torch.Tensor, windows: Sequence[Sequence[int]]):
+def _ae_rows(
+    compressor: ContextCompressor, llm: Any, z: torch.Tensor, windows: Sequence[Sequence[int]]
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The AE layout `[BEGIN] z [END] [AE] w_0 .. w_{n-2}` for windows of any lengths, right-padded (causal
     attention: real positions never see the padding after them), and targets (-100 on padding)."""
     embed = llm.get_input_embeddings()
@@ -474,7 +476,9 @@ class CounterfactualEval:
         raise ValueError(f"unknown mode {mode!r}")
 
     # -------------------------------------------------------------------------------------- answering
-    def _answer(self, lm: SoftPromptLM, items: Sequence[Item], build: Callable[[Item], list[Context]], desc: str):
+    def _answer(
+        self, lm: SoftPromptLM, items: Sequence[Item], build: Callable[[Item], list[Context]], desc: str
+    ) -> list[str]:
         """Greedy answers to `items`, batched by prompt length (less padding), returned in item order."""
         settings = GenerationSettings(max_new_tokens=self.settings.max_new_tokens)
         size = {it.id: sum(self.data.passages[p]["num_tokens"] for p in it.passage_ids) for it in items}
@@ -508,6 +512,7 @@ class CounterfactualEval:
         if mode == "selected":
             self._score_sentences(items)
         reader = self.text_lm if mode == "full_tuned" else lm
+        assert reader is not None  # full_tuned runs only with a text_lm (checked in __init__)
         answers = self._answer(
             reader, items, lambda it: self.contexts(mode, it, digests, oracle), f"cf {variant} {mode}"
         )

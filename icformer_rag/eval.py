@@ -3,14 +3,14 @@ held-out windows) and QA (answer accuracy from full text, from digests and from 
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import time
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -20,6 +20,9 @@ from .compressor import ContextCompressor
 from .generation import GenerationSettings, SoftPromptLM
 from .prompt import digest_block
 from .reader import adapter_scope
+
+if TYPE_CHECKING:
+    from .counterfactual import CounterfactualSettings
 
 
 def _ngrams(seq: Sequence[int], n: int) -> Counter:
@@ -195,8 +198,10 @@ def qa_answers(
         if mode == "full_text":
             contexts: list[list[Any]] = [[r["context"]] for r in group]
         elif mode == "digests":
+            assert lm.compressor is not None  # checked above
             contexts = [[d] for d in lm.compressor.compress([r["context"] for r in group])]
         elif mode == "digests_key_terms":
+            assert lm.compressor is not None
             digests = lm.compressor.compress([r["context"] for r in group])
             contexts = [with_key_terms([d], [r["context"]]) for d, r in zip(digests, group, strict=True)]
         elif mode == "key_terms":  # the line alone: no digest before it
@@ -307,113 +312,39 @@ def format_table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def add_eval_arguments(parser: Any) -> None:
-    parser.add_argument(
-        "--checkpoint",
-        nargs="+",
-        default=None,
-        help="compressor checkpoint(s) (default: the shipped one); several are evaluated in one run that "
-        "generates the full-text and no-context QA answers once for all of them",
-    )
-    parser.add_argument("--llm", default=None, help="LLM name or path (default: the embedded SmolLM2)")
-    parser.add_argument("--device", default=None)
-    parser.add_argument("--dtype", default=None)
-    parser.add_argument("--data-dir", default=None, help="corpus dir: auto-encoding eval on its held-out split")
-    parser.add_argument(
-        "--ae-windows", type=int, default=64, help="held-out windows per length (leave out --data-dir for QA only)"
-    )
-    parser.add_argument(
-        "--ae-lengths", type=int, nargs="+", default=None, help="window lengths (default 512; 128 512 with --cf-ae)"
-    )
-    parser.add_argument("--qa", default=None, help="QA dev JSONL (context, question, answer)")
-    parser.add_argument("--qa-limit", type=int, default=None)
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--untrained", action="store_true", help="evaluate a freshly initialised compressor")
-    parser.add_argument(
-        "--key-terms",
-        action="store_true",
-        help="QA also from digests + each context's names-and-numbers line, and from the line alone",
-    )
-    parser.add_argument("--out", default=None, help="write the JSON report here")
-    add_counterfactual_arguments(parser)
+@dataclass(frozen=True)
+class EvalConfig:
+    """What :func:`run_eval` evaluates (`icformer-rag eval`'s options fill it).
 
+    `checkpoints`: compressor folders (None: the shipped one); with several, the full-text and no-context QA
+    answers, which do not depend on the compressor, are generated once for all of them. At least one of
+    `data_dir` (auto-encoding on the corpus's held-out windows), `qa` (a QA JSONL) and `counterfactual` (a
+    folder of the counterfactual set, run per `counterfactual_settings`) is needed.
+    """
 
-def add_counterfactual_arguments(parser: Any) -> None:
-    """The `--counterfactual` options of `icformer-rag eval` (see :mod:`icformer_rag.counterfactual`)."""
-    from .counterfactual import ALL_MODES, DEFAULT_MODES
-
-    g = parser.add_argument_group("counterfactual set (issue 14)")
-    g.add_argument(
-        "--counterfactual",
-        default=None,
-        metavar="DIR",
-        help="folder with passages.jsonl, questions.jsonl, multidoc.jsonl: QA about invented facts in every mode",
-    )
-    g.add_argument("--cf-limit", type=int, default=None, help="first N questions only")
-    g.add_argument(
-        "--cf-multidoc",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="also the 4-passage variant (default: on)",
-    )
-    g.add_argument(
-        "--cf-modes",
-        nargs="+",
-        default=list(DEFAULT_MODES),
-        choices=ALL_MODES,
-        metavar="MODE",
-        help=f"modes to run, of {' '.join(ALL_MODES)} (default: {' '.join(DEFAULT_MODES)})",
-    )
-    g.add_argument(
-        "--cf-oracle-steps",
-        type=int,
-        default=0,
-        help="adds the oracle mode: digests optimised N Adam steps per passage for auto-encoding (e.g. 400)",
-    )
-    g.add_argument("--cf-max-new-tokens", type=int, default=32)
-    g.add_argument(
-        "--text-adapter",
-        default=None,
-        metavar="DIR",
-        help="peft LoRA adapter trained to answer from text: adds the full_tuned mode (full text read through it)",
-    )
-    g.add_argument(
-        "--cf-ae",
-        action="store_true",
-        help="AE BLEU-4 + fact recall on 128- and 512-token windows of the counterfactual passages",
-    )
-
-
-def counterfactual_settings(args: Any) -> Any:
-    """The :class:`~icformer_rag.counterfactual.CounterfactualSettings` that `icformer-rag eval`'s flags ask for."""
-    from .counterfactual import CounterfactualSettings
-
-    modes = list(getattr(args, "cf_modes", None) or CounterfactualSettings().modes)
-    steps = getattr(args, "cf_oracle_steps", 0) or 0
-    if steps > 0 and "oracle" not in modes:
-        modes.append("oracle")
-    if "oracle" in modes and steps < 1:
-        raise ValueError("the oracle mode needs --cf-oracle-steps N (e.g. 400)")
-    if getattr(args, "text_adapter", None) and "full_tuned" not in modes:
-        modes.append("full_tuned")
-    return CounterfactualSettings(
-        modes=tuple(modes),
-        limit=getattr(args, "cf_limit", None),
-        multidoc=getattr(args, "cf_multidoc", True),
-        max_new_tokens=getattr(args, "cf_max_new_tokens", 32),
-        batch_size=args.batch_size,
-        oracle_steps=max(1, steps),
-        ae=getattr(args, "cf_ae", False),
-        ae_lengths=tuple(args.ae_lengths or (128, 512)),
-        ae_windows=args.ae_windows,
-    )
+    checkpoints: tuple[str | Path | None, ...] = (None,)
+    llm: str | Path | None = None
+    device: str | None = None
+    dtype: str | None = None
+    data_dir: str | Path | None = None
+    ae_windows: int = 64
+    ae_lengths: tuple[int, ...] = (512,)
+    qa: str | Path | None = None
+    qa_limit: int | None = None
+    batch_size: int = 16
+    untrained: bool = False  # a freshly initialised compressor (no checkpoint)
+    key_terms: bool = False  # QA also from digests + each context's key-terms line, and from the line alone
+    out: str | Path | None = None  # the JSON report's file
+    counterfactual: str | Path | None = None
+    counterfactual_settings: CounterfactualSettings | None = None  # None: CounterfactualSettings()
+    text_adapter: str | Path | None = None  # a peft LoRA adapter that reads the full text (the full_tuned mode)
 
 
 def _evaluate_one(
     compressor: ContextCompressor,
     llm: Any,
     tokenizer: Any,
-    args: Any,
+    config: EvalConfig,
     label: str,
     qa: dict[str, Any] | None,
     counterfactual: Any = None,
@@ -433,18 +364,18 @@ def _evaluate_one(
         "python": platform.python_version(),
     }
     t = time.perf_counter()
-    if args.data_dir:
+    if config.data_dir:
         report["autoencoding"] = eval_autoencoding(
-            compressor, llm, args.data_dir, args.ae_windows, args.ae_lengths or [512], batch_size=args.batch_size * 2
+            compressor, llm, config.data_dir, config.ae_windows, config.ae_lengths, batch_size=config.batch_size * 2
         )
     if qa is not None:
         lm = SoftPromptLM(llm, tokenizer, compressor)
         report["qa"] = eval_qa(
             lm,
             qa["records"],
-            batch_size=args.batch_size,
+            batch_size=config.batch_size,
             baselines=qa["baselines"],
-            key_terms=getattr(args, "key_terms", False),
+            key_terms=config.key_terms,
         )
     if counterfactual is not None:
         report["counterfactual"] = counterfactual.evaluate(compressor)
@@ -452,71 +383,73 @@ def _evaluate_one(
     return report
 
 
-def run_eval(args: Any) -> dict[str, Any]:
-    """Evaluate per `args` (see add_eval_arguments); prints a table, returns (and writes) the report.
+def run_eval(config: EvalConfig) -> dict[str, Any]:
+    """Evaluate per `config`; prints a table, returns (and writes to `config.out`) the report.
 
-    With several `--checkpoint`s the report is `{"checkpoints": [one report each]}`
+    With several checkpoints the report is `{"checkpoints": [one report each]}`
     and the full-text / no-context QA answers, which do not depend on the compressor, are generated once.
     """
     from .llm import load_llm
 
-    cf_dir = getattr(args, "counterfactual", None)
-    if not args.data_dir and not args.qa and not cf_dir:
+    cf_dir = config.counterfactual
+    if not config.data_dir and not config.qa and not cf_dir:
         raise ValueError("give --data-dir (auto-encoding eval), --qa (QA eval) and/or --counterfactual DIR")
-    if args.data_dir and args.ae_windows < 1:
+    if config.data_dir and config.ae_windows < 1:
         # Checked before the LLM loads (eval_autoencoding checks it too, for Python callers), naming the flag.
-        raise ValueError(f"--ae-windows must be >= 1, got {args.ae_windows}; for a QA-only eval leave out --data-dir")
-    checkpoints = args.checkpoint
-    if isinstance(checkpoints, (str, Path)) or checkpoints is None:
-        checkpoints = [checkpoints]
-    if args.untrained and checkpoints != [None]:
+        raise ValueError(f"--ae-windows must be >= 1, got {config.ae_windows}; for a QA-only eval leave out --data-dir")
+    checkpoints = list(config.checkpoints) or [None]
+    if config.untrained and checkpoints != [None]:
         raise ValueError("--untrained evaluates a fresh compressor: give no --checkpoint with it")
     for c in checkpoints:
         if c is not None and not Path(c).exists():
             raise FileNotFoundError(f"no checkpoint at {c}")
-    cf_settings = counterfactual_settings(args) if cf_dir else None
     cf_data = None
     if cf_dir:  # checked before the LLM loads: a bad folder fails in a second, not after minutes
-        from .counterfactual import load_counterfactual
+        from .counterfactual import CounterfactualSettings, load_counterfactual
 
+        cf_settings = config.counterfactual_settings or CounterfactualSettings()
         cf_data = load_counterfactual(cf_dir, cf_settings.limit, cf_settings.multidoc)
-        if args.text_adapter and not (Path(args.text_adapter) / "adapter_config.json").is_file():
-            raise FileNotFoundError(f"--text-adapter {args.text_adapter}: no adapter_config.json there")
-    llm, tokenizer = load_llm(args.llm, device=args.device, dtype=args.dtype)
+        if config.text_adapter and not (Path(config.text_adapter) / "adapter_config.json").is_file():
+            raise FileNotFoundError(f"--text-adapter {config.text_adapter}: no adapter_config.json there")
+    llm, tokenizer = load_llm(config.llm, device=config.device, dtype=config.dtype)
     counterfactual = None
     if cf_data is not None:
         from .counterfactual import CounterfactualEval, load_text_reader
 
-        text_lm = load_text_reader(args.text_adapter, args.llm, args.device, args.dtype) if args.text_adapter else None
+        text_lm = (
+            load_text_reader(config.text_adapter, config.llm, config.device, config.dtype)
+            if config.text_adapter
+            else None
+        )
         counterfactual = CounterfactualEval(cf_data, llm, tokenizer, cf_settings, text_lm=text_lm)
     qa = None
-    if args.qa:
-        records = load_qa(args.qa, args.qa_limit)
+    if config.qa:
+        records = load_qa(config.qa, config.qa_limit)
         baselines = {}
         if len(checkpoints) > 1:
             plain = SoftPromptLM(llm, tokenizer)
-            baselines = {m: qa_answers(plain, records, m, args.batch_size) for m in BASELINE_MODES}
+            baselines = {m: qa_answers(plain, records, m, config.batch_size) for m in BASELINE_MODES}
         qa = {"records": records, "baselines": baselines}
     reports = []
     for c in checkpoints:
-        if args.untrained:
+        if config.untrained:
             compressor = ContextCompressor.from_llm(llm, tokenizer)
         else:
             compressor = ContextCompressor.from_pretrained(c, llm, tokenizer, allow_untrained=False)
-        label = "untrained" if args.untrained else str(c)
-        report = _evaluate_one(compressor, llm, tokenizer, args, label, qa, counterfactual)
+        label = "untrained" if config.untrained else str(c)
+        report = _evaluate_one(compressor, llm, tokenizer, config, label, qa, counterfactual)
         if len(checkpoints) > 1:
             print(f"== {report['checkpoint']}")
         print(format_table(report))
         reports.append(report)
-        if args.out and len(reports) < len(checkpoints):
+        if config.out and len(reports) < len(checkpoints):
             # A long multi-checkpoint eval that is cut off (a device call's time limit) keeps what it finished.
-            _write_json(args.out, {"checkpoints": reports, "partial": True})
+            _write_json(config.out, {"checkpoints": reports, "partial": True})
     result = reports[0] if len(reports) == 1 else {"checkpoints": reports}
     if counterfactual is not None and len(reports) > 1:
         result["checkpoint_tests"] = _compare_counterfactual(reports)
-    if args.out:
-        _write_json(args.out, result)
+    if config.out:
+        _write_json(config.out, result)
     return result
 
 
@@ -538,13 +471,3 @@ def _compare_counterfactual(reports: Sequence[dict[str, Any]]) -> list[dict[str,
     for t in tests:
         print(f"{t['variant']} {t['mode']}: {t['a']} vs {t['b']}: +{t['wins']}/-{t['losses']}, p={t['p']:.3g}")
     return tests
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m icformer_rag.eval", description=__doc__)
-    add_eval_arguments(parser)
-    run_eval(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    main()

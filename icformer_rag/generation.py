@@ -19,9 +19,9 @@ from __future__ import annotations
 import atexit
 import logging
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Generator, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import torch
 
@@ -184,7 +184,8 @@ def _stop_when(event: threading.Event) -> Any:
 
     class StopWhen(StoppingCriteria):
         def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: Any) -> torch.BoolTensor:
-            return torch.full((input_ids.shape[0],), event.is_set(), dtype=torch.bool, device=input_ids.device)
+            stop = torch.full((input_ids.shape[0],), event.is_set(), dtype=torch.bool, device=input_ids.device)
+            return cast(torch.BoolTensor, stop)
 
     return StopWhen()
 
@@ -290,7 +291,7 @@ class SoftPromptLM:
         texts = [guard_text(self.tokenizer, c) if isinstance(c, str) else c for c in contexts]
         if all(isinstance(c, str) for c in texts):
             # Full-text baseline: exactly the prompt a plain chat user would send, tokenized in one go.
-            embeds = self._text_embeds("".join(p if isinstance(p, str) else texts[p] for p in pieces))
+            embeds = self._text_embeds("".join(p if isinstance(p, str) else cast(str, texts[p]) for p in pieces))
         else:
             parts = []
             for p in pieces:
@@ -385,7 +386,7 @@ class SoftPromptLM:
         question: str,
         contexts: Sequence[Context] | Context | None = (),
         settings: GenerationSettings | None = None,
-    ) -> Iterator[str]:
+    ) -> Generator[str, None, None]:
         """Yield the answer in text chunks as they are generated."""
         settings = settings or GenerationSettings()
         contexts = _context_list(contexts)
@@ -400,7 +401,7 @@ class SoftPromptLM:
         settings: GenerationSettings,
         token_counts: list[int] | None = None,
         reader: str | None = None,
-    ) -> Iterator[str]:
+    ) -> Generator[str, None, None]:
         """Generate in a worker thread and yield text chunks; errors resurface in the caller's thread. When
         the stream ends, the number of generated tokens is appended to `token_counts` (if given).
 
@@ -592,7 +593,7 @@ class SoftPromptLM:
 
     def stream_prompt(
         self, prompt: ChatPrompt, settings: GenerationSettings | None = None, token_counts: list[int] | None = None
-    ) -> Iterator[str]:
+    ) -> Generator[str, None, None]:
         """Yield the answer to a built chat prompt in text chunks as they are generated. When the stream
         ends, the number of generated tokens is appended to `token_counts` (if given)."""
         settings = settings or GenerationSettings()
@@ -605,7 +606,7 @@ class SoftPromptLM:
         messages: Sequence[dict[str, str]],
         digests: DigestSource | None = None,
         settings: GenerationSettings | None = None,
-    ) -> Iterator[str]:
+    ) -> Generator[str, None, None]:
         """Yield the answer to chat `messages` (markers allowed) in text chunks as they are generated."""
         return self.stream_prompt(self.build_chat_inputs(messages, digests), settings)
 

@@ -43,7 +43,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from tqdm.auto import tqdm
 
@@ -131,13 +131,13 @@ def resolve_source(source: str | Path, format: str | None = None) -> tuple[str, 
                 f"({', '.join(FORMATS)})"
             )
         return kind, path.parent, [path]
-    from .cli import CLIError, expand_paths  # the CLI's own listing: sorted, recursive, hidden files left out
+    from .files import InputError, expand_paths  # the CLI's listing: sorted, recursive, hidden files left out
 
     found: dict[str, list[Path]] = {}
     for kind in [format] if format else FORMATS:
         try:
             found[kind] = expand_paths([path], _SUFFIXES[kind])
-        except CLIError:  # none of this kind
+        except InputError:  # none of this kind
             pass
     if format is None:
         if len(found) > 1:
@@ -214,7 +214,7 @@ def _parquet_docs(
             groups.append(g)
             row0 = at if row0 is None else row0
         at += n
-    if not groups:
+    if not groups or row0 is None:
         return
     row = row0
     for batch in pf.iter_batches(columns=wanted, row_groups=groups):
@@ -228,7 +228,7 @@ def _parquet_docs(
 
 
 def _text_doc(root: Path, rel: str) -> tuple[str, str]:
-    from .cli import read_text  # as `compress` reads a file: UTF-8 (BOM dropped), an empty file refused
+    from .files import read_text  # as `compress` reads a file: UTF-8 (BOM dropped), an empty file refused
 
     return rel, read_text(root / rel)
 
@@ -358,7 +358,8 @@ class _ShardCompressor:
         start = time.perf_counter()
         docs = read_shard(spec, text_field=self.fields.text_field, id_field=self.fields.id_field)
         fingerprint = self.compressor.fingerprint
-        chunks, texts = [], {}
+        chunks: list[Any] = []
+        texts: dict[str, str] = {}
         for (doc_id, _), parts in zip(
             docs, chunk_texts(self.compressor.tokenizer, [t for _, t in docs], self.chunk_tokens), strict=True
         ):
@@ -442,7 +443,7 @@ class _Manifest:
                 except ValueError:
                     continue
                 if isinstance(entry, dict) and entry.get("run") == run:
-                    self.done.add(entry.get("shard"))
+                    self.done.add(cast(str, entry.get("shard")))
 
     def add(self, entry: dict[str, Any]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)

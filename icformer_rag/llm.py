@@ -202,7 +202,7 @@ def load_llm(
             f"could not load a causal LM from {str(path)!r}: give a local folder with config.json and "
             f"weights (no model hub is reachable offline), or None for the default {DEFAULT_LLM}"
         ) from err
-    model.to(dev).eval().requires_grad_(False)
+    model.to(dev).eval().requires_grad_(False)  # type: ignore[arg-type]  # transformers wraps `to` untyped
     if model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.name_or_path = DEFAULT_LLM if name_or_path is None else str(name_or_path)

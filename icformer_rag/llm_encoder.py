@@ -50,6 +50,8 @@ class LLMEncoder(nn.Module):
     SPECIAL_END = prompt.SPECIAL_END
     SPECIAL_AE = prompt.SPECIAL_AE
 
+    llm: Any  # the frozen LLM this encoder runs on (not a submodule)
+
     def __init__(self, config: ICFormerConfig, llm: Any, adapter_name: str | None = None, seed: int | None = 0) -> None:
         super().__init__()
         if config.encoder != "llm":

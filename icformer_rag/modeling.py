@@ -36,7 +36,10 @@ class RMSNorm(nn.Module):
         return x32.type_as(x) * self.weight
 
 
-def rope_cos_sin(positions: torch.Tensor, head_dim: int, theta: float, dtype: torch.dtype):
+CosSin = tuple[torch.Tensor, torch.Tensor]  # rope_cos_sin's tables
+
+
+def rope_cos_sin(positions: torch.Tensor, head_dim: int, theta: float, dtype: torch.dtype) -> CosSin:
     """cos and sin tables for integer positions (B, T) -> two (B, 1, T, D) tensors."""
     inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, device=positions.device).float() / head_dim))
     angles = positions.float()[..., None] * inv_freq  # (B, T, D/2)
@@ -61,7 +64,9 @@ class CrossAttention(nn.Module):
         self.v_proj = nn.Linear(c, c, bias=False)
         self.o_proj = nn.Linear(c, c, bias=False)
 
-    def forward(self, q_in, kv_in, q_cos_sin, kv_cos_sin, mask) -> torch.Tensor:
+    def forward(
+        self, q_in: torch.Tensor, kv_in: torch.Tensor, q_cos_sin: CosSin, kv_cos_sin: CosSin, mask: torch.Tensor | None
+    ) -> torch.Tensor:
         B, M, C = q_in.shape
         L = kv_in.shape[1]
         q = self.q_proj(q_in).view(B, M, self.n_head, self.head_dim).transpose(1, 2)  # (B, H, M, D)
@@ -95,7 +100,9 @@ class Block(nn.Module):
         self.mlp_norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.mlp = MLP(config)
 
-    def forward(self, h, kv, q_cos_sin, kv_cos_sin, mask) -> torch.Tensor:
+    def forward(
+        self, h: torch.Tensor, kv: torch.Tensor, q_cos_sin: CosSin, kv_cos_sin: CosSin, mask: torch.Tensor | None
+    ) -> torch.Tensor:
         h = h + self.attn(self.q_norm(h), self.kv_norm(kv), q_cos_sin, kv_cos_sin, mask)
         return h + self.mlp(self.mlp_norm(h))
 
@@ -111,7 +118,7 @@ class SelfAttention(nn.Module):
         self.qkv_proj = nn.Linear(c, 3 * c, bias=False)
         self.o_proj = nn.Linear(c, c, bias=False)
 
-    def forward(self, x, cos_sin, mask) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cos_sin: CosSin, mask: torch.Tensor | None) -> torch.Tensor:
         B, N, C = x.shape
         q, k, v = self.qkv_proj(x).view(B, N, 3, self.n_head, self.head_dim).permute(2, 0, 3, 1, 4)  # (B, H, N, D)
         y = F.scaled_dot_product_attention(apply_rope(q, *cos_sin), apply_rope(k, *cos_sin), v, attn_mask=mask)
@@ -128,7 +135,7 @@ class ContextLayer(nn.Module):
         self.mlp_norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.mlp = MLP(config)
 
-    def forward(self, x, cos_sin, mask) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cos_sin: CosSin, mask: torch.Tensor | None) -> torch.Tensor:
         x = x + self.attn(self.attn_norm(x), cos_sin, mask)
         return x + self.mlp(self.mlp_norm(x))
 

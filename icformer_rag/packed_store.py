@@ -112,9 +112,9 @@ def encode_record(digest: Digest, codec: str) -> bytearray:
     rec = bytearray(payload_at + scale_bytes + enc.data.numel() * enc.data.element_size())  # one copy of the vectors
     rec[_HEAD_SIZE : _HEAD_SIZE + len(header)] = header
     if enc.scale is not None:
-        rec[payload_at : payload_at + scale_bytes] = memoryview(enc.scale.float().numpy()).cast("B")
+        rec[payload_at : payload_at + scale_bytes] = memoryview(enc.scale.float().numpy()).cast("B")  # type: ignore[arg-type]
     if enc.data.numel():
-        rec[payload_at + scale_bytes :] = memoryview(enc.data.view(torch.uint8).numpy()).cast("B")
+        rec[payload_at + scale_bytes :] = memoryview(enc.data.view(torch.uint8).numpy()).cast("B")  # type: ignore[arg-type]
     _HEAD.pack_into(rec, 0, _MAGIC, _VERSION, _CODEC_IDS[enc.codec], 0, len(header), len(rec) - _HEAD_SIZE, 0)
     mv = memoryview(rec)
     struct.pack_into("<I", rec, _CRC_AT, zlib.crc32(mv[_HEAD_SIZE:], zlib.crc32(mv[:_CRC_AT])))
@@ -351,7 +351,8 @@ class _ShardBackend:
             if not victims:
                 return {"shards_rewritten": 0, "bytes_before": sum(sizes.values()), "bytes_after": sum(sizes.values())}
             shard = max(sizes) + 1  # shard numbers only grow: a reader's old mapping never stands for a new shard
-            pos, moved, dropped = 0, [], 0
+            pos, dropped = 0, 0
+            moved: list[tuple[int | None, int | None, int | None, str]] = []  # (shard, offset, length, key)
             fd: int | None = os.open(self._shard_path(shard), os.O_RDWR | os.O_CREAT, 0o644)
             try:
                 for old in victims:
@@ -366,6 +367,7 @@ class _ShardBackend:
                                 dropped += 1  # damaged: it was never served, and is not carried over
                                 moved.append((None, None, None, key))
                                 continue
+                            assert fd is not None  # open from here to the finally
                             if pos and pos + length > self.shard_bytes:
                                 self._close_shard(fd)
                                 fd = None
@@ -468,7 +470,7 @@ class _LMDBBackend:
                 _LMDB_ENVS[self._where] = (env, users - 1)
 
     def records(self, keys: Sequence[str]) -> dict[str, tuple[bytearray | None, str]]:
-        out = {}
+        out: dict[str, tuple[bytearray | None, str]] = {}
         with self.env.begin(buffers=True) as txn:
             for k in keys:
                 buf = txn.get(k.encode())

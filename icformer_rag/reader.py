@@ -141,7 +141,7 @@ def load_reader(
     if getattr(result, "unexpected_keys", None) or missing:
         raise ValueError(
             f"{path}: the adapter does not fit this LLM (missing {missing[:3]}, unexpected "
-            f"{list(result.unexpected_keys)[:3]})"
+            f"{list(getattr(result, 'unexpected_keys', []))[:3]})"
         )
     weight = llm.get_input_embeddings().weight
     set_enabled(llm, False)

@@ -47,13 +47,13 @@ __all__ = [
     "tokenizer",
 ]
 
-TINY_COMPRESSOR = dict(num_blocks=2, num_digest_tokens=8, window_tokens=32, intermediate_size=128)
+TINY_COMPRESSOR: dict[str, Any] = dict(num_blocks=2, num_digest_tokens=8, window_tokens=32, intermediate_size=128)
 SAMPLES = Path(__file__).parent / "samples"  # the sample documents shipped in the package
 QUESTION = "Who founded the town of Velmora, and in what year?"  # answered by samples/velmora.txt
 T = TypeVar("T")
 
 
-def make_tiny_llm(vocab_size: int, *, hidden_size: int = 64, seed: int = 0, name: str = "tiny-random-llama"):
+def make_tiny_llm(vocab_size: int, *, hidden_size: int = 64, seed: int = 0, name: str = "tiny-random-llama") -> Any:
     """A seeded random Llama, frozen and in eval mode. A wide initializer range makes the random model's
     greedy continuations vary with the prompt (with 0.02 and tied embeddings it only echoes the last token),
     so generation tests compare real text."""
@@ -188,9 +188,14 @@ def minilm_path() -> str:
 
 
 @pytest.fixture()
-def compress_calls(compressor, monkeypatch) -> list[list[Any]]:
+def compress_calls(compressor: Any, monkeypatch: pytest.MonkeyPatch) -> list[list[Any]]:
     """The texts of every `compressor.compress` call during the test, one list per call (it still compresses)."""
     calls: list[list[Any]] = []
     real = compressor.compress
-    monkeypatch.setattr(compressor, "compress", lambda texts, **kw: calls.append(list(texts)) or real(texts, **kw))
+
+    def compress(texts: Any, **kw: Any) -> Any:
+        calls.append(list(texts))
+        return real(texts, **kw)
+
+    monkeypatch.setattr(compressor, "compress", compress)
     return calls

@@ -20,6 +20,7 @@ from icformer_rag.cli import (
     DIGEST_SUFFIX,
     SAMPLES_DIR,
     CLIError,
+    ModelOptions,
     add_command,
     build_parser,
     expand_paths,
@@ -191,7 +192,7 @@ def test_info_on_a_saved_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixtur
     from icformer_rag import ContextCompressor
     from icformer_rag.cli import load_models
 
-    models = load_models(build_parser().parse_args(["info", *CPU]), need_compressor=False)
+    models = load_models(ModelOptions(device="cpu", dtype="float32"), need_compressor=False)
     saved = ContextCompressor.from_llm(models.llm, models.tokenizer, seed=1)
     saved.save_pretrained(tmp_path / "ckpt")
     assert main(["info", *CPU, "--checkpoint", str(tmp_path / "ckpt")]) == 0
@@ -284,15 +285,107 @@ def test_digest_from_another_compressor_is_refused(tmp_path: Path, capsys: pytes
     from icformer_rag import ContextCompressor
     from icformer_rag.cli import load_models
 
-    models = load_models(build_parser().parse_args(["info", *CPU]), need_compressor=False)
+    models = load_models(ModelOptions(device="cpu", dtype="float32"), need_compressor=False)
     other = ContextCompressor.from_llm(models.llm, models.tokenizer, seed=2)
     other.compress([VELMORA.read_text(encoding="utf-8")])[0].save(tmp_path / f"v{DIGEST_SUFFIX}")
     assert main(["ask", "Who?", "--docs", str(tmp_path / f"v{DIGEST_SUFFIX}"), *CPU]) == 2
     assert "recompress" in _one_line_error(capsys)
 
 
-def test_bench_passes_its_options_to_the_benchmark_runner(tmp_path: Path) -> None:
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_bench_passes_its_options_to_the_benchmark_runner(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("benchmarks.run_all")
+    monkeypatch.chdir(ROOT)  # the clone: an installed icformer_rag (CI's wheel) finds benchmarks/ in the current folder
     assert main(["bench", "--suite", "smoke", "--only", "indexing", "--out", str(tmp_path)]) == 0
     assert list(tmp_path.rglob("*.json"))
     assert main(["info", "--no-such-option"]) == 2
+
+
+def test_bench_outside_a_clone_says_where_it_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An installed wheel has no benchmarks/: run from elsewhere, `bench` is one error line naming the fix."""
+    from icformer_rag.cli import bench
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(bench, "__file__", str(tmp_path / "site-packages" / "icformer_rag" / "cli" / "bench.py"))
+    assert bench.find_repository() is None
+    assert main(["bench", "--suite", "smoke"]) == 2
+    assert "from a clone of the repository" in _one_line_error(capsys)
+
+
+def test_importing_the_cli_imports_no_benchmarks() -> None:
+    """The CLI is part of the installed package: it must not import the repository-only `benchmarks` package
+    (nor build its parser from it); `bench` runs benchmarks/run_all.py by path when asked to."""
+    code = (
+        "import sys; import icformer_rag.cli as cli; cli.build_parser(); "
+        "print(sorted(m for m in sys.modules if m == 'benchmarks' or m.startswith('benchmarks.')))"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
+def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return dict(action.choices)
+
+
+def _option(parser: argparse.ArgumentParser, flag: str) -> argparse.Action:
+    return next(a for a in parser._actions if flag in a.option_strings)
+
+
+def test_model_options_are_defined_once() -> None:
+    """--llm, --checkpoint, --device and --dtype come from icformer_rag.cli.options for every command that loads
+    models (ask, compress, index, info, eval, data distill): the same help, defaults and group everywhere, and no
+    other module of the CLI spells them out."""
+    from icformer_rag.cli import options
+
+    commands = _subparsers(build_parser())
+    parsers = {name: commands[name] for name in ("ask", "compress", "index", "info", "eval")}
+    parsers["data distill"] = _subparsers(commands["data"])["distill"]
+    helps = {"--llm": options.LLM_HELP, "--device": options.DEVICE_HELP, "--dtype": options.DTYPE_HELP}
+    for name, parser in parsers.items():
+        for flag, text in helps.items():
+            action = _option(parser, flag)
+            assert (action.help, action.default) == (text, None), (name, flag)
+        group = next(g for g in parser._action_groups if g.title == options.GROUP_TITLE)
+        assert {a.option_strings[0] for a in group._group_actions} >= set(helps), name
+    for name in ("ask", "compress", "index", "info"):
+        assert _option(parsers[name], "--checkpoint").help == options.CHECKPOINT_HELP, name
+    assert _option(parsers["eval"], "--checkpoint").nargs == "+"
+    assert not any("--checkpoint" in a.option_strings for a in parsers["data distill"]._actions)
+    # Two commands parse the same flags into the same ModelOptions.
+    argv = ["--llm", "L", "--checkpoint", "C", "--device", "cpu", "--dtype", "float32"]
+    ask = build_parser().parse_args(["ask", "Who?", *argv])
+    compress = build_parser().parse_args(["compress", "a.txt", "--out", "d", *argv])
+    assert options.ModelOptions.from_args(ask) == options.ModelOptions.from_args(compress)
+    assert options.ModelOptions.from_args(ask) == options.ModelOptions("L", "C", "cpu", "float32")
+    # The flags are written in options.py alone.
+    package = Path(options.__file__).parent
+    for path in package.glob("*.py"):
+        if path.name != "options.py":
+            text = path.read_text(encoding="utf-8")
+            for flag in ("--llm", "--checkpoint", "--device", "--dtype"):
+                assert f'"{flag}"' not in text, (path.name, flag)
+
+
+def test_the_library_never_imports_the_cli() -> None:
+    """The command line sits on top: no module of icformer_rag outside cli/ imports it (the `python -m` entry
+    points, __main__.py, are the CLI's own), and the package imports nothing from the repository's benchmarks/."""
+    import re
+
+    import icformer_rag
+
+    package = Path(icformer_rag.__file__).parent
+    pattern = re.compile(r"^\s*(from\s+(\.+cli\b|icformer_rag\.cli\b)|import\s+icformer_rag\.cli\b)", re.M)
+    bench = re.compile(r"^\s*(from|import)\s+benchmarks\b", re.M)
+    for path in package.rglob("*.py"):
+        text = path.read_text(encoding="utf-8")
+        assert not bench.search(text), path
+        if "cli" in path.relative_to(package).parts or path.name == "__main__.py":
+            continue
+        assert not pattern.search(text), path

@@ -51,7 +51,7 @@ def no_models(monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(*args: object, **kwargs: object) -> None:
         pytest.fail("the LLM was loaded before the bad input was refused")
 
-    monkeypatch.setattr(cli, "_LLM_CACHE", {})
+    monkeypatch.setattr(cli.loading, "_LLM_CACHE", {})
     monkeypatch.setattr("icformer_rag.llm.load_llm", refuse)
 
 
@@ -63,8 +63,8 @@ def tiny_models(monkeypatch: pytest.MonkeyPatch, tiny_llm, tokenizer, compressor
     def load(args: object, need_compressor: bool = True) -> Models:
         return models if need_compressor else Models(tiny_llm, tokenizer, 0.0)
 
-    monkeypatch.setattr(cli, "load_models", load)
-    monkeypatch.setattr(cli, "_cached_llm", lambda args: (tiny_llm, tokenizer), raising=False)
+    monkeypatch.setattr(cli.loading, "load_models", load)
+    monkeypatch.setattr(cli.loading, "cached_llm", lambda options: (tiny_llm, tokenizer))
     return models
 
 
@@ -332,7 +332,7 @@ def test_an_unexpected_exception_is_one_error_line(
     def boom(args: object) -> int:
         raise RuntimeError("CUDA error: an illegal memory access\nwas encountered")
 
-    monkeypatch.setattr(cli, "run_info", boom)
+    monkeypatch.setattr(cli.info, "run_info", boom)
     monkeypatch.delenv("ICFORMER_RAG_DEBUG", raising=False)
     assert main(["info"]) == 2
     line = one_error_line(capsys)

@@ -311,10 +311,12 @@ def test_records_are_deterministic_and_grounded(corpus: dict) -> None:
 def test_more_passages_and_questions_make_more_grounded_records(corpus: dict) -> None:
     """`data build --passages-per-doc / --questions-per-passage` (session 6: run 8 had seen each of the 20,000
     default records ~15 times) reach the training records, and the extra records are as grounded."""
-    from icformer_rag.data.__main__ import build_parser, instruct_config_from_args
+    from icformer_rag.cli import build_parser
+    from icformer_rag.cli.data import instruct_config_from_args
 
     args = build_parser().parse_args(
         [
+            "data",
             "build",
             "--out",
             "x",
@@ -328,7 +330,7 @@ def test_more_passages_and_questions_make_more_grounded_records(corpus: dict) ->
     )
     cfg = instruct_config_from_args(args)
     assert (cfg.passages_per_doc, cfg.questions_per_passage, cfg.max_records) == (6, 4, None)
-    default = instruct_config_from_args(build_parser().parse_args(["build", "--out", "x"]))
+    default = instruct_config_from_args(build_parser().parse_args(["data", "build", "--out", "x"]))
     assert default == InstructConfig()
     docs = list(corpus["source"].documents(Path()))
     small = replace(default, max_context_tokens=60, min_context_tokens=10, max_records=None)
@@ -384,7 +386,7 @@ def test_distill_command_writes_the_llms_full_text_answers(tmp_path: Path) -> No
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from icformer_rag.data.__main__ import main
+    from icformer_rag.cli import main
     from icformer_rag.generation import GenerationSettings, SoftPromptLM
     from icformer_rag.llm import load_llm, load_tokenizer
 
@@ -409,7 +411,7 @@ def test_distill_command_writes_the_llms_full_text_answers(tmp_path: Path) -> No
     source = tmp_path / "instruct_train.jsonl"
     write_records(source, records)
     before = source.read_text()
-    args = ["distill", "--data-dir", str(tmp_path), "--llm", str(tmp_path / "llm"), "--device", "cpu"]
+    args = ["data", "distill", "--data-dir", str(tmp_path), "--llm", str(tmp_path / "llm"), "--device", "cpu"]
     assert main([*args, "--max-new-tokens", "5", "--batch-size", "2", "--quiet"]) == 0
     assert source.read_text() == before
     out = read_records(tmp_path / "instruct_train.distilled.jsonl")

@@ -115,13 +115,14 @@ def test_eval_qa_with_key_terms(tok):
 
 
 def _eval_args(*argv: str):
+    """The EvalConfig of `icformer-rag eval`'s options."""
     import argparse
 
-    from icformer_rag.eval import add_eval_arguments
+    from icformer_rag.cli.eval import add_eval_arguments, eval_config
 
     parser = argparse.ArgumentParser()
     add_eval_arguments(parser)
-    return parser.parse_args(list(argv))
+    return eval_config(parser.parse_args(list(argv)))
 
 
 def test_eval_of_several_checkpoints_shares_the_baselines(tok, llm_factory, compressor_kwargs, tmp_path):

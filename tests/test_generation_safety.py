@@ -398,7 +398,7 @@ def test_cli_ask_with_a_lone_surrogate_is_one_clear_error(soft_lm, tmp_path, mon
     from icformer_rag import cli
 
     monkeypatch.setattr(
-        cli, "load_models", lambda args, need_compressor=True: cli.Models(soft_lm.llm, soft_lm.tokenizer, 0.0)
+        cli.loading, "load_models", lambda args, need_compressor=True: cli.Models(soft_lm.llm, soft_lm.tokenizer, 0.0)
     )
     doc = tmp_path / "doc.txt"
     doc.write_text(DOC)

@@ -469,7 +469,7 @@ def _train_args(*argv: str) -> TrainConfig:
     """A TrainConfig from command-line options, parsed as `icformer-rag train` parses them."""
     import argparse
 
-    from icformer_rag.training.__main__ import add_train_arguments, config_from_args
+    from icformer_rag.cli.train import add_train_arguments, config_from_args
 
     parser = argparse.ArgumentParser()
     add_train_arguments(parser)

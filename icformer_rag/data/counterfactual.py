@@ -597,22 +597,22 @@ def _facts(sentence: str, spans: Sequence[tuple[int, int, str]]) -> list[_Fact]:
         opens = s == 0 or re.fullmatch(r"The [a-z]{3,}(?: of| called| named)? ", before)  # the sentence's subject
         if not ends_phrase and not (opens and re.match(r" [a-z]", sentence[e:])):
             continue
-        if m := re.search(r"\bby $", before):
-            facts.append(_Fact("who", name, (m.start(), e), ("Who",), "by whom"))
+        if hit := re.search(r"\bby $", before):
+            facts.append(_Fact("who", name, (hit.start(), e), ("Who",), "by whom"))
         elif s == 0 and re.match(r" [a-z]", sentence[e:]):
             facts.append(_Fact("who", name, (0, e), ("Who",), "who", subject_gap=True))
-        elif m := re.search(r"\b(?:the|The) ([a-z]{3,})(?: of| called| named)? $", before):
-            noun = m.group(1)
+        elif hit := re.search(r"\b(?:the|The) ([a-z]{3,})(?: of| called| named)? $", before):
+            noun = hit.group(1)
             if noun not in _NOT_NOUNS and not noun.endswith(("ly", "s", "ing")):
-                if m.start() == 0 and re.match(r" [a-z]", sentence[e:]):
+                if hit.start() == 0 and re.match(r" [a-z]", sentence[e:]):
                     facts.append(_Fact("which", name, (0, e), (f"Which {noun}", f"What {noun}"), "", True, noun))
                 else:
-                    wh = (f"Which {noun}", f"What {noun}")
-                    facts.append(_Fact("which", name, (m.start(), e), wh, f"which {noun}", noun=noun))
-        elif m := re.search(r"\b(in|at|near|from) $", before):
-            prep = m.group(1)
+                    asks = (f"Which {noun}", f"What {noun}")
+                    facts.append(_Fact("which", name, (hit.start(), e), asks, f"which {noun}", noun=noun))
+        elif hit := re.search(r"\b(in|at|near|from) $", before):
+            prep = hit.group(1)
             echo = "where" if prep != "from" else "from where"
-            facts.append(_Fact("where", name, (m.start(), e), _PLACE_PREP[prep], echo))
+            facts.append(_Fact("where", name, (hit.start(), e), _PLACE_PREP[prep], echo))
     return facts
 
 

@@ -277,10 +277,10 @@ def extractive_questions(sentence: str) -> list[tuple[str, str, str]]:
         wh = f"how many{m.group(2) or ''} {m.group(3)}"
         out.append(("qa_number", _as_question(sentence, m.start(), m.end(), wh), number))
     for m in _BY_NAME.finditer(sentence):
-        name = names(m.group(2))
-        if name and m.group(2).startswith(name[0]):
+        found = names(m.group(2))
+        if found and m.group(2).startswith(found[0]):
             s = m.start(2)
-            out.append(("qa_who", _as_question(sentence, m.start(), s + len(name[0]), "by whom"), name[0]))
+            out.append(("qa_who", _as_question(sentence, m.start(), s + len(found[0]), "by whom"), found[0]))
     for name in names(sentence):
         at = sentence.find(name)
         # A single capitalised word counts as a name only after a lower-case word: at the start of a
@@ -339,9 +339,9 @@ def _doc_records(
         rng.shuffle(questions)
         wh = [q for q in questions if q[0] != "qa_cloze"]
         questions = wh or [q for q in questions if q[0] == "qa_cloze"][:1]
-        for kind, question, answer in questions[: config.questions_per_passage]:
-            if answer in p.text:
-                records.append(InstructRecord(p.text, question, answer, kind, doc.doc_id))
+        for kind, question, gold in questions[: config.questions_per_passage]:
+            if gold in p.text:
+                records.append(InstructRecord(p.text, question, gold, kind, doc.doc_id))
         if extractive_only:
             continue
         kind = rng.choice(TEMPLATE_KINDS)

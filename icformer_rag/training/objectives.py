@@ -47,7 +47,7 @@ def target_loss(
     llm: Any,
     inputs_embeds: torch.Tensor,
     targets: torch.Tensor,
-    attention_mask=None,
+    attention_mask: torch.Tensor | None = None,
     kl_teacher_logits: torch.Tensor | None = None,
     kl_weight: float = 0.0,
 ) -> LossOutput:
@@ -78,7 +78,9 @@ def target_loss(
     )
 
 
-def logits_at(llm: Any, inputs_embeds: torch.Tensor, where: torch.Tensor, attention_mask=None) -> torch.Tensor:
+def logits_at(
+    llm: Any, inputs_embeds: torch.Tensor, where: torch.Tensor, attention_mask: torch.Tensor | None = None
+) -> torch.Tensor:
     """The LLM's logits (K, V) at the positions where `where` (B, T) is True, in row-major order.
 
     Runs the decoder and the LM head as modules (never `llm.forward`: these are the units FSDP shards), and
@@ -91,7 +93,9 @@ def logits_at(llm: Any, inputs_embeds: torch.Tensor, where: torch.Tensor, attent
     return llm.get_output_embeddings()(hidden[where])
 
 
-def _readout(readout: ReadoutHead | None, digests: torch.Tensor, window_ids: torch.Tensor, llm: Any):
+def _readout(
+    readout: ReadoutHead | None, digests: torch.Tensor, window_ids: torch.Tensor, llm: Any
+) -> ReadoutOutput | None:
     return None if readout is None else readout(digests, window_ids, llm.get_input_embeddings().weight)
 
 
@@ -234,13 +238,13 @@ def tokenize_instruct_batch(
     return out
 
 
-def _full_text_rows(llm: Any, examples: Sequence[InstructExample]):
+def _full_text_rows(llm: Any, examples: Sequence[InstructExample]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Right-padded full-text rows `teacher_prompt_ids + answer_ids[:-1]` (ids, attention mask, and where the
     answer tokens are predicted), for :func:`teacher_logits` and :func:`text_instruct_loss`."""
     if any(ex.teacher_prompt_ids is None for ex in examples):
         raise ValueError("full-text rows need examples tokenized with teacher=True (the full-text prompt)")
     device = llm.get_input_embeddings().weight.device
-    rows = [[*ex.teacher_prompt_ids, *ex.answer_ids[:-1]] for ex in examples]
+    rows = [[*(ex.teacher_prompt_ids or ()), *ex.answer_ids[:-1]] for ex in examples]
     limit = max_positions(llm)
     longest = max(len(r) for r in rows)
     if limit and longest > limit:  # the teacher reads the whole text: say so instead of failing inside RoPE
@@ -316,6 +320,7 @@ def instruct_loss(model: Any, llm: Any, examples: Sequence[InstructExample], kl_
     digests = model(embed(ids), mask, num_digests=max(counts, default=1)).to(dtype) if windows else None
     per_context: list[list[list[torch.Tensor]]] = [[[] for _ in ex.contexts_ids] for ex in examples]
     for r, (i, c, _) in enumerate(windows):
+        assert digests is not None  # there are windows
         per_context[i][c].append(digests[r, : counts[r]])
 
     special = core(model).special_embeddings

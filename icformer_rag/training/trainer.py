@@ -333,7 +333,7 @@ class Trainer:
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return nullcontext()
 
-    def micro_loss(self, kind: str, length: int, rng: np.random.Generator, micro: int):
+    def micro_loss(self, kind: str, length: int, rng: np.random.Generator, micro: int) -> Any:
         """Loss of one micro-batch of this rank."""
         model = self.forward_model
         if kind == INSTRUCT:
@@ -342,6 +342,7 @@ class Trainer:
                 return text_instruct_loss(self.llm, [self.instruct[i] for i in pick])
             return instruct_loss(model, self.llm, [self.instruct[i] for i in pick], kl_weight=self.cfg.kl_weight)
         cont = self.cfg.lm_tokens if kind == LM else 0
+        assert self.sampler is not None  # built whenever a step is not all instruction records
         spans = torch.from_numpy(self.sampler.sample(rng, micro, length, cont)).to(self.device)
         if kind == AE:
             return autoencoding_loss(model, self.llm, spans, self.readout)
@@ -560,7 +561,7 @@ class Trainer:
             info["data_manifest_sha256"] = sha256_file(manifest)
         if self.cfg.instruct_file and Path(self.cfg.instruct_file).is_file():
             # The corpus manifest does not cover the instruction records, which `data build` flags change.
-            info["instruct_file_sha256"] = sha256_file(self.cfg.instruct_file)
+            info["instruct_file_sha256"] = sha256_file(Path(self.cfg.instruct_file))
         (path / "train_info.json").write_text(json.dumps(info, indent=2) + "\n")
         return path
 

@@ -11,7 +11,7 @@
 #                    with NPROC=N set, under `torchrun --standalone --nproc_per_node N` instead;
 #                    LOG=name writes $W/name.log (several runs side by side)
 #   wait SECONDS     follow the training log until it ends or SECONDS pass
-#   eval ARGS...     run `python -m icformer_rag.eval ARGS` in the foreground
+#   eval ARGS...     run `python -m icformer_rag eval ARGS` in the foreground
 #   bench ARGS...    time an AE training step, eager against --compile-llm (scripts/bench_train_step.py ARGS;
 #                    writes $OUT/bench_train_step.json)
 #   collect RUN      copy RUN's metrics, its release checkpoint (15 MB parts), eval JSONs and log tails to $OUT
@@ -61,7 +61,7 @@ case "$step" in
     for m in "$W"/*/metrics.jsonl; do [ -f "$m" ] && { echo "== $m"; tail -n 1 "$m" | cut -c1-240; }; done
     running && echo "training still running" || echo "training ended" ;;
   eval)
-    python3 -m icformer_rag.eval "$@" 2>&1 | tee "$W/eval.log" ;;
+    python3 -m icformer_rag eval "$@" 2>&1 | tee "$W/eval.log" ;;
   bench)
     python3 scripts/bench_train_step.py --json "$OUT/bench_train_step.json" "$@" 2>&1 | tee "$W/bench.log" ;;
   collect)

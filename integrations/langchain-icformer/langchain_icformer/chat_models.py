@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Generator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models.base import LangSmithParams
@@ -166,7 +166,7 @@ class ChatICFormer(BaseChatModel):
     def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
         params = LangSmithParams(
             ls_provider="icformer",
-            ls_model_name=kwargs.get("model") if isinstance(kwargs.get("model"), str) else self.model_name,
+            ls_model_name=cast(str, kwargs["model"]) if isinstance(kwargs.get("model"), str) else self.model_name,
             ls_model_type="chat",
             ls_temperature=kwargs.get("temperature", self.temperature),
             ls_max_tokens=kwargs.get("max_tokens", self.max_tokens),
@@ -209,7 +209,7 @@ class ChatICFormer(BaseChatModel):
         return self.lm.build_chat_inputs([_to_chat_dict(m) for m in messages], self.store)
 
     def _usage(self, prompt: ChatPrompt, output_tokens: int) -> UsageMetadata:
-        return UsageMetadata(
+        return UsageMetadata(  # type: ignore[typeddict-item]  # the token details are optional (NotRequired at runtime)
             input_tokens=prompt.num_positions,
             output_tokens=output_tokens,
             total_tokens=prompt.num_positions + output_tokens,
@@ -255,7 +255,7 @@ class ChatICFormer(BaseChatModel):
         stop: list[str] | None = None,
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
-    ) -> Iterator[ChatGenerationChunk]:
+    ) -> Generator[ChatGenerationChunk, None, None]:
         prompt = self._prompt(messages)
         stops = [s for s in (stop or self.stop or []) if s]
         settings = self._settings(stops, **kwargs)
@@ -310,11 +310,10 @@ class ChatICFormer(BaseChatModel):
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
         iterator = self._stream(messages, stop, None, **kwargs)
-        done = object()
         try:
             while True:
-                chunk = await asyncio.to_thread(next, iterator, done)
-                if chunk is done:
+                chunk = await asyncio.to_thread(next, iterator, None)
+                if chunk is None:  # the end (a chunk is never None)
                     break
                 if run_manager is not None and chunk.text:
                     await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
@@ -344,6 +343,7 @@ _ROLES = {HumanMessage: "user", AIMessage: "assistant", SystemMessage: "system",
 
 def _to_chat_dict(message: BaseMessage) -> dict[str, str]:
     """A LangChain message as a chat-template message; content blocks other than text are refused."""
+    role: str | None
     if isinstance(message, ChatMessage):
         role = message.role
     else:

@@ -122,7 +122,7 @@ class ICFormerNodePostprocessor(BaseNodePostprocessor):
             return nodes
         rank = list(range(len(nodes)))
         if all(n.score is not None for n in nodes):
-            rank.sort(key=lambda i: -float(nodes[i].score))  # stable: equal scores keep their order
+            rank.sort(key=lambda i: -float(nodes[i].score or 0.0))  # stable: equal scores keep their order
         keep, used = fit_positions(need, cap, rank)
         if len(keep) < len(nodes):
             warnings.warn(

@@ -45,7 +45,8 @@ class ICFormerDigestTransform(TransformComponent):
     def __init__(self, compressor: ContextCompressor, store: DigestStore | None = None, **kwargs: Any) -> None:
         store = store if store is not None else DigestStore()
         folder = str(store.folder) if store.folder is not None else None
-        super().__init__(fingerprint=compressor.fingerprint, store_folder=folder, **kwargs)
+        # pydantic fields: mypy without the pydantic plugin does not see them in __init__
+        super().__init__(fingerprint=compressor.fingerprint, store_folder=folder, **kwargs)  # type: ignore[call-arg]
         self._compressor = compressor
         self._store = store
 
