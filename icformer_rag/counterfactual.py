@@ -15,7 +15,11 @@ Every question is answered greedily in several *modes* (what the prompt holds):
   (query-aware sentence selection with the MiniLM embedder, as LangChain's ``EmbeddingsFilter``);
 - optional ``oracle``: digests optimised per passage for auto-encoding through the LLM, started from the
   compressor's (the reader's ceiling apart from the compressor), and ``full_tuned``: the text read through a
-  LoRA adapter trained to answer from text (the second full-text baseline).
+  LoRA adapter trained to answer from text (the second full-text baseline);
+- with ``digest_codecs`` (issue 17), ``digests@bf16``, ``digests@int8``, ``digests@fp8``: the same digests (compressed
+  once) passed through a storage codec's round trip (:func:`icformer_rag.quantize.encode` then ``decode``, as a
+  store writes and reads them) before the LLM reads them, each with paired sign tests against the raw digests and
+  against ``digests@bf16``; with ``ae`` also AE BLEU-4 and fact recall per codec, from the same window digests.
 
 A question is right when any gold answer occurs in the answer (:func:`~icformer_rag.data.instruct.answer_in`).
 Digest modes go through :meth:`SoftPromptLM.generate_batch`, so whatever the LLM does when it reads digests (a
@@ -24,6 +28,7 @@ reader adapter, say) is what gets measured.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from collections.abc import Callable, Sequence
@@ -36,9 +41,10 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from . import quantize
 from .compressor import ContextCompressor
 from .digest import Digest, content_hash
-from .eval import autoencoding_scores, sign_test
+from .eval import autoencoding_scores, sign_test, window_digests
 from .generation import Context, GenerationSettings, SoftPromptLM
 from .prompt import digest_block
 from .reader import adapter_scope
@@ -53,6 +59,7 @@ SHARED_MODES = ("full", "none", "full_tuned")
 PEER_MODES = ("truncated", "selected")
 LENGTH_BUCKETS = ((128, "<=128"), (512, "129-512"), (1024, "513-1024"), (None, ">1024"))
 MULTIDOC_SIZE = 4
+CODEC_PREFIX = "digests@"  # the digests mode read through a storage codec: digests@bf16, digests@int8, digests@fp8
 
 Embedder = Callable[[list[str]], np.ndarray]  # texts -> (len, d) L2-normalised rows
 
@@ -346,6 +353,55 @@ def oracle_digests(
     return digests, float(np.mean(accs)) if accs else 0.0
 
 
+# ------------------------------------------------------------------------------------------ storage codecs
+def codec_mode(codec: str) -> str:
+    """The row name of the digests mode read through `codec`: ``digests@int8`` for ``int8``."""
+    return CODEC_PREFIX + quantize.codec_name(codec)
+
+
+def codec_roundtrip(vectors: torch.Tensor, codec: str) -> torch.Tensor:
+    """`vectors` as a store under `codec` gives them back: :func:`quantize.encode`, then :func:`quantize.decode` to
+    their own dtype (what ``PackedDigestStore`` / ``KVDigestStore`` serve), on their own device."""
+    return quantize.decode(quantize.encode(vectors, codec), vectors.dtype).to(vectors.device)
+
+
+def roundtrip_digest(digest: Digest, codec: str) -> Digest:
+    """`digest` with its vectors through the round trip of `codec` (:func:`codec_roundtrip`), the rest unchanged."""
+    return Digest(
+        embeddings=codec_roundtrip(digest.embeddings, codec),
+        num_tokens=digest.num_tokens,
+        content_hash=digest.content_hash,
+        fingerprint=digest.fingerprint,
+        window_digests=list(digest.window_digests),
+    )
+
+
+def codec_error(raw: Sequence[torch.Tensor], coded: Sequence[torch.Tensor], codec: str) -> dict[str, Any]:
+    """What the round trip did to the vectors: relative RMS error, largest absolute error, values changed, and the
+    stored bytes per vector at their width (vectors and scales)."""
+    sq = ref = 0.0
+    worst = 0.0
+    changed = total = 0
+    width = rows = 0
+    for a, b in zip(raw, coded, strict=True):
+        a, b = a.detach().float().cpu(), b.detach().float().cpu()
+        d = a - b
+        sq += float(d.pow(2).sum())
+        ref += float(a.pow(2).sum())
+        worst = max(worst, float(d.abs().max())) if d.numel() else worst
+        changed += int((d != 0).sum())
+        total += d.numel()
+        rows += a.shape[0]
+        width = a.shape[1] if a.dim() == 2 else width
+    return {
+        "rel_rms_error": (sq / ref) ** 0.5 if ref else 0.0,
+        "max_abs_error": worst,
+        "values_changed": changed / total if total else 0.0,
+        "bytes_per_vector": quantize.stored_bytes(1, width, codec),
+        "vectors": rows,
+    }
+
+
 # ------------------------------------------------------------------------------------------- the evaluator
 @dataclass
 class CounterfactualSettings:
@@ -362,11 +418,16 @@ class CounterfactualSettings:
     ae_lengths: tuple[int, ...] = (128, 512)
     ae_windows: int = 64
     show_progress: bool = True
+    # Storage codecs (issue 17: bf16, int8, fp8) whose round trip the digests mode is re-run through, as rows
+    # digests@<codec>; the digests are compressed once and shared by every codec.
+    digest_codecs: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         unknown = [m for m in self.modes if m not in ALL_MODES]
         if unknown:
             raise ValueError(f"unknown counterfactual modes {unknown}: choose from {ALL_MODES}")
+        codecs = [quantize.codec_name(c) for c in self.digest_codecs]  # raises on an unknown codec
+        self.digest_codecs = tuple(dict.fromkeys(codecs))
         if self.oracle_steps < 1 and "oracle" in self.modes:
             raise ValueError("the oracle mode needs oracle_steps >= 1")
         if self.batch_size < 1 or self.ae_windows < 1:
@@ -535,25 +596,54 @@ class CounterfactualEval:
             )
             oracle = dict(zip(pids, vectors, strict=True))
             report["oracle"] = {"steps": s.oracle_steps, "lr": s.oracle_lr, "teacher_forced_acc": acc}
+        # The same digests through each storage codec's round trip (no recompression).
+        codecs = self.settings.digest_codecs
+        coded = {c: {p: roundtrip_digest(d, c) for p, d in digests.items()} for c in codecs}
+        if codecs:
+            report["digest_codecs"] = {
+                c: codec_error([digests[p].embeddings for p in pids], [coded[c][p].embeddings for p in pids], c)
+                | {"digest_dtype": str(next(iter(digests.values())).embeddings.dtype) if digests else None}
+                for c in codecs
+            }
         for variant, items in self.variants.items():
             answers = {m: self._mode_answers(m, variant, lm, digests, oracle) for m in self.modes}
+            for c in codecs:
+                build: Callable[[Item], list[Context]] = functools.partial(self.contexts, "digests", digests=coded[c])
+                answers[codec_mode(c)] = self._answer(lm, items, build, f"cf {variant} {codec_mode(c)}")
             report[variant] = score(items, answers, self.data.passages)
         if self.settings.ae:
-            report["autoencoding"] = self.autoencoding(compressor)
+            report["autoencoding"], per_codec = self._autoencoding(compressor, codecs)
+            if codecs:
+                report["autoencoding_codecs"] = per_codec
         return report
 
     def autoencoding(self, compressor: ContextCompressor) -> dict[str, Any]:
         """AE BLEU-4, token accuracy and fact recall on windows cut from the passages, per window length."""
+        return self._autoencoding(compressor, ())[0]
+
+    def _autoencoding(
+        self, compressor: ContextCompressor, codecs: Sequence[str]
+    ) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+        """The AE scores per window length from the raw digests, and per codec from the same window digests
+        through the codec's round trip (the windows are compressed once)."""
         pids = sorted(self.data.passages)
         ids = compressor.tokenize([self.data.passages[p]["text"] for p in pids])
+        bs = self.settings.batch_size
         out: dict[str, Any] = {}
+        per_codec: dict[str, dict[str, Any]] = {c: {} for c in codecs}
         for n in self.settings.ae_lengths:
             windows = passage_windows(ids, n, self.settings.ae_windows)
-            if windows:
-                out[str(n)] = autoencoding_scores(compressor, self.llm, windows, self.settings.batch_size)
-            else:
+            if not windows:
                 out[str(n)] = {"windows": 0, "note": f"no passage has {n} tokens"}
-        return out
+                for c in codecs:
+                    per_codec[c][str(n)] = dict(out[str(n)])
+                continue
+            raw = window_digests(compressor, windows, bs)
+            out[str(n)] = autoencoding_scores(compressor, self.llm, windows, bs, raw)
+            for c in codecs:
+                dig = [codec_roundtrip(d, c) for d in raw]
+                per_codec[c][str(n)] = autoencoding_scores(compressor, self.llm, windows, bs, dig)
+        return out, per_codec
 
 
 def passage_windows(ids: Sequence[Sequence[int]], n: int, limit: int) -> list[list[int]]:
@@ -603,6 +693,10 @@ def score(items: Sequence[Item], answers: dict[str, list[str]], passages: dict[s
     gold_len = [passages[it.passage_ids[it.gold]]["num_tokens"] for it in items]
     base = correct.get("digests")
     tests = {m: sign_test(c, base) for m, c in correct.items() if m != "digests"} if base is not None else {}
+    # The 8-bit codecs' rows against bf16's (issue 17: 8-bit is the default only if it costs nothing against it).
+    bf16 = correct.get(CODEC_PREFIX + "bf16")
+    codec_rows = [m for m in correct if m.startswith(CODEC_PREFIX) and m != CODEC_PREFIX + "bf16"]
+    vs_bf16 = {m: sign_test(correct[m], bf16) for m in codec_rows} if bf16 is not None else {}
     return {
         "examples": n,
         "accuracy": accuracy,
@@ -613,6 +707,7 @@ def score(items: Sequence[Item], answers: dict[str, list[str]], passages: dict[s
         "by_length": _breakdown([length_bucket(t) for t in gold_len], correct, [b for _, b in LENGTH_BUCKETS]),
         "by_kind": _breakdown([it.question["kind"] for it in items], correct, KINDS),
         "vs_digests": tests,
+        **({"vs_bf16": vs_bf16} if vs_bf16 else {}),
         "answers": [
             {
                 "id": it.id,
@@ -658,11 +753,16 @@ def format_counterfactual(report: dict[str, Any]) -> str:
         parts = list(r["by_part"])
         head = f"counterfactual {variant} (n={r['examples']})"
         cols = "".join(f" {p[:11]:>11}" for p in parts)
-        lines.append(f"{head:<38}{'all':>6}{cols}  /full   norm  p(vs digests)")
+        vs_bf16 = r.get("vs_bf16", {})
+        tail = "  p(vs digests@bf16)" if vs_bf16 else ""
+        lines.append(f"{head:<38}{'all':>6}{cols}  /full   norm  p(vs digests){tail}")
         for m, acc in r["accuracy"].items():
             per_part = "".join(f" {_cell(r['by_part'][p][m]):>11}" for p in parts)
             test = r["vs_digests"].get(m)
             p = f"{test['p']:.3g} (+{test['wins']}/-{test['losses']})" if test else "-"
+            if m in vs_bf16:
+                t = vs_bf16[m]
+                p = f"{p:<22}{t['p']:.3g} (+{t['wins']}/-{t['losses']})"
             lines.append(
                 f"  {m:<36}{_cell(acc):>6}{per_part}  {_cell(r['over_full'][m])}  {_cell(r['normalized'][m])}  {p}"
             )
@@ -670,13 +770,21 @@ def format_counterfactual(report: dict[str, Any]) -> str:
         lines.append("  by length: " + "   ".join(f"{b} (n={v['examples']})" for b, v in buckets.items()))
         for m in r["accuracy"]:
             lines.append(f"    {m:<34}" + "".join(f" {_cell(v[m]):>8}" for v in buckets.values()))
-    for n, a in report.get("autoencoding", {}).items():
-        if a.get("windows"):
-            fr = a["fact_recall"]
-            lines.append(
-                f"counterfactual AE {n} tokens: BLEU-4 {a['bleu4']:.4f}  fact recall {_cell(fr)} "
-                f"({a['facts']} facts, {a['windows']} windows)"
-            )
+    for label, ae in [("", report.get("autoencoding", {}))] + [
+        (f" {codec_mode(c)}", v) for c, v in report.get("autoencoding_codecs", {}).items()
+    ]:
+        for n, a in ae.items():
+            if a.get("windows"):
+                fr = a["fact_recall"]
+                lines.append(
+                    f"counterfactual AE {n} tokens{label}: BLEU-4 {a['bleu4']:.4f}  fact recall {_cell(fr)} "
+                    f"({a['facts']} facts, {a['windows']} windows)"
+                )
+    for c, e in report.get("digest_codecs", {}).items():
+        lines.append(
+            f"codec {c}: relative RMS error {e['rel_rms_error']:.2e}, max |error| {e['max_abs_error']:.3g}, "
+            f"{e['bytes_per_vector']} bytes a vector (digests in {e['digest_dtype']})"
+        )
     if "oracle" in report:
         lines.append(f"oracle digests: teacher-forced AE accuracy {report['oracle']['teacher_forced_acc']:.3f}")
     for m, why in report.get("skipped", {}).items():

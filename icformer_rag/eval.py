@@ -57,10 +57,29 @@ def token_accuracy(references: Sequence[Sequence[int]], hypotheses: Sequence[Seq
 
 
 @torch.no_grad()
+def window_digests(
+    compressor: ContextCompressor, windows: Sequence[Sequence[int]], batch_size: int = 32
+) -> list[torch.Tensor]:
+    """The digests of each window, compressed in batches of `batch_size` (what :func:`reconstruct` reads)."""
+    out: list[torch.Tensor] = []
+    for i in range(0, len(windows), batch_size):
+        out.extend(compressor.compress_windows(windows[i : i + batch_size]))
+    return out
+
+
+@torch.no_grad()
 def reconstruct(
-    compressor: ContextCompressor, llm: Any, windows: Sequence[Sequence[int]], batch_size: int = 32
+    compressor: ContextCompressor,
+    llm: Any,
+    windows: Sequence[Sequence[int]],
+    batch_size: int = 32,
+    digests: Sequence[torch.Tensor] | None = None,
 ) -> list[list[int]]:
-    """Greedy reconstruction of each window from its digests (the auto-encoding prompt of training)."""
+    """Greedy reconstruction of each window from its digests (the auto-encoding prompt of training). `digests`
+    (one (M, C) tensor per window, e.g. from :func:`window_digests` passed through a storage codec) are read
+    instead of compressing the windows."""
+    if digests is not None and len(digests) != len(windows):
+        raise ValueError(f"{len(digests)} digests for {len(windows)} windows")
     model = compressor.model
     embed = llm.get_input_embeddings()
     dtype = embed.weight.dtype
@@ -72,8 +91,11 @@ def reconstruct(
         if len(lengths) != 1:
             raise ValueError("reconstruct() takes windows of one length per batch")
         n = lengths.pop()
-        digests = compressor.compress_windows(group)
-        rows = torch.stack([digest_block(special, d.to(dtype), autoencode=True) for d in digests])
+        if digests is None:
+            batch = compressor.compress_windows(group)
+        else:
+            batch = [d.to(special.device) for d in digests[i : i + batch_size]]
+        rows = torch.stack([digest_block(special, d.to(dtype), autoencode=True) for d in batch])
         mask = torch.ones(rows.shape[:2], dtype=torch.long, device=rows.device)
         # Exactly n tokens, as many as the window: end-of-sequence must not cut a reconstruction short. The prompt
         # holds digests, so the LLM reads it through the compressor's reader adapter, if it has one.
@@ -113,10 +135,15 @@ def fact_recall(references: Sequence[str], reconstructions: Sequence[str]) -> fl
 
 
 def autoencoding_scores(
-    compressor: ContextCompressor, llm: Any, windows: Sequence[Sequence[int]], batch_size: int = 32
+    compressor: ContextCompressor,
+    llm: Any,
+    windows: Sequence[Sequence[int]],
+    batch_size: int = 32,
+    digests: Sequence[torch.Tensor] | None = None,
 ) -> dict[str, Any]:
-    """BLEU-4, token accuracy and fact recall of greedy reconstructions of `windows` (one length)."""
-    recon = reconstruct(compressor, llm, windows, batch_size)
+    """BLEU-4, token accuracy and fact recall of greedy reconstructions of `windows` (one length), from their
+    `digests` when given (see :func:`reconstruct`)."""
+    recon = reconstruct(compressor, llm, windows, batch_size, digests)
     decode = compressor.tokenizer.decode
     hits, facts = fact_counts([decode(w) for w in windows], [decode(r) for r in recon])
     return {

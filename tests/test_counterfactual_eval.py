@@ -291,6 +291,7 @@ def test_cli_end_to_end(cf_dir, tokenizer, llm_factory, compressor_kwargs, text_
     argv += ["--counterfactual", str(cf_dir), "--cf-limit", "4", "--cf-modes", "full", "digests", "none", "truncated"]
     argv += ["--cf-max-new-tokens", "3", "--batch-size", "4", "--text-adapter", str(text_adapter)]
     argv += ["--cf-ae", "--ae-lengths", "16", "--ae-windows", "2", "--out", str(out)]
+    argv += ["--cf-digest-codecs", "bf16", "int8"]
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert "counterfactual single (n=4)" in printed and "counterfactual multidoc (n=1)" in printed
@@ -298,7 +299,9 @@ def test_cli_end_to_end(cf_dir, tokenizer, llm_factory, compressor_kwargs, text_
     report = json.loads(out.read_text())
     cfs = [r["counterfactual"] for r in report["checkpoints"]]
     assert cfs[0]["autoencoding"]["16"]["windows"] == 2 and "fact_recall" in cfs[0]["autoencoding"]["16"]
-    assert all(set(c["single"]["accuracy"]) == {"full", "digests", "none", "truncated", "full_tuned"} for c in cfs)
+    rows = {"full", "digests", "none", "truncated", "full_tuned", "digests@bf16", "digests@int8"}
+    assert all(set(c["single"]["accuracy"]) == rows for c in cfs) and "digests@int8" in printed
+    assert set(cfs[0]["autoencoding_codecs"]) == {"bf16", "int8"} and "vs_bf16" in cfs[0]["multidoc"]
     assert cfs[0]["single"]["answers"][0]["answers"]["full"] == cfs[1]["single"]["answers"][0]["answers"]["full"]
     assert {(t["variant"], t["mode"]) for t in report["checkpoint_tests"]} == {
         ("single", "digests"),
@@ -325,3 +328,125 @@ def test_minilm_selects_the_sentence_that_answers(tokenizer):
     scores = (embed(sents) @ q).tolist()
     budget = count_tokens(tokenizer, sents[1]) + 1
     assert select_sentences(tokenizer, sents, scores, budget) == sents[1]
+
+
+# ------------------------------------------------------------------- storage codecs (issue 17's 8-bit digests)
+def test_codec_roundtrip_is_the_stores(compressor):
+    import torch
+
+    from icformer_rag import quantize
+    from icformer_rag.counterfactual import codec_mode, codec_roundtrip, roundtrip_digest
+
+    digest = compressor.compress([PASSAGES[2][3]])[0]
+    x = digest.embeddings
+    assert x.dtype == torch.float32
+    for codec in ("bf16", "int8", "fp8"):
+        y = codec_roundtrip(x, codec)
+        assert y.dtype == x.dtype and y.shape == x.shape
+        assert torch.equal(y, quantize.decode(quantize.encode(x, codec), x.dtype))  # what a store serves
+        assert not torch.equal(y, x)  # fp32 vectors lose bits in every codec
+        assert bool(((y - x).abs() <= quantize.error_bound(x, codec) + 1e-7).all())
+        d = roundtrip_digest(digest, codec)
+        assert torch.equal(d.embeddings, y) and d.content_hash == digest.content_hash
+        assert d.window_digests == digest.window_digests and d.fingerprint == digest.fingerprint
+    # bf16 digests (what a GPU compressor makes) come back bit for bit from bf16 storage.
+    b = x.to(torch.bfloat16)
+    assert torch.equal(codec_roundtrip(b, "bf16"), b) and not torch.equal(codec_roundtrip(b, "int8"), b)
+    assert codec_mode("int8") == "digests@int8" and codec_mode(torch.float8_e4m3fn) == "digests@fp8"
+    assert CounterfactualSettings(digest_codecs=("int8", "bfloat16", "int8")).digest_codecs == ("int8", "bf16")
+    with pytest.raises(ValueError, match="unknown digest storage dtype"):
+        CounterfactualSettings(digest_codecs=("int4",))
+
+
+def test_codec_rows_with_paired_tests_and_ae(cf_dir, tiny_llm, tokenizer, compressor, monkeypatch):
+    from icformer_rag.counterfactual import format_counterfactual
+
+    calls = []
+    original = compressor.compress
+    monkeypatch.setattr(compressor, "compress", lambda texts, **kw: calls.append(list(texts)) or original(texts, **kw))
+    ev = _evaluator(
+        cf_dir,
+        tiny_llm,
+        tokenizer,
+        modes=("digests", "none"),
+        digest_codecs=("bf16", "int8", "fp8"),
+        ae=True,
+        ae_lengths=(16,),
+        ae_windows=3,
+    )
+    report = ev.evaluate(compressor)
+    assert len(calls) == 1  # compressed once, shared by every codec
+    rows = {"digests", "none", "digests@bf16", "digests@int8", "digests@fp8"}
+    for variant, n in (("single", 5), ("multidoc", 2)):
+        r = report[variant]
+        assert r["examples"] == n and set(r["accuracy"]) == rows
+        assert all(set(a["answers"]) == rows for a in r["answers"])
+        assert set(r["vs_digests"]) == rows - {"digests"}  # every codec row against the raw digests
+        assert set(r["vs_bf16"]) == {"digests@int8", "digests@fp8"}  # the 8-bit rows against bf16
+        for m, t in r["vs_bf16"].items():
+            verdicts = [[a["correct"][k] for a in r["answers"]] for k in (m, "digests@bf16")]
+            assert t == sign_test(*verdicts)
+    errors = report["digest_codecs"]
+    assert set(errors) == {"bf16", "int8", "fp8"} and errors["bf16"]["digest_dtype"] == "torch.float32"
+    assert 0 < errors["bf16"]["rel_rms_error"] < errors["int8"]["rel_rms_error"] < 0.05
+    assert errors["int8"]["bytes_per_vector"] == 64 + 4 and errors["bf16"]["bytes_per_vector"] == 128
+    ae = report["autoencoding"]["16"]
+    assert ae["windows"] == 3 and ae == ev.autoencoding(compressor)["16"]  # raw AE as without codecs
+    for codec in ("bf16", "int8", "fp8"):
+        a = report["autoencoding_codecs"][codec]["16"]
+        assert a["windows"] == 3 and 0.0 <= a["bleu4"] <= 1.0 and "fact_recall" in a
+    table = format_counterfactual(report)
+    assert "digests@int8" in table and "p(vs digests@bf16)" in table and "AE 16 tokens digests@fp8" in table
+    assert "codec int8: relative RMS error" in table
+
+
+def test_bf16_rows_equal_raw_for_bf16_digests(cf_dir, tiny_llm, tokenizer, compressor, monkeypatch):
+    import torch
+
+    original = compressor.compress
+
+    def bf16_digests(texts, **kw):  # the digests a bf16 (GPU) compressor makes
+        return [
+            Digest(d.embeddings.to(torch.bfloat16), d.num_tokens, d.content_hash, d.fingerprint, d.window_digests)
+            for d in original(texts, **kw)
+        ]
+
+    monkeypatch.setattr(compressor, "compress", bf16_digests)
+    ev = _evaluator(cf_dir, tiny_llm, tokenizer, modes=("digests",), digest_codecs=("bf16", "int8"))
+    report = ev.evaluate(compressor)
+    e = report["digest_codecs"]
+    assert e["bf16"]["values_changed"] == 0.0 and e["bf16"]["max_abs_error"] == 0.0
+    assert e["int8"]["values_changed"] > 0.0 and e["bf16"]["digest_dtype"] == "torch.bfloat16"
+    for variant in ("single", "multidoc"):
+        r = report[variant]
+        for a in r["answers"]:
+            assert a["answers"]["digests@bf16"] == a["answers"]["digests"]
+        assert r["vs_digests"]["digests@bf16"] == {"wins": 0, "losses": 0, "p": 1.0}
+
+
+def test_int8_rows_read_dequantized_digests(cf_dir, tiny_llm, tokenizer, compressor, monkeypatch):
+    import torch
+
+    from icformer_rag import SoftPromptLM, quantize
+
+    texts = {p: ev_text for p, _, _, ev_text in PASSAGES}
+    raw = {d.content_hash: d.embeddings for d in compressor.compress(list(texts.values()))}
+    int8 = {h: quantize.decode(quantize.encode(x, "int8"), x.dtype) for h, x in raw.items()}
+    read: list[str] = []
+    original = SoftPromptLM.generate_batch
+
+    def spy(self, questions, contexts, settings=None):
+        for ctx in contexts:
+            for c in ctx:
+                if isinstance(c, Digest):
+                    x = c.embeddings.cpu()
+                    kind = "raw" if torch.equal(x, raw[c.content_hash]) else None
+                    kind = kind or ("int8" if torch.equal(x, int8[c.content_hash]) else "other")
+                    read.append(kind)
+        return original(self, questions, contexts, settings)
+
+    monkeypatch.setattr(SoftPromptLM, "generate_batch", spy)
+    ev = _evaluator(cf_dir, tiny_llm, tokenizer, modes=("digests",), digest_codecs=("int8",), multidoc=False)
+    report = ev.evaluate(compressor)
+    assert read == ["raw"] * 5 + ["int8"] * 5  # the raw row's 5 questions, then the int8 row's, dequantized
+    assert set(report["single"]["accuracy"]) == {"digests", "digests@int8"}

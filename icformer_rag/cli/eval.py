@@ -99,6 +99,18 @@ def add_counterfactual_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="AE BLEU-4 + fact recall on 128- and 512-token windows of the counterfactual passages",
     )
+    from ..quantize import CODECS
+
+    g.add_argument(
+        "--cf-digest-codecs",
+        nargs="+",
+        default=[],
+        choices=CODECS,
+        metavar="CODEC",
+        help=f"issue 17: re-run the digests mode with the digests through each storage codec's round trip (of "
+        f"{' '.join(CODECS)}), rows digests@CODEC with sign tests against the raw digests and digests@bf16 "
+        "(and AE per codec with --cf-ae); the digests are compressed once",
+    )
 
 
 def counterfactual_settings(args: argparse.Namespace) -> CounterfactualSettings:
@@ -123,6 +135,7 @@ def counterfactual_settings(args: argparse.Namespace) -> CounterfactualSettings:
         ae=args.cf_ae,
         ae_lengths=tuple(args.ae_lengths or (128, 512)),
         ae_windows=args.ae_windows,
+        digest_codecs=tuple(args.cf_digest_codecs or ()),
     )
 
 
