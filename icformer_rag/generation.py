@@ -21,11 +21,12 @@ import logging
 import threading
 from collections.abc import Generator, Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol, cast
 
 import torch
 
-from .compressor import ContextCompressor
+from .compressor import ContextCompressor, load_compressor
 from .digest import Digest
 from .llm import max_positions
 from .prompt import (
@@ -239,6 +240,22 @@ class SoftPromptLM:
             eos.add(tokenizer.convert_tokens_to_ids(turn_end))
         self.eos_token_ids = sorted(e for e in eos if e is not None)
         self.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_token_ids[0]
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        checkpoint: str | Path | None = None,
+        llm_name_or_path: str | Path | None = None,
+        *,
+        device: str | torch.device | None = None,
+        dtype: str | torch.dtype | None = None,
+        **kwargs: Any,
+    ) -> SoftPromptLM:
+        """Load the default LLM (SmolLM2-135M-Instruct) and the shipped compressor checkpoint, or any local LLM with
+        a compressor checkpoint trained for it (see :func:`icformer_rag.load_compressor`); `kwargs` go to the
+        constructor (`instruction`, `system`). The adapters' `from_default` constructors call this."""
+        compressor, llm, tokenizer = load_compressor(checkpoint, llm_name_or_path, device=device, dtype=dtype)
+        return cls(llm, tokenizer, compressor, **kwargs)
 
     @property
     def device(self) -> torch.device:

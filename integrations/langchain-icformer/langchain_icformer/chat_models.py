@@ -140,10 +140,7 @@ class ChatICFormer(BaseChatModel):
     ) -> ChatICFormer:
         """Load the default LLM (SmolLM2-135M-Instruct) and the shipped compressor checkpoint, or any local
         LLM with a compressor checkpoint trained for it (see :func:`icformer_rag.load_compressor`)."""
-        from icformer_rag import load_compressor
-
-        compressor, llm, tokenizer = load_compressor(checkpoint, llm_name_or_path, device=device, dtype=dtype)
-        lm = SoftPromptLM(llm, tokenizer, compressor)
+        lm = SoftPromptLM.from_pretrained(checkpoint, llm_name_or_path, device=device, dtype=dtype)
         return cls(lm=lm, store=store if store is not None else DigestStore(), **kwargs)
 
     # ----------------------------------------------------------------------------------------- metadata

@@ -86,10 +86,8 @@ class ICFormerLLM(CustomLLM):
     ) -> ICFormerLLM:
         """Load the default LLM (SmolLM2-135M-Instruct) and the shipped compressor checkpoint, or any local
         LLM with a compressor checkpoint trained for it (see :func:`icformer_rag.load_compressor`)."""
-        from icformer_rag import load_compressor
-
-        compressor, llm, tokenizer = load_compressor(checkpoint, llm_name_or_path, device=device, dtype=dtype)
-        return cls(SoftPromptLM(llm, tokenizer, compressor), store, **kwargs)
+        lm = SoftPromptLM.from_pretrained(checkpoint, llm_name_or_path, device=device, dtype=dtype)
+        return cls(lm, store, **kwargs)
 
     @classmethod
     def class_name(cls) -> str:
