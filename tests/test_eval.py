@@ -12,7 +12,8 @@ from test_training import tiny_llm, write_corpus  # tests/ is on sys.path (pytes
 
 from icformer_rag.compressor import ContextCompressor, default_checkpoint
 from icformer_rag.data.instruct import answer_in
-from icformer_rag.eval import corpus_bleu, eval_autoencoding, eval_qa, format_table, reconstruct, token_accuracy
+from icformer_rag.eval import corpus_bleu, eval_autoencoding, eval_qa, reconstruct, token_accuracy
+from icformer_rag.eval_run import format_table
 from icformer_rag.generation import SoftPromptLM
 from icformer_rag.llm import load_tokenizer
 from icformer_rag.reader import adapter_scope
@@ -128,7 +129,7 @@ def _eval_args(*argv: str):
 def test_eval_of_several_checkpoints_shares_the_baselines(tok, llm_factory, compressor_kwargs, tmp_path):
     """`icformer-rag eval --checkpoint A B` generates the full-text and no-context answers once and gives
     each checkpoint the report a run of its own gives it."""
-    from icformer_rag.eval import run_eval
+    from icformer_rag.eval_run import run_eval
 
     llm = llm_factory(len(tok))
     llm.save_pretrained(tmp_path / "llm")
@@ -183,7 +184,7 @@ def test_eval_autoencoding_refuses_zero_windows(tok, tmp_path):
 
 
 def test_eval_refuses_bad_checkpoint_arguments(tmp_path):
-    from icformer_rag.eval import run_eval
+    from icformer_rag.eval_run import run_eval
 
     with pytest.raises(FileNotFoundError, match="no checkpoint at"):
         run_eval(_eval_args("--checkpoint", str(tmp_path / "nope"), "--qa", "x.jsonl"))

@@ -1,5 +1,5 @@
-"""`icformer-rag eval`: its options, read into an :class:`icformer_rag.eval.EvalConfig` for
-:func:`icformer_rag.eval.run_eval`."""
+"""`icformer-rag eval`: its options, read into an :class:`icformer_rag.eval_run.EvalConfig` for
+:func:`icformer_rag.eval_run.run_eval`."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from .options import add_model_options
 
 if TYPE_CHECKING:
     from ..counterfactual import CounterfactualSettings
-    from ..eval import EvalConfig
+    from ..eval_run import EvalConfig
 
 
 def register_eval(subparsers: SubParsers) -> None:
@@ -27,7 +27,7 @@ def register_eval(subparsers: SubParsers) -> None:
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    from ..eval import run_eval as evaluate
+    from ..eval_run import run_eval as evaluate
 
     evaluate(eval_config(args))
     return EXIT_OK
@@ -140,8 +140,8 @@ def counterfactual_settings(args: argparse.Namespace) -> CounterfactualSettings:
 
 
 def eval_config(args: argparse.Namespace) -> EvalConfig:
-    """The :class:`~icformer_rag.eval.EvalConfig` of `icformer-rag eval`'s options."""
-    from ..eval import EvalConfig
+    """The :class:`~icformer_rag.eval_run.EvalConfig` of `icformer-rag eval`'s options."""
+    from ..eval_run import EvalConfig
 
     return EvalConfig(
         checkpoints=tuple(args.checkpoint or [None]),
