@@ -357,7 +357,22 @@ def test_cli_parses_the_length_mix_and_number_share(capsys: pytest.CaptureFixtur
     assert args.number_share == 0.25
     defaults = build_parser().parse_args(["data", "counterfactual"])
     assert defaults.length_mix is None and defaults.number_share is None  # CfConfig's defaults: today's records
+    assert defaults.strict_mix is False
+    assert build_parser().parse_args(["data", "counterfactual", "--strict-mix"]).strict_mix is True
     assert main(["data", "counterfactual", "--length-mix", "60-256:0.5"]) == 2
     assert "sum to 1" in capsys.readouterr().err
     assert main(["data", "counterfactual", "--number-share", "1.5"]) == 1  # the data command: a ValueError is 1
     assert "number_share must be None or in [0, 1]" in capsys.readouterr().err
+
+
+def test_strict_mix_meets_the_length_mix_with_fewer_records() -> None:
+    buckets = parse_length_mix("60-256:0.2,257-512:0.25,513-1024:0.3,1025-1500:0.25")
+    docs = _long_docs() + _docs()  # the short documents alone would fill the first bucket far past its share
+    loose = make_counterfactual_records(docs, CfConfig(seed=0, max_records=None, buckets=buckets))
+    strict = make_counterfactual_records(docs, CfConfig(seed=0, max_records=None, buckets=buckets, strict_mix=True))
+    assert 100 < len(strict) < len(loose)
+    per_bucket = summary(strict, buckets)["bucket"]
+    for name, _, _, share in buckets:
+        assert abs(per_bucket[name] / len(strict) - share) < 0.06, (name, per_bucket)
+    assert summary(loose, buckets)["bucket"]["<=256"] / len(loose) > 0.35
+    assert CfConfig().strict_mix is False

@@ -118,6 +118,11 @@ def register_data(subparsers: SubParsers) -> None:
         help="cap number questions (count, year, amount, date) at this share of all records, and prefer name "
         "questions (who, where, which) in passages with more questions than the per-passage limit (default: no cap)",
     )
+    cf.add_argument(
+        "--strict-mix",
+        action="store_true",
+        help="drop passages whose length bucket already holds its share (the mix is met; fewer records)",
+    )
     cf.add_argument("--quiet", action="store_true", help="no progress bar")
     cf.set_defaults(data_func=_counterfactual)
     sub.add_parser("sources", help="list the registered sources").set_defaults(data_func=_list_sources)
@@ -295,7 +300,13 @@ def _counterfactual(args: argparse.Namespace) -> int:
     if args.length_mix is not None:
         extra["buckets"] = args.length_mix
     # A bad value raises ValueError: main prints it as one `error: ...` line (status 2), before any loading.
-    config = CfConfig(seed=args.seed, max_records=args.max_records or None, number_share=args.number_share, **extra)
+    config = CfConfig(
+        seed=args.seed,
+        max_records=args.max_records or None,
+        number_share=args.number_share,
+        strict_mix=args.strict_mix,
+        **extra,
+    )
     count = tokenizer_counter(_load_tokenizer(args.tokenizer))  # after the config: a bad value fails at once
     records = build_counterfactual(
         args.corpus, args.out, config, count, args.evalsets, args.cache_dir, progress=not args.quiet

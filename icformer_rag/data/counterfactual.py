@@ -150,6 +150,11 @@ class CfConfig:
     records, as ``cloze_share`` caps cloze; a passage with more questions than ``max_records_per_passage`` then
     gives its name questions (who, where, which) first. None: no cap, questions in shuffled order (the
     behaviour of the records of docs/training.md)."""
+    strict_mix: bool = False
+    """Enforce the length mix: a passage whose bucket already holds its share of the records is dropped (no
+    records), so that short documents (the wiki source is all under ~500 tokens) cannot fill the long buckets'
+    shares with short passages. Fewer records: the long documents' passages bound the total. False: the buckets
+    only steer which length each passage aims at (the records of docs/training.md)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "buckets", _check_buckets(self.buckets))
@@ -936,6 +941,11 @@ def make_counterfactual_records(
                 del streams[source]
                 continue
             doc, text, tokens, sub, rng = item
+            if config.strict_mix:
+                name = _bucket(tokens, config.buckets)
+                share = next(b[3] for b in config.buckets if b[0] == name)
+                if state.bucket_records[name] > share * state.records:
+                    continue  # its bucket is over its share: drop the passage (before its questions are made)
             questions = questions_for(text, sub.spans, rng, config.forms_per_fact, vocabulary)
             wh = [q for q in questions if q[0] != "cloze"]
             cloze = [q for q in questions if q[0] == "cloze"]
