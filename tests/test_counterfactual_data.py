@@ -5,19 +5,27 @@ Fast: small in-memory documents, the approximate token counter, no LLM and no do
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 import re
 from collections import Counter
 from pathlib import Path
 
+import pytest
+
 from icformer_rag.data.counterfactual import (
+    BUCKETS,
+    NUMBER_KINDS,
     CfConfig,
+    CfRecord,
     NameGenerator,
     evalset_words,
     make_counterfactual_records,
+    parse_length_mix,
     questions_for,
     substitute,
+    summary,
     word_case_counts,
     write_cf_records,
 )
@@ -211,3 +219,160 @@ def test_evalset_words_skip_the_real_text_dev_set(tmp_path) -> None:
     (tmp_path / "realtext_dev").mkdir()
     (tmp_path / "realtext_dev" / "qa_dev.jsonl").write_text('{"context": "Linus Torvalds wrote it"}\n')
     assert evalset_words(tmp_path) == {"sleoshphu"}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The length mix and the number cap (CfConfig.buckets, CfConfig.number_share)
+
+_PEOPLE = ("Ada Krenn", "Mira Solvek", "Jory Haldt", "Elsa Quorn", "Tomas Berrick", "Ilse Varga", "Oren Tallis")
+_PLACES = ("Velmora", "Orlen", "Pellin", "Corvel", "Brisk", "Harlow", "Ostrava", "Tamsk")
+_TEMPLATES = (
+    "In {year}, {person} moved to {place}.",
+    "The old mill near {place} had {n} workers.",
+    "{person} wrote {n} letters from {place} in {year}.",
+    "The bridge at {place} was built by {person} in {year}.",
+    "The weather there was often mild and the roads were long and quiet.",
+    "The council of {place} paid {person} {n} crowns for the work.",
+    "Many people in the valley kept sheep and the farms were small.",
+)
+
+
+def _long_docs() -> list[Document]:
+    """Eight documents of ~400 to ~2,200 (approximate) tokens: long enough for every bucket. Do not change: the
+    hash below was recorded from them."""
+    rng = random.Random(11)
+    docs = []
+    for i in range(8):
+        parts = []
+        for _ in range(40 + 25 * i):
+            t = rng.choice(_TEMPLATES)
+            parts.append(
+                t.format(
+                    year=rng.randint(1500, 1990), person=rng.choice(_PEOPLE), place=rng.choice(_PLACES),
+                    n=rng.randint(12, 900),
+                )
+            )  # fmt: skip
+        docs.append(Document(f"s{i % 3}/long{i}", f"s{i % 3}", f"long {i}", " ".join(parts)))
+    return docs
+
+
+def _sha256(records: list[CfRecord]) -> str:
+    """The sha256 of the records as write_cf_records writes them."""
+    h = hashlib.sha256()
+    for r in records:
+        h.update((json.dumps(r.to_json(), ensure_ascii=False) + "\n").encode("utf-8"))
+    return h.hexdigest()
+
+
+def _number_kind(r: CfRecord) -> bool:
+    return r.kind.removeprefix("multi_") in NUMBER_KINDS
+
+
+def test_default_config_reproduces_the_records_made_before_the_mix_was_configurable() -> None:
+    # The seed-0 and seed-1 record sets of docs/training.md are reproducible only while the defaults are unchanged.
+    assert BUCKETS == (("<=256", 60, 256, 0.45), ("257-512", 257, 512, 0.30), ("513-1400", 513, 1400, 0.25))
+    assert CfConfig() == CfConfig(buckets=BUCKETS, number_share=None)
+    assert CfConfig(buckets=[list(b) for b in BUCKETS]) == CfConfig()  # lists are normalised to tuples
+    # Hashes recorded with the code at bb48af6 (before CfConfig.buckets and number_share existed).
+    long0 = make_counterfactual_records(_long_docs(), CfConfig(seed=0, max_records=None))
+    assert len(long0) == 825
+    assert {b for b in summary(long0)["bucket"]} == {"<=256", "257-512", "513-1400"}
+    assert _sha256(long0) == "f6a187b44632057a7563fe3c9ce030694f8b19d2742e770a6894b9dcfe58e5c6"
+    short1 = make_counterfactual_records(_docs(), CfConfig(seed=1, max_records=None))
+    assert _sha256(short1) == "b688db4b2e826dafa43ca59272cb7563272ac1d42bd0e1dc73a2619046f8a4ac"
+    explicit = make_counterfactual_records(_docs(), CfConfig(seed=1, max_records=None, buckets=BUCKETS))
+    assert _sha256(explicit) == _sha256(short1)
+
+
+def test_number_share_caps_number_questions_at_every_prefix() -> None:
+    free = make_counterfactual_records(_docs(), CfConfig(seed=0, max_records=None))
+    assert sum(map(_number_kind, free)) / len(free) > 0.5  # the fixture is number-heavy without the cap
+    for share in (0.1, 0.3):
+        records = make_counterfactual_records(_docs(), CfConfig(seed=0, max_records=None, number_share=share))
+        assert len(records) > 100
+        numbers = 0
+        for i, r in enumerate(records, 1):
+            numbers += _number_kind(r)
+            assert numbers <= share * i + 1, (share, i, numbers)
+        assert numbers / len(records) <= share + 0.01
+    # Name questions take the room the cap leaves, all three name kinds among them.
+    capped = make_counterfactual_records(_long_docs(), CfConfig(seed=0, max_records=None, number_share=0.25))
+    free_long = make_counterfactual_records(_long_docs(), CfConfig(seed=0, max_records=None))
+    kinds = Counter(r.kind.removeprefix("multi_") for r in capped)
+    kinds_free = Counter(r.kind.removeprefix("multi_") for r in free_long)
+    assert sum(kinds[k] for k in NUMBER_KINDS) / len(capped) <= 0.25
+    for k in ("who", "where", "which"):
+        assert kinds[k] > kinds_free[k]
+
+
+def test_a_long_length_mix_makes_long_passages() -> None:
+    buckets = parse_length_mix("60-256:0.1,257-512:0.2,513-1024:0.4,1025-1500:0.3")
+    assert buckets == (
+        ("<=256", 60, 256, 0.1), ("257-512", 257, 512, 0.2), ("513-1024", 513, 1024, 0.4),
+        ("1025-1500", 1025, 1500, 0.3),
+    )  # fmt: skip
+    records = make_counterfactual_records(_long_docs(), CfConfig(seed=0, max_records=None, buckets=buckets))
+    per_bucket = summary(records, buckets)["bucket"]
+    assert set(per_bucket) == {"<=256", "257-512", "513-1024", "1025-1500"}
+    assert per_bucket["513-1024"] + per_bucket["1025-1500"] > len(records) / 2
+    assert max(r.passage_tokens for r in records) > 1024
+    default = make_counterfactual_records(_long_docs(), CfConfig(seed=0, max_records=None))
+    assert max(r.passage_tokens for r in default) <= 1400 + 50  # the default mix stops at 1,400 (+ substitution)
+    assert sum(r.passage_tokens > 512 for r in records) > sum(r.passage_tokens > 512 for r in default)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"buckets": ()}, "at least one"),
+        ({"buckets": (("a", 60, 256),)}, "not a"),
+        ({"buckets": (("a", 300, 256, 1.0),)}, "lowest <= highest"),
+        ({"buckets": (("a", 60, 256, 0.5), ("b", 200, 512, 0.5))}, "ascending"),
+        ({"buckets": (("a", 60, 256, 0.5), ("a", 257, 512, 0.5))}, "distinct"),
+        ({"buckets": (("a", 60, 256, 0.5), ("b", 257, 512, 0.4))}, "sum to 1"),
+        ({"buckets": (("a", 60, 256, 1.5),)}, "share"),
+        ({"buckets": (("a", 60.0, 256, 1.0),)}, "integers"),
+        ({"number_share": 1.5}, "number_share"),
+        ({"number_share": -0.1}, "number_share"),
+    ],
+)
+def test_bad_length_mix_or_number_share_is_refused(kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        CfConfig(**kwargs)
+
+
+@pytest.mark.parametrize("text", ["", "60-256", "60:256:1.0", "60-256:0.5,257-512:0.4", "256-60:1.0"])
+def test_parse_length_mix_refuses_bad_text(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_length_mix(text)
+
+
+def test_cli_parses_the_length_mix_and_number_share(capsys: pytest.CaptureFixture[str]) -> None:
+    from icformer_rag.cli import build_parser, main
+
+    args = build_parser().parse_args(
+        ["data", "counterfactual", "--length-mix", "60-256:0.2,257-1500:0.8", "--number-share", "0.25"]
+    )
+    assert args.length_mix == (("<=256", 60, 256, 0.2), ("257-1500", 257, 1500, 0.8))
+    assert args.number_share == 0.25
+    defaults = build_parser().parse_args(["data", "counterfactual"])
+    assert defaults.length_mix is None and defaults.number_share is None  # CfConfig's defaults: today's records
+    assert defaults.strict_mix is False
+    assert build_parser().parse_args(["data", "counterfactual", "--strict-mix"]).strict_mix is True
+    assert main(["data", "counterfactual", "--length-mix", "60-256:0.5"]) == 2
+    assert "sum to 1" in capsys.readouterr().err
+    assert main(["data", "counterfactual", "--number-share", "1.5"]) == 1  # the data command: a ValueError is 1
+    assert "number_share must be None or in [0, 1]" in capsys.readouterr().err
+
+
+def test_strict_mix_meets_the_length_mix_with_fewer_records() -> None:
+    buckets = parse_length_mix("60-256:0.2,257-512:0.25,513-1024:0.3,1025-1500:0.25")
+    docs = _long_docs() + _docs()  # the short documents alone would fill the first bucket far past its share
+    loose = make_counterfactual_records(docs, CfConfig(seed=0, max_records=None, buckets=buckets))
+    strict = make_counterfactual_records(docs, CfConfig(seed=0, max_records=None, buckets=buckets, strict_mix=True))
+    assert 100 < len(strict) < len(loose)
+    per_bucket = summary(strict, buckets)["bucket"]
+    for name, _, _, share in buckets:
+        assert abs(per_bucket[name] / len(strict) - share) < 0.06, (name, per_bucket)
+    assert summary(loose, buckets)["bucket"]["<=256"] / len(loose) > 0.35
+    assert CfConfig().strict_mix is False

@@ -101,6 +101,28 @@ def register_data(subparsers: SubParsers) -> None:
     cf.add_argument("--tokenizer", default=None, help="tokenizer for passage lengths (default: the default LLM's)")
     cf.add_argument("--cache-dir", default=None, help="download cache (default ~/.cache/icformer_rag/sources)")
     cf.add_argument("--evalsets", default="evalsets", help="folder whose names the generator never emits")
+    cf.add_argument(
+        "--length-mix",
+        type=_length_mix,
+        default=None,
+        metavar="LO-HI:SHARE,...",
+        help="passage length buckets in tokens and their target shares (ascending, shares summing to 1), e.g. "
+        "60-256:0.2,257-512:0.25,513-1024:0.3,1025-1500:0.25; default: the built-in mix "
+        "60-256:0.45,257-512:0.30,513-1400:0.25 (the records of docs/training.md)",
+    )
+    cf.add_argument(
+        "--number-share",
+        type=float,
+        default=None,
+        metavar="SHARE",
+        help="cap number questions (count, year, amount, date) at this share of all records, and prefer name "
+        "questions (who, where, which) in passages with more questions than the per-passage limit (default: no cap)",
+    )
+    cf.add_argument(
+        "--strict-mix",
+        action="store_true",
+        help="drop passages whose length bucket already holds its share (the mix is met; fewer records)",
+    )
     cf.add_argument("--quiet", action="store_true", help="no progress bar")
     cf.set_defaults(data_func=_counterfactual)
     sub.add_parser("sources", help="list the registered sources").set_defaults(data_func=_list_sources)
@@ -258,18 +280,38 @@ def _distill(args: argparse.Namespace) -> int:
     return 0
 
 
+def _length_mix(text: str) -> Any:
+    """argparse type of ``--length-mix``: the buckets, or an argparse error naming what is wrong."""
+    from ..data.counterfactual import parse_length_mix
+
+    try:
+        return parse_length_mix(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def _counterfactual(args: argparse.Namespace) -> int:
     """Counterfactual records from the corpus's training documents, and their counts."""
     from ..data.counterfactual import CfConfig, build_counterfactual, summary
     from ..data.instruct import tokenizer_counter
 
     started = time.time()
-    count = tokenizer_counter(_load_tokenizer(args.tokenizer))
-    config = CfConfig(seed=args.seed, max_records=args.max_records or None)
+    extra: dict[str, Any] = {}
+    if args.length_mix is not None:
+        extra["buckets"] = args.length_mix
+    # A bad value raises ValueError: main prints it as one `error: ...` line (status 2), before any loading.
+    config = CfConfig(
+        seed=args.seed,
+        max_records=args.max_records or None,
+        number_share=args.number_share,
+        strict_mix=args.strict_mix,
+        **extra,
+    )
+    count = tokenizer_counter(_load_tokenizer(args.tokenizer))  # after the config: a bad value fails at once
     records = build_counterfactual(
         args.corpus, args.out, config, count, args.evalsets, args.cache_dir, progress=not args.quiet
     )
-    counts = summary(records)
+    counts = summary(records, config.buckets)
     n = len(records)
     multi = sum(len(r.contexts) > 1 for r in records)
     print(f"{args.out}: {n:,} records, {multi:,} multi-document ({multi / max(n, 1):.1%})")

@@ -25,6 +25,7 @@ import re
 from collections import Counter, deque
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -39,11 +40,13 @@ __all__ = [
     "BUCKETS",
     "CfConfig",
     "CfRecord",
+    "NUMBER_KINDS",
     "NameGenerator",
     "Substitution",
     "build_counterfactual",
     "evalset_words",
     "make_counterfactual_records",
+    "parse_length_mix",
     "questions_for",
     "substitute",
     "summary",
@@ -57,7 +60,61 @@ BUCKETS: tuple[tuple[str, int, int, float], ...] = (
     ("257-512", 257, 512, 0.30),
     ("513-1400", 513, 1400, 0.25),
 )
-"""Passage length buckets in tokens: (name, lowest, highest, target share of records)."""
+"""Passage length buckets in tokens: (name, lowest, highest, target share of records). The default of
+:attr:`CfConfig.buckets`; the records of docs/training.md (seeds 0 and 1) were made with it."""
+
+Bucket = tuple[str, int, int, float]
+
+NUMBER_KINDS = frozenset({"count", "year", "amount", "date"})
+"""Question kinds whose answer is a number (capped by :attr:`CfConfig.number_share`)."""
+NAME_KINDS = ("who", "where", "which")
+"""Question kinds whose answer is a name: preferred when ``number_share`` is set and a passage has more
+questions than ``max_records_per_passage``."""
+
+
+def _check_buckets(buckets: Sequence[Sequence[Any]]) -> tuple[Bucket, ...]:
+    """``buckets`` as a tuple of (name, lowest, highest, share) tuples; ValueError when they are not valid."""
+    if not buckets:
+        raise ValueError("buckets must hold at least one (name, lowest, highest, share) bucket")
+    out: list[Bucket] = []
+    for b in buckets:
+        if len(b) != 4:
+            raise ValueError(f"bucket {b!r} is not a (name, lowest, highest, share) tuple")
+        name, lo, hi, share = b
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"bucket {b!r}: the name must be a non-empty string")
+        if isinstance(lo, bool) or isinstance(hi, bool) or not isinstance(lo, int) or not isinstance(hi, int):
+            raise ValueError(f"bucket {name!r}: lowest and highest must be integers (tokens)")
+        if not 1 <= lo <= hi:
+            raise ValueError(f"bucket {name!r}: need 1 <= lowest <= highest, got {lo}..{hi}")
+        if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0.0 <= share <= 1.0:
+            raise ValueError(f"bucket {name!r}: the share must be a number in [0, 1], got {share!r}")
+        if out and lo <= out[-1][2]:
+            raise ValueError(f"bucket {name!r} starts at {lo}, not above the previous bucket's highest {out[-1][2]}: "
+                             "buckets must be in ascending order and must not overlap")  # fmt: skip
+        out.append((name, lo, hi, share))
+    if len({b[0] for b in out}) != len(out):
+        raise ValueError("bucket names must be distinct")
+    total = sum(b[3] for b in out)
+    if abs(total - 1.0) > 1e-6:
+        raise ValueError(f"bucket shares must sum to 1, got {total:g}")
+    return tuple(out)
+
+
+def parse_length_mix(text: str) -> tuple[Bucket, ...]:
+    """Buckets from ``"LO-HI:SHARE,LO-HI:SHARE,..."`` (tokens, ascending), e.g. ``"60-256:0.2,257-512:0.8"``.
+
+    The first bucket is named ``"<=HI"`` and the others ``"LO-HI"``, as in :data:`BUCKETS`. ValueError when the
+    text or the buckets are not valid (see :class:`CfConfig`).
+    """
+    buckets: list[Bucket] = []
+    for i, item in enumerate(p.strip() for p in text.split(",")):
+        m = re.fullmatch(r"(\d+)\s*-\s*(\d+)\s*:\s*([0-9]*\.?[0-9]+)", item)
+        if not m:
+            raise ValueError(f"length mix item {item!r} is not LO-HI:SHARE (e.g. 257-512:0.25)")
+        lo, hi, share = int(m.group(1)), int(m.group(2)), float(m.group(3))
+        buckets.append((f"<={hi}" if i == 0 else f"{lo}-{hi}", lo, hi, share))
+    return _check_buckets(buckets)
 
 
 @dataclass(frozen=True)
@@ -84,8 +141,27 @@ class CfConfig:
     """Passes over each source's documents: a later pass cuts other passages (other lengths, other starts) and
     invents other names and numbers, so the same real text teaches reading again with new answers. Sources
     whose documents give few facts (plays, code documentation) run out first; passes keep them in the mix."""
+    buckets: tuple[Bucket, ...] = BUCKETS
+    """Passage length mix: (name, lowest, highest, target share) in tokens, ascending, not overlapping, shares
+    summing to 1. Each passage aims at the bucket most behind its share; passages shorter than the first bucket's
+    lowest are not used. The default is :data:`BUCKETS` (the records of docs/training.md)."""
+    number_share: float | None = None
+    """When set, number questions (count, year, amount, date; also as multi_*) stay under this share of all
+    records, as ``cloze_share`` caps cloze; a passage with more questions than ``max_records_per_passage`` then
+    gives its name questions (who, where, which) first. None: no cap, questions in shuffled order (the
+    behaviour of the records of docs/training.md)."""
+    strict_mix: bool = False
+    """Enforce the length mix: a passage whose bucket already holds its share of the records is dropped (no
+    records), so that short documents (the wiki source is all under ~500 tokens) cannot fill the long buckets'
+    shares with short passages. Fewer records: the long documents' passages bound the total. False: the buckets
+    only steer which length each passage aims at (the records of docs/training.md)."""
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "buckets", _check_buckets(self.buckets))
+        if self.number_share is not None and (
+            isinstance(self.number_share, bool) or not 0.0 <= self.number_share <= 1.0
+        ):
+            raise ValueError(f"number_share must be None or in [0, 1], got {self.number_share!r}")
         if self.max_records is not None and self.max_records < 1:
             raise ValueError("max_records must be None or >= 1")
         if (
@@ -653,6 +729,7 @@ def questions_for(
     kinds_by_sentence = [
         {k: {f.answer for f in facts if f.kind == k} for k in {f.kind for f in facts}} for _, facts, _ in per_sentence
     ]
+    contents = [_content(sentence) for sentence, _, _ in per_sentence]  # once per sentence, not per frame x rival
     out: list[tuple[str, str, str]] = []
     cloze: list[tuple[str, str, str]] = []
     for i, (sentence, facts, local) in enumerate(per_sentence):
@@ -666,11 +743,11 @@ def questions_for(
                 if _leaks(fact.answer, q) or len(q.split()) > 40:
                     continue
                 qc = _content(q)
-                own = len(qc & _content(sentence))
+                own = len(qc & contents[i])
                 rivals = [
                     j for j, ks in enumerate(kinds_by_sentence)
                     if j != i and fact.kind in ks and ks[fact.kind] - {fact.answer}
-                    and len(qc & _content(per_sentence[j][0])) >= own
+                    and len(qc & contents[j]) >= own
                 ]  # fmt: skip
                 if not rivals:
                     good.append((frame, q))
@@ -723,20 +800,22 @@ def _starts_with_name(q: str) -> bool:
 
 def _leaks(answer: str, question: str) -> bool:
     """True when the answer, or one of its words, is in the question."""
-    words = set(normalize_answer(question).split())
+    q = normalize_answer(question)
+    words = set(q.split())
     a = normalize_answer(answer)
-    return not a or f" {a} " in f" {normalize_answer(question)} " or any(w in words for w in a.split() if len(w) > 1)
+    return not a or f" {a} " in f" {q} " or any(w in words for w in a.split() if len(w) > 1)
 
 
 # ---------------------------------------------------------------------------------------------------------
 # Passages and records
 
 
-def _bucket(tokens: int) -> str:
-    for name, _, hi, _ in BUCKETS:
+def _bucket(tokens: int, buckets: Sequence[Bucket] = BUCKETS) -> str:
+    """The name of the first of ``buckets`` whose highest is at least ``tokens`` (else the last one's)."""
+    for name, _, hi, _ in buckets:
         if tokens <= hi:
             return name
-    return BUCKETS[-1][0]
+    return buckets[-1][0]
 
 
 @dataclass
@@ -746,10 +825,16 @@ class _State:
     bucket_records: Counter[str] = field(default_factory=Counter)
     records: int = 0
     cloze: int = 0
+    numbers: int = 0  # number questions chosen (counted only under CfConfig.number_share)
 
 
 def _doc_passages(
-    doc: Document, count: TokenCounter, rng: random.Random, state: _State, max_passages: int
+    doc: Document,
+    count: TokenCounter,
+    rng: random.Random,
+    state: _State,
+    max_passages: int,
+    buckets: Sequence[Bucket] = BUCKETS,
 ) -> Iterator[tuple[str, int]]:
     """Passages of whole sentences of ``doc``, (text, tokens): each aims at the length bucket most behind its
     target share among those the rest of the document can still fill."""
@@ -761,7 +846,7 @@ def _doc_passages(
     i = 0
     made = 0
     while i < len(spans) and made < max_passages:
-        feasible = [b for b in BUCKETS if b[1] <= remaining]
+        feasible = [b for b in buckets if b[1] <= remaining]
         if not feasible:
             return
         total = state.records + 1
@@ -776,12 +861,31 @@ def _doc_passages(
             i += 1
             continue
         remaining -= tokens
-        if tokens >= BUCKETS[0][1]:
+        if tokens >= buckets[0][1]:
             made += 1
             yield doc.text[spans[first][0] : spans[i - 1][1]], tokens
         skip = rng.randint(0, 2)  # a gap between passages, so that passages do not tile the document
         remaining -= sum(counts[i : i + skip])
         i += skip
+
+
+def _choose_capped(
+    wh: list[tuple[str, str, str]], limit: int, number_share: float, state: _State
+) -> list[tuple[str, str, str]]:
+    """Up to ``limit`` of the (shuffled) questions ``wh``: the questions that are not number questions (names:
+    who, where, which) first, in their shuffled order (no name kind before another), then number questions while
+    they stay under ``number_share`` of all records; returned in ``wh``'s order."""
+    order = sorted(range(len(wh)), key=lambda i: (wh[i][0] in NUMBER_KINDS, i))
+    picked: list[int] = []
+    for i in order:
+        if len(picked) >= limit:
+            break
+        if wh[i][0] in NUMBER_KINDS:
+            if state.numbers + 1 > number_share * (state.records + len(picked) + 1):
+                continue
+            state.numbers += 1
+        picked.append(i)
+    return [wh[i] for i in sorted(picked)]
 
 
 def _round_robin_docs(docs: Iterable[Document], seed: int) -> dict[str, list[Document]]:
@@ -812,11 +916,13 @@ def make_counterfactual_records(
     state = _State()
     mrng = random.Random(f"{config.seed}\x00multi")
     pool: deque[tuple[str, int, str]] = deque(maxlen=256)  # recent substituted passages: text, tokens, doc_id
+    normalized = lru_cache(maxsize=1024)(normalize_answer)  # pool passages are checked again and again
 
     def passages_of(source: str) -> Iterator[tuple[Document, str, int, Substitution, random.Random]]:
         for doc, k in ((d, k) for k in range(config.passes) for d in by_source[source]):
             rng = random.Random(f"{config.seed}\x00{doc.doc_id}" + (f"\x00pass{k}" if k else ""))
-            for text, _ in _doc_passages(doc, count_tokens, rng, state, config.max_passages_per_doc):
+            passages = _doc_passages(doc, count_tokens, rng, state, config.max_passages_per_doc, config.buckets)
+            for text, _ in passages:
                 sub = substitute(text, rng, names, cap, low)
                 (tokens,) = count_tokens([sub.text])
                 yield doc, sub.text, tokens, sub, rng
@@ -835,12 +941,20 @@ def make_counterfactual_records(
                 del streams[source]
                 continue
             doc, text, tokens, sub, rng = item
+            if config.strict_mix:
+                name = _bucket(tokens, config.buckets)
+                share = next(b[3] for b in config.buckets if b[0] == name)
+                if state.bucket_records[name] > share * state.records:
+                    continue  # its bucket is over its share: drop the passage (before its questions are made)
             questions = questions_for(text, sub.spans, rng, config.forms_per_fact, vocabulary)
             wh = [q for q in questions if q[0] != "cloze"]
             cloze = [q for q in questions if q[0] == "cloze"]
             rng.shuffle(wh)
             rng.shuffle(cloze)
-            chosen = wh[: config.max_records_per_passage]
+            if config.number_share is None:
+                chosen = wh[: config.max_records_per_passage]
+            else:
+                chosen = _choose_capped(wh, config.max_records_per_passage, config.number_share, state)
             room = config.max_records_per_passage - len(chosen)
             # Cloze questions only while they stay under their share (they can be made from any name).
             while cloze and room > 0 and state.cloze + 1 <= config.cloze_share * (state.records + len(chosen) + 1):
@@ -858,7 +972,7 @@ def make_counterfactual_records(
                         other, n, other_id = pool[mrng.randrange(len(pool))]
                         if other_id == doc.doc_id or total + n > config.max_multi_tokens or other in contexts:
                             continue
-                        if f" {gold} " in f" {normalize_answer(other)} ":
+                        if f" {gold} " in f" {normalized(other)} ":
                             continue
                         contexts.append(other)
                         total += n
@@ -872,7 +986,7 @@ def make_counterfactual_records(
                 records.append(CfRecord(contexts, prompt, answer_text, k, doc.source, doc.doc_id, total, tokens))
                 per_source[source] += 1
                 state.records += 1
-                state.bucket_records[_bucket(tokens)] += 1
+                state.bucket_records[_bucket(tokens, config.buckets)] += 1
                 bar.update(1)
             pool.append((text, tokens, doc.doc_id))
             if limit is not None and len(records) >= limit:
@@ -929,10 +1043,11 @@ def write_cf_records(path: str | Path, records: Iterable[CfRecord]) -> int:
     return n
 
 
-def summary(records: Sequence[CfRecord]) -> dict[str, Counter[str]]:
-    """Counts per kind, source and length bucket (of the passage holding the answer), for the report."""
+def summary(records: Sequence[CfRecord], buckets: Sequence[Bucket] = BUCKETS) -> dict[str, Counter[str]]:
+    """Counts per kind, source and length bucket of ``buckets`` (of the passage holding the answer), for the
+    report."""
     return {
         "kind": Counter(r.kind for r in records),
         "source": Counter(r.source for r in records),
-        "bucket": Counter(_bucket(r.passage_tokens) for r in records),
+        "bucket": Counter(_bucket(r.passage_tokens, buckets) for r in records),
     }

@@ -5,6 +5,10 @@
 #   a   the IC-Former with the frozen reader, on the counterfactual records (the baseline arm)
 #   b   + a reader adapter (LoRA r=16 on every linear layer, on only when digests are in the prompt); with the
 #       shipped run 9 as init this continues run 9 (its reader included)
+#   bl  b on the long/name-heavy record set BL_RECORDS (default $W/cf_train_long.jsonl; $W/cf_train_long_strict.jsonl
+#       meets the eval's length mix, with fewer records: icformer_rag/data/README.md), number questions capped at
+#       25%, from an extra_*.tgz unpacked by `device_job.sh setup`; the trainer's argparse keeps the last
+#       --instruct-file, so the one after "${common[@]}" wins
 #   c   b + two context layers (self-attention over each window before the digests read it)
 #   d   the ICAE-style encoder (--encoder llm: the LLM + its own LoRA r=16 reads each window and 128 memory tokens)
 #       with a new reader adapter, from scratch
@@ -30,6 +34,9 @@ for spec in ${ARMS:-a b c ft}; do
   case "$arm" in
     a) run a "${common[@]}" "${mix[@]}" ;;
     b) run b "${common[@]}" "${mix[@]}" "${lora[@]}" ;;
+    bl) bl=${BL_RECORDS:-$W/cf_train_long.jsonl}
+      [ -f "$bl" ] || { echo "arm bl: $bl missing (put its extra_*.tgz, run setup)" >&2; exit 2; }
+      run bl "${common[@]}" "${mix[@]}" "${lora[@]}" --instruct-file "$bl" ;;
     c) run c "${common[@]}" "${mix[@]}" "${lora[@]}" --context-layers 2 ;;
     d) run d "${data[@]}" "${mix[@]}" "${lora[@]}" --encoder llm --encoder-rank 16 ;;
     dr) run dr "${data[@]}" "${mix[@]}" "${lora[@]}" --encoder llm --encoder-rank 16 --reader-from "$W/init/reader_adapter" ;;

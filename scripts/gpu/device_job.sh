@@ -3,7 +3,9 @@
 # in a fresh copy of the repository; files under /tmp survive between calls while the machine stays warm.
 #
 #   put FILES...     copy carried files (LLM parts, data parts) to /tmp/m
-#   setup            rebuild the default LLM from its GGUF parts, convert it, unpack the corpus
+#   setup            rebuild the default LLM from its GGUF parts, convert it, unpack the corpus (the split parts
+#                    /tmp/m/data_*, concatenated: one tarball), then unpack each /tmp/m/extra_*.tgz on its own
+#                    into /tmp/work (a whole tarball each, e.g. extra_cf_long.tgz holding cf_train_long.jsonl)
 #   initdir [CKPT] [HEAD]  assemble $W/init: the shipped checkpoint (or CKPT) with its training-only readout head
 #                    (default training_state/smollm2-135m-instruct/readout.safetensors) beside it,
 #                    for `train --init-from /tmp/work/init`
@@ -40,6 +42,8 @@ case "$step" in
     python3 -m pip install -q --no-index --no-deps --target /tmp/site .devstage/whl/*.whl 2>&1 | tail -2 || true
     python3 -c "from icformer_rag.llm import default_llm_path; print(default_llm_path('/tmp/m/smol.gguf'))"
     if ls /tmp/m/data_* >/dev/null 2>&1 && [ ! -d "$W/corpus" ]; then cat /tmp/m/data_* | tar xzf - -C "$W"; fi
+    # Extra tarballs (another record set) cannot join the data_* parts: each is a whole .tgz, unpacked alone.
+    for f in /tmp/m/extra_*.tgz; do if [ -f "$f" ]; then echo "unpacking $f"; tar xzf "$f" -C "$W"; fi; done
     ls -la "$W" "$W/corpus" || true
     nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv ;;
   initdir)
