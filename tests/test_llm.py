@@ -160,7 +160,6 @@ def test_load_compressor_for_a_local_llm(local_folder, compressor, tmp_path):
     assert len(loaded.compress([VELMORA])[0]) == len(compressor.compress([VELMORA])[0])
 
 
-
 def test_soft_prompt_lm_from_pretrained(local_folder, compressor, tmp_path):
     # The one loader both adapters' from_default call: the LLM, its tokenizer and the checkpoint's compressor,
     # constructor options passed through.
@@ -170,6 +169,7 @@ def test_soft_prompt_lm_from_pretrained(local_folder, compressor, tmp_path):
     assert lm.llm.name_or_path == str(local_folder) and lm.instruction == "Read this."
     with pytest.raises(ValueError, match="was trained for the LLM"):
         SoftPromptLM.from_pretrained(None, local_folder, device="cpu")
+
 
 # ------------------------------------------------------------------------------- the real LLM (slow)
 @pytest.mark.slow
