@@ -10,11 +10,16 @@ import hashlib
 
 import pytest
 import torch
-from langchain_classic.storage import LocalFileStore
-from langchain_core.stores import InMemoryByteStore, InMemoryStore
-from llama_index.core import Document, StorageContext
-from llama_index.core.storage.docstore import SimpleDocumentStore
-from llama_index.core.storage.kvstore import SimpleKVStore
+
+# The ecosystem stores come with the adapters' and the RAG extras, not with the runtime: the runtime's tests alone
+# (a venv with only `icformer-rag[default-llm,dev]`) skip this file.
+pytest.importorskip("langchain_classic.storage")
+pytest.importorskip("llama_index.core")
+from langchain_classic.storage import LocalFileStore  # noqa: E402
+from langchain_core.stores import InMemoryByteStore, InMemoryStore  # noqa: E402
+from llama_index.core import Document, StorageContext  # noqa: E402
+from llama_index.core.storage.docstore import SimpleDocumentStore  # noqa: E402
+from llama_index.core.storage.kvstore import SimpleKVStore  # noqa: E402
 
 from icformer_rag import BaseDigestStore, ContextCompressor, DigestStore, KVDigestStore, PackedDigestStore, quantize
 from icformer_rag.digest import Digest, InvalidDigestError
