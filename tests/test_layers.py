@@ -37,7 +37,7 @@ def _imports(path: Path, modules: set[str]) -> set[str]:
 
 
 def _graph() -> dict[str, set[str]]:
-    paths = [p for p in PACKAGE.rglob("*.py")]
+    paths = list(PACKAGE.rglob("*.py"))
     modules = {_module_name(p) for p in paths}
     # A package's __init__ re-exports its modules: importing it is not what a module below depends on, so edges
     # into a package's __init__ are counted as edges into nothing (they would make every re-export a cycle).

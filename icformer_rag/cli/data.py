@@ -107,8 +107,8 @@ def register_data(subparsers: SubParsers) -> None:
         default=None,
         metavar="LO-HI:SHARE,...",
         help="passage length buckets in tokens and their target shares (ascending, shares summing to 1), e.g. "
-        "60-256:0.2,257-512:0.25,513-1024:0.3,1025-1500:0.25; default: the built-in mix "
-        "60-256:0.45,257-512:0.30,513-1400:0.25 (the records of docs/training.md)",
+        "60-256:0.2,257-512:0.25,513-1024:0.3,1025-1500:0.25; default: the built-in mix, "
+        "icformer_rag.data.counterfactual.BUCKETS (the records of docs/training.md)",
     )
     cf.add_argument(
         "--number-share",
@@ -292,20 +292,17 @@ def _length_mix(text: str) -> Any:
 
 def _counterfactual(args: argparse.Namespace) -> int:
     """Counterfactual records from the corpus's training documents, and their counts."""
-    from ..data.counterfactual import CfConfig, build_counterfactual, summary
+    from ..data.counterfactual import BUCKETS, CfConfig, build_counterfactual, summary
     from ..data.instruct import tokenizer_counter
 
     started = time.time()
-    extra: dict[str, Any] = {}
-    if args.length_mix is not None:
-        extra["buckets"] = args.length_mix
     # A bad value raises ValueError: main prints it as one `error: ...` line (status 2), before any loading.
     config = CfConfig(
         seed=args.seed,
         max_records=args.max_records or None,
         number_share=args.number_share,
         strict_mix=args.strict_mix,
-        **extra,
+        buckets=args.length_mix or BUCKETS,
     )
     count = tokenizer_counter(_load_tokenizer(args.tokenizer))  # after the config: a bad value fails at once
     records = build_counterfactual(

@@ -67,9 +67,6 @@ Bucket = tuple[str, int, int, float]
 
 NUMBER_KINDS = frozenset({"count", "year", "amount", "date"})
 """Question kinds whose answer is a number (capped by :attr:`CfConfig.number_share`)."""
-NAME_KINDS = ("who", "where", "which")
-"""Question kinds whose answer is a name: preferred when ``number_share`` is set and a passage has more
-questions than ``max_records_per_passage``."""
 
 
 def _check_buckets(buckets: Sequence[Sequence[Any]]) -> tuple[Bucket, ...]:
@@ -917,6 +914,7 @@ def make_counterfactual_records(
     mrng = random.Random(f"{config.seed}\x00multi")
     pool: deque[tuple[str, int, str]] = deque(maxlen=256)  # recent substituted passages: text, tokens, doc_id
     normalized = lru_cache(maxsize=1024)(normalize_answer)  # pool passages are checked again and again
+    shares = {name: share for name, _, _, share in config.buckets}
 
     def passages_of(source: str) -> Iterator[tuple[Document, str, int, Substitution, random.Random]]:
         for doc, k in ((d, k) for k in range(config.passes) for d in by_source[source]):
@@ -943,8 +941,7 @@ def make_counterfactual_records(
             doc, text, tokens, sub, rng = item
             if config.strict_mix:
                 name = _bucket(tokens, config.buckets)
-                share = next(b[3] for b in config.buckets if b[0] == name)
-                if state.bucket_records[name] > share * state.records:
+                if state.bucket_records[name] > shares[name] * state.records:
                     continue  # its bucket is over its share: drop the passage (before its questions are made)
             questions = questions_for(text, sub.spans, rng, config.forms_per_fact, vocabulary)
             wh = [q for q in questions if q[0] != "cloze"]
