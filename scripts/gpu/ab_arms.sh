@@ -9,6 +9,7 @@
 #       meets the eval's length mix, with fewer records: icformer_rag/data/README.md), number questions capped at
 #       25%, from an extra_*.tgz unpacked by `device_job.sh setup`; the trainer's argparse keeps the last
 #       --instruct-file, so the one after "${common[@]}" wins
+#   bs  bl on $W/cf_train_long_strict.jsonl (the eval's length mix exactly, 10,002 records; speeches 55% of them)
 #   c   b + two context layers (self-attention over each window before the digests read it)
 #   d   the ICAE-style encoder (--encoder llm: the LLM + its own LoRA r=16 reads each window and 128 memory tokens)
 #       with a new reader adapter, from scratch
@@ -37,6 +38,8 @@ for spec in ${ARMS:-a b c ft}; do
     bl) bl=${BL_RECORDS:-$W/cf_train_long.jsonl}
       [ -f "$bl" ] || { echo "arm bl: $bl missing (put its extra_*.tgz, run setup)" >&2; exit 2; }
       run bl "${common[@]}" "${mix[@]}" "${lora[@]}" --instruct-file "$bl" ;;
+    bs) [ -f "$W/cf_train_long_strict.jsonl" ] || { echo "arm bs: its records are missing" >&2; exit 2; }
+      run bs "${common[@]}" "${mix[@]}" "${lora[@]}" --instruct-file "$W/cf_train_long_strict.jsonl" ;;
     c) run c "${common[@]}" "${mix[@]}" "${lora[@]}" --context-layers 2 ;;
     d) run d "${data[@]}" "${mix[@]}" "${lora[@]}" --encoder llm --encoder-rank 16 ;;
     dr) run dr "${data[@]}" "${mix[@]}" "${lora[@]}" --encoder llm --encoder-rank 16 --reader-from "$W/init/reader_adapter" ;;
