@@ -16,7 +16,8 @@
 #   eval ARGS...     run `python -m icformer_rag eval ARGS` in the foreground
 #   bench ARGS...    time an AE training step, eager against --compile-llm (scripts/bench_train_step.py ARGS;
 #                    writes $OUT/bench_train_step.json)
-#   collect RUN      copy RUN's metrics, its release checkpoint (15 MB parts), eval JSONs and log tails to $OUT
+#   collect RUN      copy RUN's metrics and release checkpoint (15 MB parts), as $OUT/NAME/ (NAME = RUN's folder
+#                    name, so several arms' collects in one call do not overwrite each other), eval JSONs and log tails
 #
 # Several steps chain in one call: bash scripts/gpu/device_job.sh setup && bash scripts/gpu/device_job.sh train ...
 set -euo pipefail
@@ -70,14 +71,15 @@ case "$step" in
     python3 scripts/bench_train_step.py --json "$OUT/bench_train_step.json" "$@" 2>&1 | tee "$W/bench.log" ;;
   collect)
     run=${1:-$W/run}
-    mkdir -p "$OUT/ckpt"
-    cp "$run/metrics.jsonl" "$OUT/" 2>/dev/null || true
+    dest="$OUT/$(basename "$run")"
+    mkdir -p "$dest"
+    cp "$run/metrics.jsonl" "$dest/" 2>/dev/null || true
     if [ -d "$run/release" ]; then
-      tar czf - -C "$run" release | split -b 15000000 - "$OUT/ckpt/release.tgz.part_"
+      tar czf - -C "$run" release | split -b 15000000 - "$dest/release.tgz.part_"
     fi
     # The device brings back at most 8 files: eval JSONs, then every log's tail in one file.
     for f in "$W"/eval*.json; do [ -f "$f" ] && cp "$f" "$OUT/"; done
     for f in "$W"/*.log; do echo "== $f"; tail -c 4000 "$f"; done > "$OUT/logs.txt" 2>/dev/null || true
-    ls -la "$OUT" "$OUT/ckpt" ;;
+    ls -la "$OUT" "$dest" ;;
   *) echo "unknown step $step" >&2; exit 2 ;;
 esac
