@@ -28,6 +28,7 @@ from icformer_rag.training.objectives import (
     tokenize_instruct,
     tokenize_instruct_batch,
 )
+from icformer_rag.training.invented import NamePieces, invent_names
 from icformer_rag.training.sampling import SpanSampler
 from icformer_rag.training.trainer import lr_at
 
@@ -760,3 +761,43 @@ def test_init_from_widens_the_digests_by_a_multiple(tok, tmp_path):
         cfg = _train_args(*_small_args(data, tmp_path / "x", "--init-from", str(release), "--num-digest-tokens", bad))
         with pytest.raises(ValueError, match="num-digest-tokens|widened"):
             Trainer(cfg, llm=tiny_llm(len(tok)), tokenizer=tok)
+
+
+def test_invented_names_overwrite_about_rate_of_each_window_with_recurring_word_pieces(tok):
+    pieces = NamePieces.of(tok)
+    assert all(tok.decode([i])[0] == " " and tok.decode([i])[1].isupper() for i in pieces.heads[:50])
+    assert all(tok.decode([i]).islower() and " " not in tok.decode([i]) for i in pieces.tails[:50])
+    windows = np.random.default_rng(1).integers(5, 300, size=(6, 512))
+    out = invent_names(windows, np.random.default_rng(2), 0.08, pieces)
+    assert out.shape == windows.shape and not np.shares_memory(out, windows)
+    changed = (out != windows).mean(axis=1)
+    assert np.all((changed > 0.04) & (changed < 0.12)), changed
+    assert set(out[out != windows].tolist()) <= set(pieces.heads.tolist()) | set(pieces.tails.tolist())
+    # Names recur: some head piece that was spliced in appears at least twice in its row.
+    assert any(np.max(np.unique(r[np.isin(r, pieces.heads)], return_counts=True)[1]) >= 2 for r in out)
+    again = invent_names(windows, np.random.default_rng(2), 0.08, pieces)
+    assert np.array_equal(out, again)  # a pure function of the rng: resumes draw the same windows
+    assert np.array_equal(invent_names(windows, np.random.default_rng(2), 0.0, pieces), windows)
+    with pytest.raises(ValueError, match="rate"):
+        invent_names(windows, np.random.default_rng(2), 1.0, pieces)
+
+
+def test_training_with_invented_names_resumes_exactly(tok, tmp_path):
+    """ae_invent > 0 changes the auto-encoding windows (another loss than without it) and keeps exact resume."""
+    data = write_corpus(tmp_path / "c")
+    kw = dict(max_steps=8, ae_fraction=1.0, ae_invent=0.2)
+    full = Trainer(small_config(data, tmp_path / "full", **kw), llm=tiny_llm(len(tok)), tokenizer=tok)
+    full.train()
+    first = Trainer(small_config(data, tmp_path / "split", stop_at_step=3, **kw), llm=tiny_llm(len(tok)), tokenizer=tok)
+    first.train()
+    second = Trainer(small_config(data, tmp_path / "split", **kw), llm=tiny_llm(len(tok)), tokenizer=tok)
+    second.train()
+    for (name, a), b in zip(full.model.state_dict().items(), second.model.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+    plain = Trainer(small_config(data, tmp_path / "plain", max_steps=8, ae_fraction=1.0), llm=tiny_llm(len(tok)), tokenizer=tok)
+    plain.train()
+    losses = [json.loads(x)["loss"] for x in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]
+    plain_losses = [json.loads(x)["loss"] for x in (tmp_path / "plain" / "metrics.jsonl").read_text().splitlines()]
+    assert losses != plain_losses
+    with pytest.raises(ValueError, match="ae_invent"):
+        small_config(data, tmp_path / "bad", ae_invent=1.0)

@@ -177,6 +177,14 @@ class TrainConfig:
             "costs ~15% of a step on an H100 at 1.0; once its accuracy saturates (~0.999), 0.25 keeps the signal."
         },
     )
+    ae_invent: float = field(
+        default=0.0,
+        metadata={
+            "help": "Share [0, 1) of each auto-encoding window's tokens overwritten by invented names made of the "
+            "tokenizer's own word pieces, each recurring in its window (icformer_rag/training/invented.py): tokens "
+            "the LLM cannot guess from the prefix, so the digests must carry them exactly. 0 = off."
+        },
+    )
     lm_tokens: int = field(default=128, metadata={"help": "Continuation tokens predicted in LM steps."})
     window_lengths: tuple[int, ...] = field(
         default=(512, 384, 256, 128), metadata={"help": "Window lengths a step draws from (one per batch)."}
@@ -238,6 +246,8 @@ class TrainConfig:
             raise ValueError("readout_fraction must be in (0, 1]")
         if self.kl_weight < 0:
             raise ValueError("kl_weight must be >= 0")
+        if not 0 <= self.ae_invent < 1:
+            raise ValueError("ae_invent must be in [0, 1)")
         if arch.encoder == "llm" and self.fsdp:
             raise ValueError("an 'llm' encoder with fsdp is not supported")
         if self.reader_rank < 0 or self.reader_alpha <= 0 or self.reader_lr <= 0:

@@ -33,6 +33,7 @@ from ..data.sources import sha256_file
 from ..llm import load_llm
 from ..reader import ADAPTER_DIR
 from .config import ArchitectureConfig, TrainConfig
+from .invented import NamePieces, invent_names
 from .objectives import (
     InstructExample,
     autoencoding_loss,
@@ -242,6 +243,7 @@ class Trainer:
         self.out = Path(cfg.out_dir)
         self.rewarm_from: int | None = None  # step where a fresh optimizer warms up again
         self.sampler = SpanSampler(cfg.data_dir, "train") if cfg.instruct_fraction < 1 else None
+        self.name_pieces = NamePieces.of(tokenizer) if cfg.ae_invent > 0 else None
         self.instruct = self._load_instruct() if cfg.instruct_fraction > 0 else []
         if resumed is not None:
             self.load_resume(resume_dir)
@@ -343,7 +345,10 @@ class Trainer:
             return instruct_loss(model, self.llm, [self.instruct[i] for i in pick], kl_weight=self.cfg.kl_weight)
         cont = self.cfg.lm_tokens if kind == LM else 0
         assert self.sampler is not None  # built whenever a step is not all instruction records
-        spans = torch.from_numpy(self.sampler.sample(rng, micro, length, cont)).to(self.device)
+        spans = self.sampler.sample(rng, micro, length, cont)
+        if kind == AE and self.name_pieces is not None:
+            spans = invent_names(spans, rng, self.cfg.ae_invent, self.name_pieces)
+        spans = torch.from_numpy(spans).to(self.device)
         if kind == AE:
             return autoencoding_loss(model, self.llm, spans, self.readout)
         return lm_loss(model, self.llm, spans[:, :length], spans[:, length:], readout=self.readout)

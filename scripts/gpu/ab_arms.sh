@@ -10,6 +10,9 @@
 #       25%, from an extra_*.tgz unpacked by `device_job.sh setup`; the trainer's argparse keeps the last
 #       --instruct-file, so the one after "${common[@]}" wins
 #   bs  bl on $W/cf_train_long_strict.jsonl (the eval's length mix exactly, 10,002 records; speeches 55% of them)
+#   n   b + invented names in auto-encoding windows: --ae-invent 0.08 (8% of each window's tokens overwritten by
+#       names made of random word pieces, recurring; icformer_rag/training/invented.py)
+#   n2  n at twice the dose: --ae-invent 0.16
 #   c   b + two context layers (self-attention over each window before the digests read it)
 #   d   the ICAE-style encoder (--encoder llm: the LLM + its own LoRA r=16 reads each window and 128 memory tokens)
 #       with a new reader adapter, from scratch
@@ -40,6 +43,8 @@ for spec in ${ARMS:-a b c ft}; do
       run bl "${common[@]}" "${mix[@]}" "${lora[@]}" --instruct-file "$bl" ;;
     bs) [ -f "$W/cf_train_long_strict.jsonl" ] || { echo "arm bs: its records are missing" >&2; exit 2; }
       run bs "${common[@]}" "${mix[@]}" "${lora[@]}" --instruct-file "$W/cf_train_long_strict.jsonl" ;;
+    n) run n "${common[@]}" "${mix[@]}" "${lora[@]}" --ae-invent 0.08 ;;
+    n2) run n2 "${common[@]}" "${mix[@]}" "${lora[@]}" --ae-invent 0.16 ;;
     c) run c "${common[@]}" "${mix[@]}" "${lora[@]}" --context-layers 2 ;;
     d) run d "${data[@]}" "${mix[@]}" "${lora[@]}" --encoder llm --encoder-rank 16 ;;
     dr) run dr "${data[@]}" "${mix[@]}" "${lora[@]}" --encoder llm --encoder-rank 16 --reader-from "$W/init/reader_adapter" ;;
