@@ -272,6 +272,15 @@ def _ae_rows(
     return rows, targets
 
 
+def _ae_scores(llm: Any, rows: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The LLM's logits (B, T, V) on the AE rows of :func:`_ae_rows` and each window's mean cross-entropy (B,).
+    targets[t] is the token that position t predicts (the AE token predicts w_0), as in training's
+    `autoencoding_inputs`: logits and targets pair up without a shift."""
+    logits = llm(inputs_embeds=rows).logits.float()
+    loss = F.cross_entropy(logits.transpose(1, 2), targets, reduction="none", ignore_index=-100)
+    return logits, loss.sum(1) / (targets != -100).sum(1).clamp(min=1)
+
+
 def optimise_free_digests(
     compressor: ContextCompressor,
     llm: Any,
@@ -297,15 +306,12 @@ def optimise_free_digests(
     with torch.enable_grad(), adapter_scope(llm, compressor.reader_name):
         for _ in range(steps):
             rows, targets = _ae_rows(compressor, llm, z, windows)
-            logits = llm(inputs_embeds=rows).logits.float()[:, :-1]
-            tgt = targets[:, 1:]
-            loss = F.cross_entropy(logits.transpose(1, 2), tgt, reduction="none", ignore_index=-100)
-            per_window = loss.sum(1) / (tgt != -100).sum(1).clamp(min=1)
+            logits, per_window = _ae_scores(llm, rows, targets)
             opt.zero_grad()
             per_window.sum().backward()
             opt.step()
-            valid = tgt != -100
-            acc = float(((logits.argmax(-1) == tgt) & valid).sum() / valid.sum().clamp(min=1))
+            valid = targets != -100
+            acc = float(((logits.argmax(-1) == targets) & valid).sum() / valid.sum().clamp(min=1))
     return [row.detach().to(compressor.dtype) for row in z], acc
 
 

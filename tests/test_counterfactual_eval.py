@@ -452,3 +452,23 @@ def test_int8_rows_read_dequantized_digests(cf_dir, tiny_llm, tokenizer, compres
     report = ev.evaluate(compressor)
     assert read == ["raw"] * 5 + ["int8"] * 5  # the raw row's 5 questions, then the int8 row's, dequantized
     assert set(report["single"]["accuracy"]) == {"digests", "digests@int8"}
+
+
+def test_oracle_scores_pair_positions_as_training_does(tiny_llm, compressor):
+    """The oracle optimises training's auto-encoding loss: each position scored on the token that training's layout
+    predicts there (the AE token predicts w_0). On the compressor's own digests its loss equals the trainer's.
+    (It once scored position t on token t + 1: a different, meaningless objective.)"""
+    import torch
+
+    from icformer_rag.counterfactual import _ae_rows, _ae_scores
+    from icformer_rag.training.objectives import autoencoding_loss
+
+    text = " ".join(p[3] for p in PASSAGES)
+    window = compressor.tokenize([text])[0][: compressor.config.window_tokens]
+    assert len(window) == compressor.config.window_tokens
+    with torch.no_grad():
+        z = compressor.compress_ids([window])[0][0][None]
+        rows, targets = _ae_rows(compressor, tiny_llm, z, [window])
+        _, per_window = _ae_scores(tiny_llm, rows, targets)
+        trainer = autoencoding_loss(compressor.model, tiny_llm, torch.tensor([window]))
+    assert float(per_window[0]) == pytest.approx(float(trainer.ce), rel=1e-4)
