@@ -12,7 +12,8 @@
 #   train ARGS...    start `python -m icformer_rag.training ARGS` in the background (survives the call);
 #                    with NPROC=N set, under `torchrun --standalone --nproc_per_node N` instead;
 #                    LOG=name writes $W/name.log (several runs side by side)
-#   wait SECONDS     follow the training log until it ends or SECONDS pass
+#   wait SECONDS     follow the training log until it ends or SECONDS pass; if it ended, collect every run with a
+#                    release (below). Size the arms' minutes so that training ends >= 60 s before this call's limit.
 #   eval ARGS...     run `python -m icformer_rag eval ARGS` in the foreground
 #   bench ARGS...    time an AE training step, eager against --compile-llm (scripts/bench_train_step.py ARGS;
 #                    writes $OUT/bench_train_step.json)
@@ -33,6 +34,20 @@ W=/tmp/work
 mkdir -p "$W" /tmp/m
 # Whether a training started by `train` is still alive (its pids are in $W/train.pids).
 running() { [ -f "$W/train.pids" ] && while read -r pid; do kill -0 "$pid" 2>/dev/null && return 0; done < "$W/train.pids"; return 1; }
+# RUN's metrics and release (15 MB parts) as $OUT/NAME/, eval JSONs and every log's tail in $OUT/logs.txt. The
+# device brings back at most 8 files: one arm is 3 (metrics + 2 parts), two arms 6.
+collect_run() {
+  local run=$1 dest
+  dest="$OUT/$(basename "$run")"
+  mkdir -p "$dest"
+  cp "$run/metrics.jsonl" "$dest/" 2>/dev/null || true
+  if [ -d "$run/release" ]; then
+    tar czf - -C "$run" release | split -b 15000000 - "$dest/release.tgz.part_"
+  fi
+  for f in "$W"/eval*.json; do [ -f "$f" ] && cp "$f" "$OUT/"; done
+  for f in "$W"/*.log; do echo "== $f"; tail -c 4000 "$f"; done > "$OUT/logs.txt" 2>/dev/null || true
+  ls -la "$OUT" "$dest"
+}
 case "$step" in
   put)
     for f in "$@"; do cp -r "$f" /tmp/m/; done
@@ -61,25 +76,20 @@ case "$step" in
   wait)
     deadline=$(( $(date +%s) + ${1:-60} ))
     while [ "$(date +%s)" -lt "$deadline" ] && running; do sleep 10; done
-    for log in "$W"/*.log; do [ "$log" = "$W/eval.log" ] || { echo "== $log"; tail -c 3000 "$log" | tr '\r' '\n' | tail -4; }; done
+    for log in "$W"/*.log; do [ -f "$log" ] && [ "$log" != "$W/eval.log" ] || continue; echo "== $log"; tail -c 3000 "$log" | tr "\r" "\n" | tail -4; done
     # With --no-progress the log stays quiet while training runs; the last metrics line says where it is.
     for m in "$W"/*/metrics.jsonl; do [ -f "$m" ] && { echo "== $m"; tail -n 1 "$m" | cut -c1-240; }; done
-    running && echo "training still running" || echo "training ended" ;;
+    # Once training has ended, every run's release comes back in this same call: a machine that goes back before
+    # the next call (30 s after this one) takes nothing with it (session 16 lost two arms that way).
+    if running; then echo "training still running"; else
+      echo "training ended"
+      for rel in "$W"/*/release; do if [ -d "$rel" ]; then collect_run "$(dirname "$rel")"; fi; done
+    fi ;;
   eval)
     python3 -m icformer_rag eval "$@" 2>&1 | tee "$W/eval.log" ;;
   bench)
     python3 scripts/bench_train_step.py --json "$OUT/bench_train_step.json" "$@" 2>&1 | tee "$W/bench.log" ;;
   collect)
-    run=${1:-$W/run}
-    dest="$OUT/$(basename "$run")"
-    mkdir -p "$dest"
-    cp "$run/metrics.jsonl" "$dest/" 2>/dev/null || true
-    if [ -d "$run/release" ]; then
-      tar czf - -C "$run" release | split -b 15000000 - "$dest/release.tgz.part_"
-    fi
-    # The device brings back at most 8 files: eval JSONs, then every log's tail in one file.
-    for f in "$W"/eval*.json; do [ -f "$f" ] && cp "$f" "$OUT/"; done
-    for f in "$W"/*.log; do echo "== $f"; tail -c 4000 "$f"; done > "$OUT/logs.txt" 2>/dev/null || true
-    ls -la "$OUT" "$dest" ;;
+    collect_run "${1:-$W/run}" ;;
   *) echo "unknown step $step" >&2; exit 2 ;;
 esac
