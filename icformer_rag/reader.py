@@ -29,6 +29,7 @@ from typing import Any
 import torch
 
 READER = "icformer_reader"  # adapter name inside the LLM
+TEACHER = "icformer_teacher"  # a full-text reader adapter that training's KL teacher reads through (frozen)
 ADAPTER_DIR = "reader_adapter"  # folder of a compressor checkpoint that holds it
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"

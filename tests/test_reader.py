@@ -313,3 +313,67 @@ def test_training_layout_is_the_inference_prompt_for_a_llama3_template(llama3_to
     ex = tokenize_instruct(tok, [DOC_B, DOC_A * 2], QUESTION, "Ada Krenn", comp.config.window_tokens)
     train, infer = _training_and_inference_losses(lm, ex, [DOC_B, DOC_A * 2])
     assert torch.allclose(train, infer, atol=1e-5), (train, infer)
+
+
+def test_kl_teacher_reads_the_full_text_through_its_own_adapter_and_never_ships(tokenizer, tmp_path):
+    """kl_teacher: the KL's teacher reads the full text through a tuned full-text reader adapter (not the frozen
+    LLM, not the digest reader); that adapter stays frozen and unchanged, and the release holds only the reader."""
+    from icformer_rag.training.objectives import teacher_logits
+
+    teacher_llm = make_tiny_llm(len(tokenizer))
+    _perturb(reader.add_reader(teacher_llm, reader.ReaderConfig(r=4, alpha=8), name="mine"), seed=3)
+    adapter = reader.save_reader(teacher_llm, tmp_path / "text_reader", name="mine")
+    data = write_corpus(tmp_path / "c")
+    kw = dict(reader_rank=4, reader_lr=1e-2, instruct_fraction=1.0, ae_fraction=0.0, kl_weight=1.0)
+    kw["instruct_file"] = str(_records(tmp_path / "cf.jsonl"))
+    cfg = small_config(data, tmp_path / "run", max_steps=4, kl_teacher=str(adapter), **kw)
+    trainer = Trainer(cfg, make_tiny_llm(len(tokenizer)), tokenizer)
+    before = [p.detach().clone() for p in reader.adapter_parameters(trainer.llm, reader.TEACHER)]
+    assert before and not any(p.requires_grad for p in reader.adapter_parameters(trainer.llm, reader.TEACHER))
+    assert reader.active_adapter(trainer.llm) == reader.READER  # the digest reader trains, the teacher is off
+
+    # The teacher's logits are those of an LLM whose only adapter is the text reader, reading the full text.
+    examples = trainer.instruct[:3]
+    with reader.adapter_scope(teacher_llm, "mine"):
+        expected = teacher_logits(teacher_llm, examples, "mine")
+    got = teacher_logits(trainer.llm, examples, reader.TEACHER)
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(got, teacher_logits(trainer.llm, examples))  # not the frozen LLM's own reading
+    assert reader.active_adapter(trainer.llm) == reader.READER  # the scope put the digest reader back
+
+    trainer.train()
+    lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert all(x["kl"] > 0 for x in lines)
+    for a, b in zip(before, reader.adapter_parameters(trainer.llm, reader.TEACHER), strict=True):
+        assert torch.equal(a, b)
+    from safetensors.torch import load_file
+
+    shipped = load_file(tmp_path / "run" / "release" / reader.ADAPTER_DIR / reader.ADAPTER_WEIGHTS)
+    assert len(shipped) == len(trainer.reader_params) and not any("teacher" in k for k in shipped)
+    with pytest.raises(ValueError, match="kl_teacher needs kl_weight"):
+        small_config(data, tmp_path / "bad", kl_teacher=str(adapter))
+
+
+def test_kl_teacher_with_compiled_llm_trains_like_eager(tokenizer, tmp_path):
+    """The teacher switches adapters inside every instruction step (digest reader -> text reader -> back): through
+    compiled decoder blocks that gives eager's losses and KL, step by step."""
+    teacher_llm = make_tiny_llm(len(tokenizer))
+    _perturb(reader.add_reader(teacher_llm, reader.ReaderConfig(r=4, alpha=8), name="mine"), seed=3)
+    adapter = reader.save_reader(teacher_llm, tmp_path / "text_reader", name="mine")
+    data = write_corpus(tmp_path / "c")
+    kw = dict(reader_rank=4, reader_lr=1e-2, instruct_fraction=0.6, ae_fraction=0.4, kl_weight=1.0, log_every=1)
+    kw["instruct_file"] = str(_records(tmp_path / "cf.jsonl"))
+    runs = {}
+    for compiled in (False, True):
+        torch._dynamo.reset()
+        cfg = small_config(
+            data, tmp_path / str(compiled), max_steps=5, kl_teacher=str(adapter), compile_llm=compiled, **kw
+        )
+        Trainer(cfg, make_tiny_llm(len(tokenizer)), tokenizer).train()
+        runs[compiled] = [json.loads(x) for x in (tmp_path / str(compiled) / "metrics.jsonl").read_text().splitlines()]
+    assert any("kl" in x for x in runs[False])
+    for key in ("loss", "kl"):
+        want = [x.get(key) for x in runs[False]]
+        got = [x.get(key) for x in runs[True]]
+        assert [g is None for g in got] == [w is None for w in want]
+        assert [g for g in got if g is not None] == pytest.approx([w for w in want if w is not None], rel=1e-4)

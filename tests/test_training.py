@@ -19,6 +19,7 @@ from icformer_rag.compressor import ContextCompressor
 from icformer_rag.llm import load_tokenizer
 from icformer_rag.training import TrainConfig, Trainer
 from icformer_rag.training.config import ARCHITECTURE_FIELDS, ArchitectureConfig
+from icformer_rag.training.invented import NamePieces, invent_names
 from icformer_rag.training.objectives import (
     autoencoding_loss,
     instruct_loss,
@@ -28,7 +29,6 @@ from icformer_rag.training.objectives import (
     tokenize_instruct,
     tokenize_instruct_batch,
 )
-from icformer_rag.training.invented import NamePieces, invent_names
 from icformer_rag.training.sampling import SpanSampler
 from icformer_rag.training.trainer import lr_at
 
@@ -794,7 +794,9 @@ def test_training_with_invented_names_resumes_exactly(tok, tmp_path):
     second.train()
     for (name, a), b in zip(full.model.state_dict().items(), second.model.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
-    plain = Trainer(small_config(data, tmp_path / "plain", max_steps=8, ae_fraction=1.0), llm=tiny_llm(len(tok)), tokenizer=tok)
+    plain = Trainer(
+        small_config(data, tmp_path / "plain", max_steps=8, ae_fraction=1.0), llm=tiny_llm(len(tok)), tokenizer=tok
+    )
     plain.train()
     losses = [json.loads(x)["loss"] for x in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]
     plain_losses = [json.loads(x)["loss"] for x in (tmp_path / "plain" / "metrics.jsonl").read_text().splitlines()]

@@ -170,6 +170,14 @@ class TrainConfig:
             "is logged as 'kl'). 0 = off."
         },
     )
+    kl_teacher: str | None = field(
+        default=None,
+        metadata={
+            "help": "A peft LoRA adapter folder (e.g. baselines/full-text-reader-smollm2, the tuned full-text reader) "
+            "through which the KL teacher reads the full text, instead of the frozen LLM. Needs kl_weight > 0; "
+            "the adapter stays frozen and is never saved with the compressor."
+        },
+    )
     readout_fraction: float = field(
         default=1.0,
         metadata={
@@ -246,6 +254,8 @@ class TrainConfig:
             raise ValueError("readout_fraction must be in (0, 1]")
         if self.kl_weight < 0:
             raise ValueError("kl_weight must be >= 0")
+        if self.kl_teacher and (self.kl_weight <= 0 or self.instruct_context != "digests"):
+            raise ValueError("kl_teacher needs kl_weight > 0 and instruct_context 'digests' (it is the KL's teacher)")
         if not 0 <= self.ae_invent < 1:
             raise ValueError("ae_invent must be in [0, 1)")
         if arch.encoder == "llm" and self.fsdp:

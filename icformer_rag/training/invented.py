@@ -40,7 +40,9 @@ class NamePieces:
             elif _TAIL.match(text):
                 tails.append(i)
         if len(heads) < 16 or len(tails) < 16:
-            raise ValueError(f"the tokenizer has {len(heads)} name-head and {len(tails)} name-tail pieces; need 16 of each")
+            raise ValueError(
+                f"the tokenizer has {len(heads)} name-head and {len(tails)} name-tail pieces; need 16 of each"
+            )
         return cls(np.asarray(heads, dtype=np.int64), np.asarray(tails, dtype=np.int64))
 
     def name(self, rng: np.random.Generator) -> np.ndarray:
@@ -67,7 +69,7 @@ def invent_names(windows: np.ndarray, rng: np.random.Generator, rate: float, pie
             continue
         names = [pieces.name(rng) for _ in range(max(1, budget // 8))]
         while budget > 0:
-            name = names[int(rng.integers(0, len(names)))][: n]
+            name = names[int(rng.integers(0, len(names)))][:n]
             start = int(rng.integers(0, n - len(name) + 1))
             row[start : start + len(name)] = name
             budget -= len(name)

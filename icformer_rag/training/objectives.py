@@ -274,28 +274,35 @@ def text_instruct_loss(llm: Any, examples: Sequence[InstructExample]) -> LossOut
 
 
 @torch.no_grad()
-def teacher_logits(llm: Any, examples: Sequence[InstructExample]) -> torch.Tensor:
+def teacher_logits(llm: Any, examples: Sequence[InstructExample], adapter: str | None = None) -> torch.Tensor:
     """The frozen LLM's logits (K, V) at the positions that predict each example's answer tokens, with the
     context's full text in the prompt instead of digests: the full-text baseline that instruction tuning
-    distils from (the whole context, however many windows it spans).
+    distils from (the whole context, however many windows it spans), read through the LoRA `adapter` of that name
+    inside the LLM (a tuned full-text reader) or, by default, through none.
 
     Rows are `teacher_prompt_ids + answer_ids[:-1]`, right-padded and masked. Both the teacher's and the
     student's rows end with the same answer tokens, so the K rows match :func:`instruct_loss`'s targets
     one for one (examples in order, answer tokens in order). No graph is kept: the teacher is a constant.
     """
     ids, attn, where = _full_text_rows(llm, examples)
-    # The teacher is the LLM's own full-text reading: never through the reader adapter.
-    with adapter_scope(llm, None):
+    # The teacher reads the full text: never through the digest reader adapter.
+    with adapter_scope(llm, adapter):
         return logits_at(llm, llm.get_input_embeddings()(ids), where, attn)
 
 
-def instruct_loss(model: Any, llm: Any, examples: Sequence[InstructExample], kl_weight: float = 0.0) -> LossOutput:
+def instruct_loss(
+    model: Any,
+    llm: Any,
+    examples: Sequence[InstructExample],
+    kl_weight: float = 0.0,
+    teacher_adapter: str | None = None,
+) -> LossOutput:
     """Loss on the answer tokens of chat prompts whose context is given as digests.
 
     Contexts may span several windows; all windows of the batch are compressed in one padded pass.
     Rows are right-padded; padding is masked out of attention and loss. With `kl_weight` > 0 the loss adds
     kl_weight * KL(teacher || student) on the answer tokens, the teacher being the LLM reading the full
-    text (:func:`teacher_logits`; one more LLM forward, without gradients).
+    text (:func:`teacher_logits`, through `teacher_adapter` when given; one more LLM forward, without gradients).
     """
     from ..windows import split_windows
 
@@ -346,5 +353,5 @@ def instruct_loss(model: Any, llm: Any, examples: Sequence[InstructExample], kl_
     targets = torch.full(attn.shape, -100, dtype=torch.long, device=device)
     for b, t in enumerate(row_targets):
         targets[b, : t.shape[0]] = t
-    teacher = teacher_logits(llm, examples) if kl_weight > 0 else None
+    teacher = teacher_logits(llm, examples, teacher_adapter) if kl_weight > 0 else None
     return target_loss(llm, inputs, targets, attention_mask=attn, kl_teacher_logits=teacher, kl_weight=kl_weight)

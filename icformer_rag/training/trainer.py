@@ -186,6 +186,8 @@ class Trainer:
             where = "cpu" if self.fsdp else device
             llm, tokenizer = load_llm(cfg.llm, device=where, dtype=cfg.dtype if want_cuda else "float32")
         llm.requires_grad_(False).eval()
+        if cfg.kl_teacher:  # before the reader: loading an adapter switches every adapter off
+            reader.load_reader(llm, cfg.kl_teacher, name=reader.TEACHER)
         self.reader_params = self._setup_reader(llm)
         if cfg.compile_llm:
             compile_frozen_llm(llm)
@@ -342,13 +344,19 @@ class Trainer:
             pick = rng.choice(len(self.instruct), size=micro)
             if self.cfg.instruct_context == "text":
                 return text_instruct_loss(self.llm, [self.instruct[i] for i in pick])
-            return instruct_loss(model, self.llm, [self.instruct[i] for i in pick], kl_weight=self.cfg.kl_weight)
+            return instruct_loss(
+                model,
+                self.llm,
+                [self.instruct[i] for i in pick],
+                kl_weight=self.cfg.kl_weight,
+                teacher_adapter=reader.TEACHER if self.cfg.kl_teacher else None,
+            )
         cont = self.cfg.lm_tokens if kind == LM else 0
         assert self.sampler is not None  # built whenever a step is not all instruction records
-        spans = self.sampler.sample(rng, micro, length, cont)
+        drawn = self.sampler.sample(rng, micro, length, cont)
         if kind == AE and self.name_pieces is not None:
-            spans = invent_names(spans, rng, self.cfg.ae_invent, self.name_pieces)
-        spans = torch.from_numpy(spans).to(self.device)
+            drawn = invent_names(drawn, rng, self.cfg.ae_invent, self.name_pieces)
+        spans = torch.from_numpy(drawn).to(self.device)
         if kind == AE:
             return autoencoding_loss(model, self.llm, spans, self.readout)
         return lm_loss(model, self.llm, spans[:, :length], spans[:, length:], readout=self.readout)
