@@ -13,6 +13,8 @@
 #   n   b + invented names in auto-encoding windows: --ae-invent 0.08 (8% of each window's tokens overwritten by
 #       names made of random word pieces, recurring; icformer_rag/training/invented.py)
 #   n2  n at twice the dose: --ae-invent 0.16
+#   kt  b + token-level KL to the tuned full-text reader (--kl-weight 1.0 --kl-teacher baselines/full-text-reader-smollm2:
+#       the teacher reads the text through that adapter; one more LLM forward per instruction step)
 #   c   b + two context layers (self-attention over each window before the digests read it)
 #   d   the ICAE-style encoder (--encoder llm: the LLM + its own LoRA r=16 reads each window and 128 memory tokens)
 #       with a new reader adapter, from scratch
@@ -45,6 +47,7 @@ for spec in ${ARMS:-a b c ft}; do
       run bs "${common[@]}" "${mix[@]}" "${lora[@]}" --instruct-file "$W/cf_train_long_strict.jsonl" ;;
     n) run n "${common[@]}" "${mix[@]}" "${lora[@]}" --ae-invent 0.08 ;;
     n2) run n2 "${common[@]}" "${mix[@]}" "${lora[@]}" --ae-invent 0.16 ;;
+    kt) run kt "${common[@]}" "${mix[@]}" "${lora[@]}" --kl-weight 1.0 --kl-teacher baselines/full-text-reader-smollm2 ;;
     c) run c "${common[@]}" "${mix[@]}" "${lora[@]}" --context-layers 2 ;;
     d) run d "${data[@]}" "${mix[@]}" "${lora[@]}" --encoder llm --encoder-rank 16 ;;
     dr) run dr "${data[@]}" "${mix[@]}" "${lora[@]}" --encoder llm --encoder-rank 16 --reader-from "$W/init/reader_adapter" ;;
