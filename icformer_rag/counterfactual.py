@@ -44,7 +44,7 @@ from tqdm.auto import tqdm
 from . import quantize
 from .compressor import ContextCompressor
 from .digest import Digest, content_hash
-from .eval import autoencoding_scores, sign_test, window_digests
+from .eval import autoencoding_scores, compare_fact_verdicts, sign_test, window_digests
 from .generation import Context, GenerationSettings, SoftPromptLM
 from .prompt import digest_block
 from .reader import adapter_scope
@@ -740,6 +740,24 @@ def compare_checkpoints(reports: Sequence[dict[str, Any]], labels: Sequence[str]
                 verdicts = [[r["correct"][mode] for r in x["answers"]] for x in (a, b)]
                 test = sign_test(*verdicts)
                 out.append({"a": labels[i], "b": labels[j], "variant": variant, "mode": mode, **test})
+    return out
+
+
+def compare_autoencoding(reports: Sequence[dict[str, Any]], labels: Sequence[str]) -> list:
+    """Paired tests of AE fact recall between every two checkpoints' counterfactual reports, per window length
+    (both reports must hold `fact_verdicts` for it: reports written before they were recorded are skipped), by fact
+    and by window (:func:`~icformer_rag.eval.compare_fact_verdicts`)."""
+    out = []
+    for i in range(len(reports)):
+        for j in range(i + 1, len(reports)):
+            a, b = reports[i].get("autoencoding", {}), reports[j].get("autoencoding", {})
+            for n in a:
+                va, vb = a[n].get("fact_verdicts"), b.get(n, {}).get("fact_verdicts")
+                if va is None or vb is None:
+                    continue
+                for unit, test in compare_fact_verdicts(va, vb).items():
+                    row = {"a": labels[i], "b": labels[j], "variant": f"ae{n}", "mode": "fact_recall", "unit": unit}
+                    out.append(row | test)
     return out
 
 

@@ -109,19 +109,22 @@ def reconstruct(
     return out
 
 
-def fact_counts(references: Sequence[str], reconstructions: Sequence[str]) -> tuple[int, int]:
-    """(facts reproduced, facts): the names and numbers of each reference text (:func:`key_terms.names` and
-    :func:`key_terms.numbers`) and how many of them occur exactly (as substrings) in its reconstruction."""
+def fact_verdicts(references: Sequence[str], reconstructions: Sequence[str]) -> list[list[bool]]:
+    """Per reference text, one verdict per fact: its names and numbers (:func:`key_terms.names` and
+    :func:`key_terms.numbers`, in that order) and whether each occurs exactly (as a substring) in its
+    reconstruction. The same references give the same facts in the same order, so two compressors' verdicts pair
+    up fact for fact (a paired test, :func:`compare_fact_verdicts`)."""
     from .key_terms import names, numbers
 
     if len(references) != len(reconstructions):
         raise ValueError("references and reconstructions differ in number")
-    hits = total = 0
-    for ref, rec in zip(references, reconstructions, strict=True):
-        facts = names(ref) + numbers(ref)
-        total += len(facts)
-        hits += sum(f in rec for f in facts)
-    return hits, total
+    return [[f in rec for f in names(ref) + numbers(ref)] for ref, rec in zip(references, reconstructions, strict=True)]
+
+
+def fact_counts(references: Sequence[str], reconstructions: Sequence[str]) -> tuple[int, int]:
+    """(facts reproduced, facts) over all references (see :func:`fact_verdicts`)."""
+    verdicts = fact_verdicts(references, reconstructions)
+    return sum(sum(v) for v in verdicts), sum(len(v) for v in verdicts)
 
 
 def fact_recall(references: Sequence[str], reconstructions: Sequence[str]) -> float | None:
@@ -142,7 +145,8 @@ def autoencoding_scores(
     `digests` when given (see :func:`reconstruct`)."""
     recon = reconstruct(compressor, llm, windows, batch_size, digests)
     decode = compressor.tokenizer.decode
-    hits, facts = fact_counts([decode(w) for w in windows], [decode(r) for r in recon])
+    verdicts = fact_verdicts([decode(w) for w in windows], [decode(r) for r in recon])
+    hits, facts = sum(sum(v) for v in verdicts), sum(len(v) for v in verdicts)
     return {
         "bleu4": corpus_bleu(windows, recon),
         "token_acc": token_accuracy(windows, recon),
@@ -151,6 +155,8 @@ def autoencoding_scores(
         "facts": facts,
         "windows": len(windows),
         "compression": compressor.config.ratio,
+        # Per window, per fact: what a paired test between two compressors on the same windows needs.
+        "fact_verdicts": verdicts,
     }
 
 
@@ -185,9 +191,27 @@ def sign_test(a: Sequence[bool], b: Sequence[bool]) -> dict[str, Any]:
         raise ValueError(f"paired verdicts differ in number: {len(a)} and {len(b)}")
     wins = sum(bool(x) and not y for x, y in zip(a, b, strict=True))
     losses = sum(bool(y) and not x for x, y in zip(a, b, strict=True))
+    return sign_test_counts(wins, losses)
+
+
+def sign_test_counts(wins: int, losses: int) -> dict[str, Any]:
+    """The exact two-sided sign test of `wins` against `losses` (ties left out), as :func:`sign_test` reports it."""
     n = wins + losses
     p = min(1.0, 2 * sum(math.comb(n, i) for i in range(min(wins, losses) + 1)) / 2**n) if n else 1.0
     return {"wins": wins, "losses": losses, "p": p}
+
+
+def compare_fact_verdicts(a: Sequence[Sequence[bool]], b: Sequence[Sequence[bool]]) -> dict[str, Any]:
+    """Two compressors' auto-encoding fact verdicts on the same windows (:func:`fact_verdicts`), paired twice: fact
+    by fact (`fact`: a sign test over facts one reproduces and the other does not) and window by window (`window`:
+    windows where a reproduces more of the facts against windows where it reproduces fewer). Facts of one window
+    are not independent (one garbled sentence loses several), so the window-level test is the conservative one."""
+    if len(a) != len(b) or any(len(x) != len(y) for x, y in zip(a, b, strict=False)):
+        raise ValueError("fact verdicts of different windows: compare reports on the same windows")
+    fact = sign_test([v for w in a for v in w], [v for w in b for v in w])
+    wins = sum(sum(x) > sum(y) for x, y in zip(a, b, strict=True))
+    losses = sum(sum(x) < sum(y) for x, y in zip(a, b, strict=True))
+    return {"fact": fact, "window": sign_test_counts(wins, losses)}
 
 
 QA_MODES = ("full_text", "digests", "no_context")

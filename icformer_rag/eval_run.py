@@ -18,6 +18,7 @@ from .compressor import ContextCompressor
 from .counterfactual import (
     CounterfactualEval,
     CounterfactualSettings,
+    compare_autoencoding,
     compare_checkpoints,
     format_counterfactual,
     load_counterfactual,
@@ -203,6 +204,8 @@ def _compare_counterfactual(reports: Sequence[dict[str, Any]]) -> list[dict[str,
     cf = [r["counterfactual"] for r in reports]
     labels = [r["checkpoint"] for r in reports]
     tests = [t for m in ("digests", "digests_key_terms", "oracle") for t in compare_checkpoints(cf, labels, m)]
+    tests += compare_autoencoding(cf, labels)
     for t in tests:
-        print(f"{t['variant']} {t['mode']}: {t['a']} vs {t['b']}: +{t['wins']}/-{t['losses']}, p={t['p']:.3g}")
+        unit = f" by {t['unit']}" if "unit" in t else ""
+        print(f"{t['variant']} {t['mode']}{unit}: {t['a']} vs {t['b']}: +{t['wins']}/-{t['losses']}, p={t['p']:.3g}")
     return tests

@@ -24,7 +24,7 @@ from icformer_rag.counterfactual import (
     truncate_to_tokens,
 )
 from icformer_rag.digest import Digest, content_hash
-from icformer_rag.eval import fact_counts, fact_recall, sign_test
+from icformer_rag.eval import compare_fact_verdicts, fact_counts, fact_recall, fact_verdicts, sign_test
 
 PASSAGES = [
     ("p1", "substituted", "news", "Orla Vantesk opened the Brimhollow ferry in 1873. It carried 42 riders a day."),
@@ -142,6 +142,21 @@ def test_sign_test_and_fact_recall():
     assert fact_recall(refs, recs) == 0.5
     assert fact_recall(refs, refs) == 1.0
     assert fact_recall(["lower case only"], ["x"]) is None
+    assert fact_verdicts(refs, recs) == [[False, True, False, True], []]  # names first, then numbers
+
+
+def test_ae_fact_verdicts_pair_by_fact_and_by_window():
+    a = [[True, True, True], [True, False], [True]]
+    b = [[False, False, True], [False, True], [True]]
+    t = compare_fact_verdicts(a, b)
+    # Facts: a alone 3 (two in window 0, one in window 1), b alone 1. Windows: a ahead in 0, level in 1 and 2.
+    assert t["fact"] == sign_test([True] * 3 + [True, False, True], [False, False, True, False, True, True])
+    assert (t["fact"]["wins"], t["fact"]["losses"]) == (3, 1)
+    assert t["window"] == {"wins": 1, "losses": 0, "p": 1.0}
+    with pytest.raises(ValueError, match="same windows"):
+        compare_fact_verdicts(a, b[:2])
+    with pytest.raises(ValueError, match="same windows"):
+        compare_fact_verdicts(a, [[True], [True, False], [True]])
 
 
 def test_peers_stay_within_the_budget(tokenizer):
@@ -303,10 +318,17 @@ def test_cli_end_to_end(cf_dir, tokenizer, llm_factory, compressor_kwargs, text_
     assert all(set(c["single"]["accuracy"]) == rows for c in cfs) and "digests@int8" in printed
     assert set(cfs[0]["autoencoding_codecs"]) == {"bf16", "int8"} and "vs_bf16" in cfs[0]["multidoc"]
     assert cfs[0]["single"]["answers"][0]["answers"]["full"] == cfs[1]["single"]["answers"][0]["answers"]["full"]
-    assert {(t["variant"], t["mode"]) for t in report["checkpoint_tests"]} == {
-        ("single", "digests"),
-        ("multidoc", "digests"),
+    assert {(t["variant"], t["mode"], t.get("unit")) for t in report["checkpoint_tests"]} == {
+        ("single", "digests", None),
+        ("multidoc", "digests", None),
+        ("ae16", "fact_recall", "fact"),
+        ("ae16", "fact_recall", "window"),
     }
+    ae = [c["autoencoding"]["16"] for c in cfs]
+    assert len(ae[0]["fact_verdicts"]) == 2 and sum(map(len, ae[0]["fact_verdicts"])) == ae[0]["facts"]
+    fact_test = next(t for t in report["checkpoint_tests"] if t.get("unit") == "fact")
+    assert fact_test == fact_test | compare_fact_verdicts(ae[0]["fact_verdicts"], ae[1]["fact_verdicts"])["fact"]
+    assert "ae16 fact_recall by window" in printed
     # A bad folder fails before any model loads, with the exit status of a usage error.
     assert main(["eval", "--counterfactual", str(tmp_path / "nope")]) == 2
     assert "no counterfactual set" in capsys.readouterr().err
