@@ -15,6 +15,9 @@
 #   n2  n at twice the dose: --ae-invent 0.16
 #   kt  b + token-level KL to the tuned full-text reader (--kl-weight 1.0 --kl-teacher baselines/full-text-reader-smollm2:
 #       the teacher reads the text through that adapter; one more LLM forward per instruction step)
+#       (compiling the teacher's graphs delays its first metrics line ~3.5 min and its end ~3 min past its minutes)
+#   n4  n at four times the dose: --ae-invent 0.32
+#   nk  n2 + kt: invented names in auto-encoding and the KL to the tuned full-text reader together
 #   c   b + two context layers (self-attention over each window before the digests read it)
 #   d   the ICAE-style encoder (--encoder llm: the LLM + its own LoRA r=16 reads each window and 128 memory tokens)
 #       with a new reader adapter, from scratch
@@ -47,6 +50,8 @@ for spec in ${ARMS:-a b c ft}; do
       run bs "${common[@]}" "${mix[@]}" "${lora[@]}" --instruct-file "$W/cf_train_long_strict.jsonl" ;;
     n) run n "${common[@]}" "${mix[@]}" "${lora[@]}" --ae-invent 0.08 ;;
     n2) run n2 "${common[@]}" "${mix[@]}" "${lora[@]}" --ae-invent 0.16 ;;
+    n4) run n4 "${common[@]}" "${mix[@]}" "${lora[@]}" --ae-invent 0.32 ;;
+    nk) run nk "${common[@]}" "${mix[@]}" "${lora[@]}" --ae-invent 0.16 --kl-weight 1.0 --kl-teacher baselines/full-text-reader-smollm2 ;;
     kt) run kt "${common[@]}" "${mix[@]}" "${lora[@]}" --kl-weight 1.0 --kl-teacher baselines/full-text-reader-smollm2 ;;
     c) run c "${common[@]}" "${mix[@]}" "${lora[@]}" --context-layers 2 ;;
     d) run d "${data[@]}" "${mix[@]}" "${lora[@]}" --encoder llm --encoder-rank 16 ;;
