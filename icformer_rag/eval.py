@@ -123,8 +123,12 @@ def fact_verdicts(references: Sequence[str], reconstructions: Sequence[str]) -> 
 
 def fact_counts(references: Sequence[str], reconstructions: Sequence[str]) -> tuple[int, int]:
     """(facts reproduced, facts) over all references (see :func:`fact_verdicts`)."""
-    verdicts = fact_verdicts(references, reconstructions)
-    return sum(sum(v) for v in verdicts), sum(len(v) for v in verdicts)
+    return _tally(fact_verdicts(references, reconstructions))
+
+
+def _tally(verdicts: Sequence[Sequence[bool]]) -> tuple[int, int]:
+    """(facts reproduced, facts) of per-window fact verdicts."""
+    return sum(map(sum, verdicts)), sum(map(len, verdicts))
 
 
 def fact_recall(references: Sequence[str], reconstructions: Sequence[str]) -> float | None:
@@ -146,7 +150,7 @@ def autoencoding_scores(
     recon = reconstruct(compressor, llm, windows, batch_size, digests)
     decode = compressor.tokenizer.decode
     verdicts = fact_verdicts([decode(w) for w in windows], [decode(r) for r in recon])
-    hits, facts = sum(sum(v) for v in verdicts), sum(len(v) for v in verdicts)
+    hits, facts = _tally(verdicts)
     return {
         "bleu4": corpus_bleu(windows, recon),
         "token_acc": token_accuracy(windows, recon),
